@@ -1,0 +1,1 @@
+"""Batched, fully jitted online RL fine-tuning experiments in JAX."""

@@ -1,0 +1,19 @@
+"""Agents: maths and state only, behind one interface (`research.agents.base.Agent`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from research.agents import ppo
+from research.agents.base import Agent
+from research.envs import EnvSpec
+
+_MAKERS = {"ppo": ppo.make}
+
+
+def make_agent(name: str, config: Any, spec: EnvSpec, total_updates: int) -> Agent:
+    """The agent `name` with its static `config`, for environments of `spec`."""
+    return _MAKERS[name](config, spec, total_updates)
+
+
+__all__ = ["Agent", "make_agent"]

@@ -1,0 +1,1 @@
+"""Statistics across runs, tables and figures, computed from saved results only."""

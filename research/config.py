@@ -1,0 +1,363 @@
+"""Typed, frozen experiment configs and their validation.
+
+This is the only module that knows the config schema. Hydra composes a plain
+mapping; `parse_experiment` turns it into frozen dataclasses or raises one
+`ConfigError` naming the field, the bad value and what is allowed -- before
+anything is traced or compiled.
+
+Two kinds of agent settings exist, and the split is the heart of batching:
+- *static* settings change array shapes or loop counts (num_envs, layer sizes)
+  and are closed over by `make_train`;
+- *hyperparameters* are scalars that become traced pytree leaves, so a sweep
+  over them is vmapped inside one compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flax import struct
+
+
+class ConfigError(ValueError):
+    """A config value is invalid. The message names field, value and what is allowed."""
+
+
+# --------------------------------------------------------------------------- rules
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A constraint on one scalar field: type (`int`, `float`, `bool`, `str`) and range."""
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.kind == "str":
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.kind == "bool":
+            return "true or false"
+        if self.low is None and self.high is None:
+            return f"a {self.kind}"
+        lo = "" if self.low is None else f"{self.low:g} {'<' if self.low_open else '<='} "
+        hi = "" if self.high is None else f" {'<' if self.high_open else '<='} {self.high:g}"
+        return f"a {self.kind} with {lo}x{hi}"
+
+    def check(self, path: str, value: Any) -> Any:
+        """Returns the value converted to the rule's type, or raises ConfigError."""
+        bad = ConfigError(f"{path}: got {value!r}; must be {self.describe()}")
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise bad
+            return value
+        if self.kind == "str":
+            if value not in self.choices:
+                raise bad
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        if self.kind == "int" and not float(value).is_integer():
+            raise bad
+        value = int(value) if self.kind == "int" else float(value)
+        if not math.isfinite(value):
+            raise bad
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            raise bad
+        if self.high is not None and (
+            value > self.high or (self.high_open and value == self.high)
+        ):
+            raise bad
+        return value
+
+
+POS_INT = Rule("int", low=1)
+POS_FLOAT = Rule("float", low=0.0, low_open=True)
+NONNEG_FLOAT = Rule("float", low=0.0)
+UNIT_OPEN = Rule("float", low=0.0, high=1.0, low_open=True)  # (0, 1]
+UNIT = Rule("float", low=0.0, high=1.0)  # [0, 1]
+BOOL = Rule("bool")
+
+
+def _f(default: Any, rule: Rule, **kw: Any) -> Any:
+    return field(default=default, metadata={"rule": rule, **kw})
+
+
+# --------------------------------------------------------------------------- agents
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Static PPO settings (shapes and loop counts)."""
+
+    num_envs: int = _f(4, POS_INT)
+    num_steps: int = _f(128, POS_INT)
+    num_epochs: int = _f(4, POS_INT)
+    num_minibatches: int = _f(4, POS_INT)
+    hidden_sizes: tuple[int, ...] = _f((64, 64), POS_INT, sequence=True)
+    activation: str = _f("tanh", Rule("str", choices=("tanh", "relu")))
+    normalize_obs: bool = _f(False, BOOL)
+    anneal_lr: bool = _f(True, BOOL)
+
+
+@struct.dataclass
+class PPOHParams:
+    """Traced PPO hyperparameters: each leaf is a scalar, or [R] across runs."""
+
+    lr: float = _f(2.5e-4, POS_FLOAT)
+    gamma: float = _f(0.99, UNIT)
+    gae_lambda: float = _f(0.95, UNIT)
+    clip_eps: float = _f(0.2, POS_FLOAT)
+    ent_coef: float = _f(0.01, NONNEG_FLOAT)
+    vf_coef: float = _f(0.5, NONNEG_FLOAT)
+    max_grad_norm: float = _f(0.5, POS_FLOAT)
+    init_log_std: float = _f(0.0, Rule("float"))
+    reward_scale: float = _f(1.0, POS_FLOAT)
+
+
+# name -> (static config class, hparams class)
+AGENT_SCHEMAS: dict[str, tuple[type, type]] = {"ppo": (PPOConfig, PPOHParams)}
+
+
+# --------------------------------------------------------------------------- experiment
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    name: str
+    config: Any  # the agent's static config dataclass
+    hparams: Any  # the agent's hparams dataclass (python floats)
+
+
+@dataclass(frozen=True)
+class ValueGrid:
+    """Values a swept field takes: an explicit list, or a linear/log range."""
+
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    id: str
+    params: Mapping[str, float]  # fixed overrides of EnvParams fields
+    variants: Mapping[str, ValueGrid]  # EnvParams fields -> values, crossed as a grid
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    total_timesteps: int
+    num_logs: int
+
+
+@dataclass(frozen=True)
+class RunsConfig:
+    seeds: int
+    base_seed: int
+    max_runs_per_chunk: int | None
+    memory_budget_gb: float | None
+    num_devices: int | None
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    agent: AgentSpec
+    env: EnvConfig
+    train: TrainConfig
+    runs: RunsConfig
+    sweep: Mapping[str, ValueGrid]  # hparam name -> values, crossed as a grid
+    output_root: str
+    progress: bool
+    plot: bool
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _mapping(path: str, raw: Any) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: got {raw!r}; must be a mapping of key: value")
+    return raw
+
+
+def _reject_unknown(path: str, raw: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(
+                f"{path}.{key}: unknown field; allowed: {', '.join(sorted(allowed))}"
+            )
+
+
+def _field_rule(cls: type, name: str) -> Rule:
+    return {f.name: f.metadata["rule"] for f in dataclasses.fields(cls)}[name]
+
+
+def _build_dataclass(cls: type, path: str, raw: Mapping[str, Any]) -> Any:
+    """Instantiates `cls` from the keys of `raw` it declares, checking each rule."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            continue
+        rule, value = f.metadata["rule"], raw[f.name]
+        if f.metadata.get("sequence"):
+            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+                raise ConfigError(
+                    f"{path}.{f.name}: got {value!r}; must be a non-empty list of {rule.describe()}s"
+                )
+            value = tuple(rule.check(f"{path}.{f.name}[{i}]", v) for i, v in enumerate(value))
+        else:
+            value = rule.check(f"{path}.{f.name}", value)
+        values[f.name] = value
+    return cls(**values)
+
+
+def parse_grid(path: str, raw: Any, rule: Rule | None = None) -> ValueGrid:
+    """A list `[a, b, ...]` or a range `{start, stop, num, log: false}` -> ValueGrid."""
+    if isinstance(raw, Mapping):
+        _reject_unknown(path, raw, ("start", "stop", "num", "log"))
+        for key in ("start", "stop", "num"):
+            if key not in raw:
+                raise ConfigError(f"{path}.{key}: missing; a range needs start, stop and num")
+        start = Rule("float").check(f"{path}.start", raw["start"])
+        stop = Rule("float").check(f"{path}.stop", raw["stop"])
+        num = POS_INT.check(f"{path}.num", raw["num"])
+        log = BOOL.check(f"{path}.log", raw.get("log", False))
+        if log and (start <= 0 or stop <= 0):
+            raise ConfigError(f"{path}: a log range needs start > 0 and stop > 0")
+        if num == 1:
+            values = [start]
+        elif log:
+            values = [math.exp(math.log(start) + i * (math.log(stop / start)) / (num - 1)) for i in range(num)]
+        else:
+            values = [start + i * (stop - start) / (num - 1) for i in range(num)]
+    elif isinstance(raw, Sequence) and not isinstance(raw, (str, bytes)) and len(raw) > 0:
+        values = list(raw)
+    else:
+        raise ConfigError(
+            f"{path}: got {raw!r}; must be a non-empty list of values or "
+            "a range {start: a, stop: b, num: n, log: false}"
+        )
+    rule = rule or Rule("float")
+    return ValueGrid(tuple(rule.check(f"{path}[{i}]", v) for i, v in enumerate(values)))
+
+
+def _parse_agent(raw: Mapping[str, Any]) -> AgentSpec:
+    raw = _mapping("agent", raw)
+    name = raw.get("name")
+    if name not in AGENT_SCHEMAS:
+        raise ConfigError(f"agent.name: got {name!r}; allowed: {', '.join(AGENT_SCHEMAS)}")
+    config_cls, hparams_cls = AGENT_SCHEMAS[name]
+    allowed = ["name"] + [f.name for f in dataclasses.fields(config_cls)]
+    allowed += [f.name for f in dataclasses.fields(hparams_cls)]
+    _reject_unknown("agent", raw, allowed)
+    config = _build_dataclass(config_cls, "agent", raw)
+    hparams = _build_dataclass(hparams_cls, "agent", raw)
+    if name == "ppo":
+        batch = config.num_envs * config.num_steps
+        if batch % config.num_minibatches:
+            raise ConfigError(
+                f"agent.num_minibatches: got {config.num_minibatches}; must divide "
+                f"num_envs * num_steps = {config.num_envs} * {config.num_steps} = {batch}"
+            )
+    return AgentSpec(name=name, config=config, hparams=hparams)
+
+
+def _parse_sweep(raw: Any, agent: AgentSpec) -> dict[str, ValueGrid]:
+    hparams_cls = type(agent.hparams)
+    names = [f.name for f in dataclasses.fields(hparams_cls)]
+    static = [f.name for f in dataclasses.fields(type(agent.config))]
+    out = {}
+    for key, values in _mapping("sweep", raw).items():
+        if values is None:
+            continue
+        if key in static:
+            raise ConfigError(
+                f"sweep.{key}: '{key}' changes array shapes, so it cannot vary inside one "
+                f"program; run one program per value with Hydra multirun "
+                f"(-m agent.{key}=a,b). Sweepable: {', '.join(names)}"
+            )
+        if key not in names:
+            raise ConfigError(
+                f"sweep.{key}: not a hyperparameter of agent '{agent.name}'; "
+                f"sweepable: {', '.join(names)}"
+            )
+        out[key] = parse_grid(f"sweep.{key}", values, _field_rule(hparams_cls, key))
+    return out
+
+
+def _parse_env(raw: Any) -> EnvConfig:
+    raw = _mapping("env", raw)
+    _reject_unknown("env", raw, ("id", "params", "variants"))
+    env_id = raw.get("id")
+    if not isinstance(env_id, str) or not env_id:
+        raise ConfigError(f"env.id: got {env_id!r}; must be an environment name")
+    params = {}
+    for key, value in _mapping("env.params", raw.get("params")).items():
+        if value is not None:
+            params[key] = Rule("float").check(f"env.params.{key}", value)
+    variants = {
+        key: parse_grid(f"env.variants.{key}", value)
+        for key, value in _mapping("env.variants", raw.get("variants")).items()
+        if value is not None
+    }
+    return EnvConfig(id=env_id, params=params, variants=variants)
+
+
+def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
+    """Validates a composed config mapping (e.g. Hydra's) into an ExperimentConfig."""
+    raw = _mapping("config", raw)
+    top = ("experiment_name", "agent", "env", "train", "runs", "sweep", "output_root",
+           "progress", "plot")
+    _reject_unknown("config", raw, top)
+    agent = _parse_agent(raw.get("agent"))
+
+    train_raw = _mapping("train", raw.get("train"))
+    _reject_unknown("train", train_raw, ("total_timesteps", "num_logs"))
+    train = TrainConfig(
+        total_timesteps=POS_INT.check("train.total_timesteps", train_raw.get("total_timesteps")),
+        num_logs=POS_INT.check("train.num_logs", train_raw.get("num_logs", 20)),
+    )
+    runs_raw = _mapping("runs", raw.get("runs"))
+    _reject_unknown(
+        "runs", runs_raw, ("seeds", "base_seed", "max_runs_per_chunk", "memory_budget_gb",
+                           "num_devices"),
+    )
+
+    def optional(key: str, rule: Rule) -> Any:
+        value = runs_raw.get(key)
+        return None if value is None else rule.check(f"runs.{key}", value)
+
+    runs = RunsConfig(
+        seeds=POS_INT.check("runs.seeds", runs_raw.get("seeds", 1)),
+        base_seed=Rule("int", low=0).check("runs.base_seed", runs_raw.get("base_seed", 0)),
+        max_runs_per_chunk=optional("max_runs_per_chunk", POS_INT),
+        memory_budget_gb=optional("memory_budget_gb", POS_FLOAT),
+        num_devices=optional("num_devices", POS_INT),
+    )
+    name = raw.get("experiment_name", "default")
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ConfigError(f"experiment_name: got {name!r}; must be a non-empty name without '/'")
+    output_root = raw.get("output_root", "results/runs")
+    if not isinstance(output_root, str) or not output_root:
+        raise ConfigError(f"output_root: got {output_root!r}; must be a directory path")
+    return ExperimentConfig(
+        name=name,
+        agent=agent,
+        env=_parse_env(raw.get("env")),
+        train=train,
+        runs=runs,
+        sweep=_parse_sweep(raw.get("sweep"), agent),
+        output_root=output_root,
+        progress=BOOL.check("progress", raw.get("progress", True)),
+        plot=BOOL.check("plot", raw.get("plot", True)),
+    )

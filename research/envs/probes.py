@@ -1,0 +1,121 @@
+"""Probe environments (gymnax API) whose optimal values and policies are known.
+
+Each isolates one thing a learner must get right, so a failing probe points at
+the broken piece (value loss, discounting, policy gradient, ...).
+
+| probe                     | obs         | reward                       | known answer                |
+|---------------------------|-------------|------------------------------|-----------------------------|
+| ConstantReward-probe      | 0           | 1, episode of 1 step         | V = 1                       |
+| ObsDependentReward-probe  | +1 or -1    | = obs, 1 step                | V(obs) = obs                |
+| ActionDependentReward-probe | 0         | 1 if action == 1 else -1     | pi(1) -> 1, V -> 1          |
+| ObsActionReward-probe     | +1 or -1    | 1 if action == (obs > 0)     | pi(obs>0 | obs) -> 1, V -> 1 |
+| TwoStepDiscount-probe     | 0 then 1    | 0 then 1, 2 steps            | V(0) = gamma, V(1) = 1      |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from gymnax.environments import environment, spaces
+
+
+@struct.dataclass
+class ProbeState(environment.EnvState):
+    obs: jax.Array
+
+
+@struct.dataclass
+class ProbeParams(environment.EnvParams):
+    max_steps_in_episode: int = 10
+
+
+class _Probe(environment.Environment[ProbeState, ProbeParams]):
+    """One-dimensional observation, two actions, episodes of 1 or 2 steps."""
+
+    episode_steps = 1
+    random_obs = False
+
+    @property
+    def default_params(self) -> ProbeParams:
+        return ProbeParams()
+
+    def _first_obs(self, key: jax.Array) -> jax.Array:
+        if self.random_obs:
+            return jnp.where(jax.random.bernoulli(key), 1.0, -1.0)
+        return jnp.asarray(0.0)
+
+    def reward(self, state: ProbeState, action: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def reset_env(self, key: jax.Array, params: ProbeParams) -> tuple[jax.Array, ProbeState]:
+        state = ProbeState(time=0, obs=self._first_obs(key))
+        return state.obs[None], state
+
+    def step_env(
+        self, key: jax.Array, state: ProbeState, action: Any, params: ProbeParams
+    ) -> tuple[jax.Array, ProbeState, jax.Array, jax.Array, dict]:
+        reward = self.reward(state, action).astype(jnp.float32)
+        time = state.time + 1
+        next_obs = jnp.asarray(time, jnp.float32) if self.episode_steps > 1 else state.obs
+        next_state = ProbeState(time=time, obs=next_obs)
+        terminated = time >= self.episode_steps
+        return next_state.obs[None], next_state, reward, terminated, {}
+
+    def get_obs(self, state: ProbeState, params: Any = None, key: Any = None) -> jax.Array:
+        return state.obs[None]
+
+    def is_terminated(self, state: ProbeState, params: ProbeParams) -> jax.Array:
+        return state.time >= self.episode_steps
+
+    @property
+    def num_actions(self) -> int:
+        return 2
+
+    def action_space(self, params: Any = None) -> spaces.Discrete:
+        return spaces.Discrete(2)
+
+    def observation_space(self, params: Any = None) -> spaces.Box:
+        return spaces.Box(-1.0, 1.0, (1,), jnp.float32)
+
+
+class ConstantReward(_Probe):
+    def reward(self, state, action):
+        return jnp.ones(())
+
+
+class ObsDependentReward(_Probe):
+    random_obs = True
+
+    def reward(self, state, action):
+        return state.obs
+
+
+class ActionDependentReward(_Probe):
+    def reward(self, state, action):
+        return jnp.where(action == 1, 1.0, -1.0)
+
+
+class ObsActionReward(_Probe):
+    random_obs = True
+
+    def reward(self, state, action):
+        return jnp.where(action == (state.obs > 0), 1.0, -1.0)
+
+
+class TwoStepDiscount(_Probe):
+    episode_steps = 2
+
+    def reward(self, state, action):
+        return jnp.where(state.time == 1, 1.0, 0.0)
+
+
+PROBES = {
+    "ConstantReward-probe": ConstantReward,
+    "ObsDependentReward-probe": ObsDependentReward,
+    "ActionDependentReward-probe": ActionDependentReward,
+    "ObsActionReward-probe": ObsActionReward,
+    "TwoStepDiscount-probe": TwoStepDiscount,
+}

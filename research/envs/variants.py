@@ -1,0 +1,88 @@
+"""Environment variants: EnvParams fields set from the config, derived fields recomputed.
+
+A variant is a dict of field overrides. `variant_params` builds one EnvParams
+from it, `stack_params` a batch whose leaves carry a leading [R] axis so the
+runner can vmap over variants like over seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from research.config import ConfigError
+
+# Fields that gymnax stores but computes from others: set them and the variant
+# would be silently inconsistent, so they are recomputed and never set directly.
+DERIVED: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "CartPole-v1": {
+        "total_mass": lambda p: p.masscart + p.masspole,
+        "polemass_length": lambda p: p.masspole * p.length,
+    },
+}
+
+
+def settable_fields(env_id: str, default_params: Any) -> dict[str, Any]:
+    """Scalar EnvParams fields a config may set -> their default value."""
+    derived = DERIVED.get(env_id, {})
+    out = {}
+    for f in dataclasses.fields(default_params):
+        value = getattr(default_params, f.name)
+        if f.name not in derived and np.ndim(value) == 0:
+            out[f.name] = value
+    return out
+
+
+def _check_fields(env_id: str, default_params: Any, overrides: Mapping[str, Any],
+                  path: str) -> None:
+    allowed = settable_fields(env_id, default_params)
+    derived = DERIVED.get(env_id, {})
+    for name, value in overrides.items():
+        if name in derived:
+            raise ConfigError(
+                f"{path}.{name}: '{name}' of {env_id} is derived from other fields and is "
+                f"recomputed; set its inputs instead. Settable: {', '.join(allowed)}"
+            )
+        if name not in allowed:
+            raise ConfigError(
+                f"{path}.{name}: not a field of {env_id}'s EnvParams; settable: "
+                f"{', '.join(allowed)}"
+            )
+        if isinstance(allowed[name], (int, np.integer)) and not float(value).is_integer():
+            raise ConfigError(f"{path}.{name}: got {value!r}; must be an integer")
+
+
+def variant_params(env_id: str, default_params: Any, overrides: Mapping[str, Any]) -> Any:
+    """EnvParams with `overrides` applied and derived fields recomputed."""
+    _check_fields(env_id, default_params, overrides, "env.params")
+    fields = {}
+    for name, value in overrides.items():
+        default = getattr(default_params, name)
+        fields[name] = type(default)(value) if isinstance(default, (int, float)) else value
+    params = default_params.replace(**fields)
+    for name, derive in DERIVED.get(env_id, {}).items():
+        params = params.replace(**{name: derive(params)})
+    return params
+
+
+def variant_grid(env_id: str, default_params: Any, fixed: Mapping[str, Any],
+                 variants: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
+    """Every combination of the `variants` values, each merged over `fixed`."""
+    _check_fields(env_id, default_params, fixed, "env.params")
+    grid: list[dict[str, float]] = [dict(fixed)]
+    for name, values in variants.items():
+        for value in values:
+            _check_fields(env_id, default_params, {name: value}, "env.variants")
+        grid = [{**g, name: v} for g in grid for v in values]
+    return grid
+
+
+def stack_params(env_id: str, default_params: Any,
+                 overrides: Sequence[Mapping[str, Any]]) -> Any:
+    """EnvParams whose every leaf has a leading axis of len(overrides)."""
+    params = [variant_params(env_id, default_params, o) for o in overrides]
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *params)

@@ -1,0 +1,1 @@
+"""Pipelines: train from scratch (more to come: transfer, meta)."""

@@ -1,0 +1,114 @@
+"""Run directories: atomic writes, provenance (versions, commit, devices), metrics tables.
+
+Nothing here is ever half-written: every file goes to a temporary name in the
+same directory first and is renamed into place.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "gymnax", "hydra-core", "numpy", "pandas")
+
+
+def atomic_write(path: str | Path, write: Callable[[Any], None], binary: bool = False) -> Path:
+    """Calls write(file) on a temporary file beside `path`, then renames it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text))
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()), binary=True)
+
+
+def write_csv(path: str | Path, frame: pd.DataFrame) -> Path:
+    return atomic_write(path, lambda f: frame.to_csv(f, index=False))
+
+
+def git_commit(cwd: str | Path | None = None) -> dict[str, Any]:
+    """The commit of the checkout and whether it has uncommitted changes (None if no git)."""
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=cwd, capture_output=True, text=True,
+                                        timeout=10, check=True).stdout.strip()
+        return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def provenance() -> dict[str, Any]:
+    """Versions, commit, devices and XLA flags: what a reproduction must match."""
+    import jax
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    devices = jax.devices()
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "versions": versions,
+        "git": git_commit(Path(__file__).parent),
+        "devices": {"platform": devices[0].platform, "kind": devices[0].device_kind,
+                    "count": len(devices)},
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "argv": sys.argv,
+    }
+
+
+def metrics_table(runs: pd.DataFrame, metrics: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Long format: one row per run per logged step, the run's columns repeated beside it.
+
+    runs: one row per run (R rows); metrics: name -> [R, L].
+    """
+    num_runs, num_logs = next(iter(metrics.values())).shape
+    frame = runs.loc[np.repeat(np.arange(num_runs), num_logs)].reset_index(drop=True)
+    frame.insert(len(runs.columns), "log", np.tile(np.arange(num_logs), num_runs))
+    for name, values in metrics.items():
+        frame[name] = np.asarray(values).reshape(-1)
+    return frame
+
+
+def load_metrics(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """(runs table, metrics name -> [R, L]) of a run directory."""
+    run_dir = Path(run_dir)
+    runs = pd.read_csv(run_dir / "runs.csv")
+    with np.load(run_dir / "metrics.npz") as data:
+        metrics = {k: data[k] for k in data.files}
+    return runs, metrics

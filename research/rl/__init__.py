@@ -1,0 +1,1 @@
+"""Shared RL pieces: rollout, returns, minibatching, optimisers, networks."""

@@ -1,0 +1,61 @@
+"""Collects T steps from N environments with any agent's `act`: the only rollout loop."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+from research.envs import Env, EnvState
+
+
+class Transition(NamedTuple):
+    """A rollout, time-major: every leaf is [T, N, ...].
+
+    next_obs is the true successor s' (final observation where an episode ended);
+    aux holds what `act` returned beside the action (e.g. log-prob, value).
+    episode_return / episode_length are of the episode ending at that step (read where done).
+    """
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    next_obs: jax.Array
+    aux: Any
+    episode_return: jax.Array
+    episode_length: jax.Array
+
+
+ActFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, Any]]  # (obs [N], key) -> (action [N], aux)
+
+
+def reset_envs(env: Env, key: jax.Array, env_params: Any, num_envs: int) -> tuple[jax.Array, EnvState]:
+    """obs [N, ...], states [N] from N fresh episodes."""
+    return jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key, num_envs), env_params)
+
+
+def rollout(
+    env: Env,
+    act: ActFn,
+    env_params: Any,
+    env_state: EnvState,
+    obs: jax.Array,
+    key: jax.Array,
+    num_steps: int,
+) -> tuple[tuple[EnvState, jax.Array], Transition]:
+    """Steps N envs (auto-resetting) for num_steps. Returns ((env_state, obs), Transition [T, N])."""
+    num_envs = obs.shape[0]
+    step_envs = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+    def one_step(carry, step_key):
+        env_state, obs = carry
+        act_key, env_key = jax.random.split(step_key)
+        action, aux = act(obs, act_key)
+        env_state, ts = step_envs(jax.random.split(env_key, num_envs), env_state, action, env_params)
+        transition = Transition(obs, action, ts.reward, ts.terminated, ts.truncated, ts.next_obs,
+                                aux, ts.episode_return, ts.episode_length)
+        return (env_state, ts.obs), transition
+
+    return jax.lax.scan(one_step, (env_state, obs), jax.random.split(key, num_steps))

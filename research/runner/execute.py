@@ -1,0 +1,152 @@
+"""Executes a batch of runs as one jitted program: vmapped, sharded, chunked.
+
+The runs axis R is sharded over the devices (one mesh axis, "runs"). When the
+batch does not fit (an explicit chunk size, or a memory budget checked against
+XLA's own memory analysis of the compiled program), runs execute in chunks of
+equal size through the same compiled executable; the last chunk is padded
+with copies of a run and the padding is dropped. A run's results are the same
+alone, in a batch, sharded or chunked.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from research.runner.progress import ProgressBar
+from research.runner.train import Trainer
+
+
+@dataclass(frozen=True)
+class ExecutionInfo:
+    num_runs: int
+    chunk_size: int
+    num_chunks: int
+    num_devices: int
+    compile_s: float
+    run_s: float
+    program_bytes: int  # XLA's estimate for one chunk: arguments + outputs + temporaries
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    agent_states: Any  # pytree of numpy arrays, leaves [R, ...]
+    metrics: dict[str, np.ndarray]  # name -> [R, num_logs]
+    info: ExecutionInfo
+
+
+def _batched_program(trainer: Trainer, progress: ProgressBar | None):
+    """(seeds [C], hparams [C], env_params [C], init_state [C] | None, tick0 []) -> results."""
+
+    def program(seeds, hparams, env_params, init_state, tick0):
+        keys = jax.vmap(jax.random.key)(seeds)
+        init = jax.vmap(trainer.init, in_axes=(0, 0, 0, None if init_state is None else 0))
+        runner = init(keys, hparams, env_params, init_state)
+        segment = jax.vmap(trainer.segment)
+
+        def body(runner, i):
+            runner, metrics = segment(runner, hparams, env_params)
+            if progress is not None:
+                jax.debug.callback(progress.tick, tick0 + i)
+            return runner, metrics
+
+        runner, metrics = jax.lax.scan(body, runner, jnp.arange(trainer.num_logs))
+        return runner.agent_state, jax.tree.map(lambda m: jnp.swapaxes(m, 0, 1), metrics)
+
+    return program
+
+
+def _take(tree: Any, index: np.ndarray) -> Any:
+    return jax.tree.map(lambda x: np.asarray(x)[index], tree)
+
+
+def program_bytes(compiled: Any) -> int:
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return 0
+    return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
+               + stats.temp_size_in_bytes)
+
+
+def run_batch(
+    trainer: Trainer,
+    seeds: np.ndarray,
+    hparams: Any,
+    env_params: Any,
+    init_state: Any = None,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+    chunk_size: int | None = None,
+    memory_budget_bytes: float | None = None,
+    progress: bool = False,
+    desc: str = "train",
+) -> BatchResult:
+    """Trains R runs; every leaf of hparams / env_params / init_state has leading [R].
+
+    seeds: [R] integers; a run's PRNG key is jax.random.key(seed).
+    """
+    devices = list(devices or jax.devices())
+    num_dev = len(devices)
+    seeds = np.asarray(seeds, np.uint32)
+    num_runs = len(seeds)
+    mesh = Mesh(np.array(devices), ("runs",), axis_types=(AxisType.Auto,))
+    sharded = NamedSharding(mesh, PartitionSpec("runs"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def round_up(n: int) -> int:
+        return max(num_dev, math.ceil(n / num_dev) * num_dev)
+
+    chunk = round_up(min(chunk_size or num_runs, num_runs))
+    steps_per_run = trainer.steps_per_segment * trainer.num_logs
+    bar = ProgressBar(num_runs * steps_per_run, trainer.steps_per_segment * chunk,
+                      desc=desc, enabled=progress)
+    jitted = jax.jit(_batched_program(trainer, bar))
+
+    def chunk_args(start: int, size: int):
+        index = np.minimum(np.arange(start, start + size), num_runs - 1)  # pad with the last run
+        host = (seeds[index], _take(hparams, index), _take(env_params, index),
+                None if init_state is None else _take(init_state, index))
+        return jax.device_put(host, sharded) + (jax.device_put(np.int32(0), replicated),)
+
+    def compile_for(size: int):
+        started = time.perf_counter()
+        compiled = jitted.lower(*chunk_args(0, size)).compile()
+        return compiled, time.perf_counter() - started
+
+    compiled, compile_s = compile_for(chunk)
+    used = program_bytes(compiled)
+    if memory_budget_bytes is not None and used > memory_budget_bytes and chunk > num_dev:
+        per_run = used / chunk
+        chunk = max(num_dev, int(memory_budget_bytes // per_run) // num_dev * num_dev)
+        compiled, extra_s = compile_for(chunk)
+        compile_s += extra_s
+        used = program_bytes(compiled)
+    bar.start(trainer.steps_per_segment * chunk)
+
+    num_chunks = math.ceil(num_runs / chunk)
+    states, metrics = [], []
+    started = time.perf_counter()
+    try:
+        for c in range(num_chunks):
+            args = chunk_args(c * chunk, chunk)
+            tick0 = jax.device_put(np.int32(c * trainer.num_logs), replicated)
+            out_states, out_metrics = compiled(*args[:-1], tick0)
+            keep = min(chunk, num_runs - c * chunk)
+            states.append(jax.tree.map(lambda x: np.asarray(x)[:keep], out_states))
+            metrics.append({k: np.asarray(v)[:keep] for k, v in out_metrics.items()})
+    finally:
+        bar.close()
+    run_s = time.perf_counter() - started
+    cat = lambda *xs: np.concatenate(xs, axis=0)
+    return BatchResult(
+        agent_states=jax.tree.map(cat, *states),
+        metrics={k: cat(*(m[k] for m in metrics)) for k in metrics[0]},
+        info=ExecutionInfo(num_runs, chunk, num_chunks, num_dev, compile_s, run_s, used),
+    )

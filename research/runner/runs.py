@@ -1,0 +1,80 @@
+"""The runs axis: seeds x hyperparameter points x env variants, as stacked arrays.
+
+Order: variants outermost, then hyperparameter points, then seeds fastest, so
+runs that differ only in their seed are adjacent. Seeds repeat across points
+and variants (common random numbers), which makes paired comparisons sharper.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+import pandas as pd
+
+from research.envs import stack_params, variant_grid
+
+
+@dataclass(frozen=True)
+class RunsAxis:
+    """R runs. `table` has one row per run: run, seed, and every swept hparam / variant field."""
+
+    seeds: np.ndarray  # [R] uint32
+    hparams: Any  # hparams dataclass, every leaf [R]
+    env_params: Any  # EnvParams, every leaf [R]
+    table: pd.DataFrame
+    swept: tuple[str, ...]  # the hparam names that vary
+    varied: tuple[str, ...]  # the env fields that vary
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+
+def grid_points(grid: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
+    """Cartesian product of named value lists, first name outermost; [{}] if empty."""
+    names = list(grid)
+    return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+
+
+def build_runs(
+    env_id: str,
+    default_env_params: Any,
+    base_hparams: Any,
+    *,
+    num_seeds: int,
+    base_seed: int = 0,
+    sweep: Mapping[str, Sequence[float]] | None = None,
+    env_fixed: Mapping[str, float] | None = None,
+    env_variants: Mapping[str, Sequence[float]] | None = None,
+) -> RunsAxis:
+    """Stacks every (variant, hparam point, seed) combination into a RunsAxis."""
+    sweep, env_variants = dict(sweep or {}), dict(env_variants or {})
+    variants = variant_grid(env_id, default_env_params, env_fixed or {}, env_variants)
+    points = grid_points(sweep)
+    rows, variant_index, hparam_rows = [], [], []
+    combos = itertools.product(enumerate(variants), points, range(num_seeds))
+    for (v, variant), point, seed_index in combos:
+        rows.append({"run": len(rows), "seed": base_seed + seed_index,
+                     **{k: point[k] for k in sweep},
+                     **{f"env.{k}": variant[k] for k in env_variants}})
+        variant_index.append(v)
+        hparam_rows.append(point)
+    hparams = base_hparams.replace(**{
+        f.name: np.asarray([p.get(f.name, getattr(base_hparams, f.name)) for p in hparam_rows],
+                           np.float32)
+        for f in dataclasses.fields(base_hparams)
+    })
+    return RunsAxis(
+        seeds=np.asarray([r["seed"] for r in rows], np.uint32),
+        hparams=hparams,
+        env_params=jax.tree.map(lambda x: x[np.asarray(variant_index)],
+                                stack_params(env_id, default_env_params, variants)),
+        table=pd.DataFrame(rows),
+        swept=tuple(sweep),
+        varied=tuple(env_variants),
+    )

@@ -1,0 +1,96 @@
+"""`make_train`: the only training loop, for one run, as pure jittable functions.
+
+A run is split into `num_logs` equal segments of updates. Each segment returns
+one row of metrics, so metrics are logged at an interval, never every step.
+The batched executor (`research.runner.execute`) scans segments over a vmapped
+batch of runs; `train` here is the same computation for a single run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from research.agents import Agent
+from research.envs import Env, EnvState
+from research.rl.rollout import reset_envs, rollout
+
+
+@struct.dataclass
+class RunnerState:
+    agent_state: Any
+    env_state: EnvState  # [N]
+    obs: jax.Array  # [N, *obs_shape]
+    key: jax.Array
+    num_updates: jax.Array  # [] int32
+
+
+class Trainer(NamedTuple):
+    """Pure functions of one run. Statics (sizes, counts) are closed over.
+
+    init(key, hparams, env_params, init_state=None) -> RunnerState
+    segment(runner, hparams, env_params) -> (runner, metrics: dict of [] scalars)
+    train(key, hparams, env_params, init_state=None) -> (agent_state, metrics: dict of [num_logs])
+    """
+
+    init: Callable[..., RunnerState]
+    segment: Callable[..., tuple[RunnerState, dict]]
+    train: Callable[..., tuple[Any, dict]]
+    num_logs: int
+    steps_per_segment: int
+
+
+def episode_metrics(done: jax.Array, episode_return: jax.Array, episode_length: jax.Array) -> dict:
+    """Mean return and length of the episodes that ended (NaN if none did; never a fake 0)."""
+    count = done.sum()
+    mean = lambda x: jnp.where(count > 0, jnp.sum(jnp.where(done, x, 0.0)) / jnp.maximum(count, 1), jnp.nan)
+    return {"episode_return": mean(episode_return), "episode_length": mean(episode_length),
+            "episodes": count}
+
+
+def make_train(agent: Agent, env: Env, num_envs: int, num_steps: int, num_updates: int,
+               num_logs: int) -> Trainer:
+    """One run: `num_updates` updates of `num_envs * num_steps` env steps each.
+
+    num_updates must be a multiple of num_logs (the config layer rounds it).
+    """
+    if num_updates % num_logs:
+        raise ValueError(f"num_updates={num_updates} is not a multiple of num_logs={num_logs}")
+    updates_per_log = num_updates // num_logs
+
+    def init(key, hparams, env_params, init_state=None) -> RunnerState:
+        agent_key, env_key, run_key = jax.random.split(key, 3)
+        agent_state = agent.init(agent_key, hparams) if init_state is None else init_state
+        obs, env_state = reset_envs(env, env_key, env_params, num_envs)
+        return RunnerState(agent_state, env_state, obs, run_key, jnp.zeros((), jnp.int32))
+
+    def one_update(runner: RunnerState, hparams, env_params):
+        key, rollout_key, update_key = jax.random.split(runner.key, 3)
+        act = lambda obs, k: agent.act(runner.agent_state, obs, k, hparams, True)
+        (env_state, obs), batch = rollout(env, act, env_params, runner.env_state, runner.obs,
+                                          rollout_key, num_steps)
+        agent_state, metrics = agent.update(runner.agent_state, batch, update_key, hparams)
+        runner = RunnerState(agent_state, env_state, obs, key, runner.num_updates + 1)
+        done = jnp.logical_or(batch.terminated, batch.truncated)
+        return runner, (metrics, done, batch.episode_return, batch.episode_length)
+
+    def segment(runner: RunnerState, hparams, env_params) -> tuple[RunnerState, dict]:
+        runner, (losses, done, ep_return, ep_length) = jax.lax.scan(
+            lambda r, _: one_update(r, hparams, env_params), runner, None, updates_per_log)
+        metrics = {
+            "env_steps": runner.num_updates * (num_envs * num_steps),
+            **episode_metrics(done, ep_return, ep_length),
+            **jax.tree.map(jnp.mean, losses),
+        }
+        return runner, metrics
+
+    def train(key, hparams, env_params, init_state=None):
+        runner = init(key, hparams, env_params, init_state)
+        runner, metrics = jax.lax.scan(
+            lambda r, _: segment(r, hparams, env_params), runner, None, num_logs)
+        return runner.agent_state, metrics
+
+    return Trainer(init, segment, train, num_logs, updates_per_log * num_envs * num_steps)

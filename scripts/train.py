@@ -1,0 +1,29 @@
+"""Train a batch of runs from a Hydra config.
+
+    python scripts/train.py agent=ppo env=cartpole runs.seeds=64 'sweep.lr=[1e-3,3e-4]'
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from research.config import ConfigError, parse_experiment
+from research.pipelines.train import run_experiment
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="config")
+def main(cfg: DictConfig) -> None:
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        run_experiment(parse_experiment(raw), raw, HydraConfig.get().runtime.output_dir)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
