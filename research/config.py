@@ -46,11 +46,12 @@ class Rule:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         if self.kind == "bool":
             return "true or false"
+        article = "an" if self.kind == "int" else "a"
         if self.low is None and self.high is None:
-            return f"a {self.kind}"
+            return f"{article} {self.kind}"
         lo = "" if self.low is None else f"{self.low:g} {'<' if self.low_open else '<='} "
         hi = "" if self.high is None else f" {'<' if self.high_open else '<='} {self.high:g}"
-        return f"a {self.kind} with {lo}x{hi}"
+        return f"{article} {self.kind} with {lo}x{hi}"
 
     def check(self, path: str, value: Any) -> Any:
         """Returns the value converted to the rule's type, or raises ConfigError."""

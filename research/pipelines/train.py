@@ -11,7 +11,7 @@ import jax
 import yaml
 
 from research import results
-from research.agents import make_agent
+from research.agents import Agent, make_agent
 from research.analysis.curves import plot_learning_curves, summary_table
 from research.config import ConfigError, ExperimentConfig
 from research.envs import Env
@@ -25,6 +25,7 @@ class Prepared:
 
     config: ExperimentConfig
     env: Env
+    agent: Agent
     trainer: Trainer
     runs: RunsAxis
     num_updates: int
@@ -65,7 +66,7 @@ def prepare(config: ExperimentConfig) -> Prepared:
     agent = make_agent(config.agent.name, config.agent.config, env.spec, num_updates)
     trainer = make_train(agent, env, config.agent.config.num_envs, config.agent.config.num_steps,
                          num_updates, config.train.num_logs)
-    return Prepared(config, env, trainer, runs, num_updates, devices)
+    return Prepared(config, env, agent, trainer, runs, num_updates, devices)
 
 
 def execute(prepared: Prepared, init_state: Any = None) -> BatchResult:

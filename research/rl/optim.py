@@ -30,7 +30,7 @@ def apply_gradients(
 
     Returns (new params, new opt_state, the unclipped gradient norm).
     """
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     scale = jnp.minimum(1.0, max_grad_norm / jnp.maximum(grad_norm, 1e-12))
     grads = jax.tree.map(lambda g: g * scale, grads)
     hyper = {**opt_state.hyperparams, "learning_rate": jnp.asarray(lr, jnp.float32)}

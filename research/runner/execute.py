@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -122,12 +123,16 @@ def run_batch(
 
     compiled, compile_s = compile_for(chunk)
     used = program_bytes(compiled)
-    if memory_budget_bytes is not None and used > memory_budget_bytes and chunk > num_dev:
-        per_run = used / chunk
-        chunk = max(num_dev, int(memory_budget_bytes // per_run) // num_dev * num_dev)
+    while memory_budget_bytes is not None and used > memory_budget_bytes and chunk > num_dev:
+        # Memory is nearly linear in the chunk; shrink proportionally, by at least one step.
+        smaller = int(chunk * memory_budget_bytes / used) // num_dev * num_dev
+        chunk = max(num_dev, min(smaller, chunk - num_dev))
         compiled, extra_s = compile_for(chunk)
         compile_s += extra_s
         used = program_bytes(compiled)
+    if memory_budget_bytes is not None and used > memory_budget_bytes:
+        warnings.warn(f"one run per device needs {used / 2**20:.1f} MiB, over the memory "
+                      f"budget of {memory_budget_bytes / 2**20:.1f} MiB; running anyway")
     bar.start(trainer.steps_per_segment * chunk)
 
     num_chunks = math.ceil(num_runs / chunk)

@@ -1,0 +1,445 @@
+"""Throughput benchmark: R parallel PPO runs on CartPole-v1 as one batched program.
+
+For each R in --runs, a fresh subprocess (with its own XLA_FLAGS, CPU affinity
+and a timeout) builds R PPO runs exactly as `research.pipelines.train` does,
+runs them with `research.runner.run_batch`, and reports
+
+    env-steps/s    R * env steps per run / run time (compile excluded)
+    compile s      lowering + XLA compilation of the batched program
+    program MiB    XLA's memory estimate of the program (arguments + outputs + temps)
+    peak RSS MiB   the subprocess's peak resident memory (getrusage ru_maxrss)
+    device MiB     the device's peak bytes in use, where the backend reports it (GPU)
+
+A fresh process per configuration keeps one configuration's peak memory, JIT
+caches and thread pools out of the next. Results are written atomically to
+<out>/<name>.csv and <out>/<name>.md after every configuration, so an
+interrupted benchmark still leaves a consistent table.
+
+PPO settings are the defaults of `research.config.PPOConfig` (4 envs x 128 steps,
+4 epochs x 4 minibatches, 64x64 tanh MLP). Large batches may use fewer env steps
+per run (--max-batch-steps): the quantity compared is env-steps/s.
+
+Examples (2-core CPU):
+
+    python scripts/benchmark.py                                  # R = 1, 64, 1024
+    python scripts/benchmark.py --runs 1 64 1024 4096 --append   # more runs, same table
+    python scripts/benchmark.py --host-devices 2 --append        # runs sharded over 2 CPU devices
+    python scripts/benchmark.py --no-multi-thread-eigen --append # Eigen intra-op threads off
+    python scripts/benchmark.py --pin-cpus 0 --append            # process pinned to core 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV_ID = "CartPole-v1"
+
+COLUMNS = [
+    "setting", "device", "platform", "num_devices", "runs", "env_steps_per_run", "num_updates",
+    "chunk_size", "num_chunks", "env_steps_per_s", "env_steps_per_s_per_run", "compile_s",
+    "run_s", "wall_s", "cpu_s", "other_load", "program_mib", "peak_rss_mib", "device_peak_mib",
+    "final_return",
+    "status", "xla_flags", "cpus", "jax", "git_commit", "timestamp", "command",
+]
+
+TEXT_COLUMNS = {"setting", "device", "platform", "status", "xla_flags", "cpus", "jax",
+                "git_commit", "timestamp", "command"}
+
+
+# --------------------------------------------------------------------------- worker
+
+
+def _device_name(jax) -> str:
+    """A human name for the device JAX uses: the CPU model for CPUs, the device kind otherwise."""
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        return f"{device.platform}: {device.device_kind}"
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu: {model} ({len(os.sched_getaffinity(0))} of {os.cpu_count()} cores usable)"
+
+
+def probe() -> dict:
+    """What this process's JAX sees (run in a subprocess with the benchmark's environment)."""
+    import jax
+
+    return {"platform": jax.devices()[0].platform, "device": _device_name(jax),
+            "device_count": jax.device_count(), "jax": jax.__version__}
+
+
+def worker(runs: int, total_timesteps: int, num_logs: int, num_devices: int | None) -> dict:
+    """Trains `runs` PPO runs of `total_timesteps` env steps each; returns one result row."""
+    import resource
+
+    import jax
+    import numpy as np
+
+    from research.agents import make_agent
+    from research.config import PPOConfig, PPOHParams
+    from research.envs import Env
+    from research.runner import make_train, run_batch
+    from research.runner.runs import build_runs
+
+    env = Env(ENV_ID)
+    cfg = PPOConfig()
+    num_updates = total_timesteps // (cfg.num_envs * cfg.num_steps) // num_logs * num_logs
+    agent = make_agent("ppo", cfg, env.spec, num_updates)
+    trainer = make_train(agent, env, cfg.num_envs, cfg.num_steps, num_updates, num_logs)
+    axis = build_runs(ENV_ID, env.default_params, PPOHParams(), num_seeds=runs)
+    devices = jax.devices()[:num_devices] if num_devices else jax.devices()
+    res = run_batch(trainer, axis.seeds, axis.hparams, axis.env_params, devices=devices,
+                    progress=False)
+    info = res.info
+    steps_per_run = trainer.steps_per_segment * trainer.num_logs
+    rate = runs * steps_per_run / info.run_s
+    device_peak = None
+    stats = devices[0].memory_stats() if hasattr(devices[0], "memory_stats") else None
+    if stats and "peak_bytes_in_use" in stats:
+        device_peak = max((d.memory_stats() or {}).get("peak_bytes_in_use", 0)
+                          for d in devices) / 2**20
+    final = res.metrics["episode_return"][:, -1]
+    return {
+        "device": _device_name(jax),
+        "platform": devices[0].platform,
+        "num_devices": info.num_devices,
+        "runs": runs,
+        "env_steps_per_run": steps_per_run,
+        "num_updates": num_updates,
+        "chunk_size": info.chunk_size,
+        "num_chunks": info.num_chunks,
+        "env_steps_per_s": rate,
+        "env_steps_per_s_per_run": rate / runs,
+        "compile_s": info.compile_s,
+        "run_s": info.run_s,
+        "program_mib": info.program_bytes / 2**20,
+        # Linux reports ru_maxrss in KiB (macOS in bytes).
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        / (2**20 if sys.platform == "darwin" else 2**10),
+        "device_peak_mib": device_peak,
+        "final_return": float(np.nanmean(final)) if np.isfinite(final).any() else None,
+        "cpu_s": time.process_time(),  # user + system CPU time of this whole process
+        "jax": jax.__version__,
+    }
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def xla_flags(args: argparse.Namespace) -> str:
+    flags = [os.environ.get("XLA_FLAGS", "")]
+    if args.host_devices:
+        flags.append(f"--xla_force_host_platform_device_count={args.host_devices}")
+    if args.no_multi_thread_eigen:
+        flags.append("--xla_cpu_multi_thread_eigen=false")
+    flags.append(args.xla_flags)
+    return " ".join(f for f in flags if f).strip()
+
+
+def setting_label(args: argparse.Namespace, flags: str) -> str:
+    if args.label:
+        return args.label
+    parts = []
+    if args.host_devices:
+        parts.append(f"{args.host_devices} host devices")
+    if args.no_multi_thread_eigen:
+        parts.append("multi_thread_eigen=false")
+    if args.xla_flags:
+        parts.append(args.xla_flags)
+    if args.pin_cpus:
+        parts.append(f"pinned to cpu {args.pin_cpus}")
+    if args.num_devices:
+        parts.append(f"{args.num_devices} device(s) used")
+    if not parts and flags:
+        parts.append(flags)
+    return ", ".join(parts) or "default"
+
+
+def parse_cpus(text: str | None) -> set[int] | None:
+    """'0', '0,1' or '0-3' -> a set of CPU ids."""
+    if not text:
+        return None
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def child(args: argparse.Namespace, flags: str, payload: list[str], timeout: float):
+    """Runs this script in a fresh process; returns (parsed JSON of its last line | None, error)."""
+    env = {**os.environ, "XLA_FLAGS": flags, "PYTHONUNBUFFERED": "1"}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    cpus = parse_cpus(args.pin_cpus)
+    try:
+        done = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), *payload], env=env, cwd=ROOT,
+            capture_output=True, text=True, timeout=timeout,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+        )
+    except subprocess.TimeoutExpired:  # the child has been killed by subprocess.run
+        return None, f"timeout after {timeout:.0f} s"
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return None, f"exit {done.returncode}: {done.stderr.strip()[-2000:]}"
+    return json.loads(lines[-1]), ""
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds the whole machine has spent busy since boot (Linux /proc/stat), or None."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wait_idle(max_wait: float, threshold: float = 0.25) -> float:
+    """Waits (at most max_wait s) until other processes use under `threshold` cores; returns
+    the cores they used in the last 2 s window."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        before, t0 = busy_cpu_seconds(), time.monotonic()
+        time.sleep(2.0)
+        after = busy_cpu_seconds()
+        if before is None or after is None:
+            return float("nan")
+        load = (after - before) / (time.monotonic() - t0)
+        if load < threshold or time.monotonic() >= deadline:
+            return load
+        print(f"  waiting for an idle machine: other processes use {load:.2f} cores", flush=True)
+
+
+def git_commit() -> str:
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True,
+                                        timeout=10, check=True).stdout.strip()
+        return run("rev-parse", "--short", "HEAD") + ("+dirty" if run("status", "--porcelain")
+                                                      else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def steps_for(args: argparse.Namespace, runs: int) -> int:
+    """Env steps per run: --total-timesteps, capped by --max-batch-steps / runs."""
+    minimum = 4 * 128 * args.num_logs  # one update per log (PPOConfig defaults)
+    per_run = args.total_timesteps
+    if args.max_batch_steps:
+        per_run = min(per_run, args.max_batch_steps // runs)
+    return max(per_run, minimum)
+
+
+def fmt(value, digits: int) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def markdown(frame, device: str) -> str:
+    """The whole table, then the fastest setting for each R."""
+    lines = [
+        f"# PPO on {ENV_ID}: throughput of R parallel runs",
+        "",
+        f"Device: **{device}**.  ",
+        "PPO: 4 envs x 128 steps, 4 epochs x 4 minibatches, 64x64 tanh MLP "
+        "(`research.config.PPOConfig` defaults); one batched program per row "
+        "(`research.runner.run_batch`), each row in a fresh process.  ",
+        "env-steps/s = R x env steps per run / run time (compile excluded). "
+        "program = XLA's memory estimate (arguments + outputs + temporaries); "
+        "RSS = the process's peak resident memory (compile included). "
+        "other load = cores that other processes kept busy meanwhile (they skew the row).",
+        "",
+        "| setting | R | devices | steps/run | env-steps/s | per run | compile s | run s "
+        "| program MiB | peak RSS MiB | final return | other load | status |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in frame.to_dict("records"):
+        num = lambda k: None if row.get(k) is None or row[k] != row[k] else row[k]
+        lines.append(
+            f"| {row['setting']} | {int(row['runs'])} | {fmt(num('num_devices'), 0)} "
+            f"| {fmt(num('env_steps_per_run'), 0)} | {fmt(num('env_steps_per_s'), 0)} "
+            f"| {fmt(num('env_steps_per_s_per_run'), 0)} | {fmt(num('compile_s'), 1)} "
+            f"| {fmt(num('run_s'), 1)} | {fmt(num('program_mib'), 1)} "
+            f"| {fmt(num('peak_rss_mib'), 0)} | {fmt(num('final_return'), 1)} "
+            f"| {fmt(num('other_load'), 2)} | {row['status']} |")
+    ok = frame[frame["status"] == "ok"]
+    if len(ok) and ok["setting"].nunique() > 1:
+        lines += ["", "## Fastest setting per R", "",
+                  "| R | fastest setting | env-steps/s | vs default |", "|---:|---|---:|---:|"]
+        for runs, group in ok.groupby("runs"):
+            best = group.loc[group["env_steps_per_s"].idxmax()]
+            base = group[group["setting"] == "default"]["env_steps_per_s"]
+            ratio = f"{best['env_steps_per_s'] / base.iloc[0]:.2f}x" if len(base) else "-"
+            lines.append(f"| {runs} | {best['setting']} | {best['env_steps_per_s']:,.0f} "
+                         f"| {ratio} |")
+    settings = frame.drop_duplicates("setting")
+    lines += ["", "## Settings", ""]
+    for row in settings.to_dict("records"):
+        lines.append(f"- **{row['setting']}**: XLA_FLAGS=`{row['xla_flags'] or ''}`, "
+                     f"cpus `{row['cpus'] or 'all'}`, jax {row['jax']}, commit "
+                     f"{row['git_commit']}, {row['timestamp']}  \n  `{row['command']}`")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(rows: list[dict], out: Path, name: str, append: bool, device: str) -> Path:
+    import pandas as pd
+
+    from research.results import write_csv, write_text
+
+    csv = out / f"{name}.csv"
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    if append and csv.exists():
+        old = pd.read_csv(csv)
+        key = set(zip(frame["setting"], frame["runs"]))
+        old = old[[(s, r) not in key for s, r in zip(old["setting"], old["runs"])]]
+        frame = pd.concat([old.reindex(columns=COLUMNS), frame], ignore_index=True)
+    text = [c for c in COLUMNS if c in TEXT_COLUMNS]
+    frame[text] = frame[text].astype(object).where(frame[text].notna(), "").astype(str)
+    frame = frame.sort_values(["runs", "setting"], kind="stable").reset_index(drop=True)
+    write_csv(csv, frame)
+    write_text(out / f"{name}.md", markdown(frame, device))
+    return csv
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, nargs="+", default=[1, 64, 1024],
+                        help="numbers of parallel runs R to benchmark, one subprocess each "
+                             "(default: 1 64 1024)")
+    parser.add_argument("--total-timesteps", type=int, default=100_000,
+                        help="env steps per run (default: 100000), rounded down to whole "
+                             "updates per log; capped by --max-batch-steps / R")
+    parser.add_argument("--max-batch-steps", type=int, default=25_000_000,
+                        help="cap on R x env steps per run, so large batches finish in minutes "
+                             "(default: 25000000; 0 = no cap). At least one update per log "
+                             "is always run")
+    parser.add_argument("--num-logs", type=int, default=10,
+                        help="metric rows per run (scan segments), as in train.num_logs "
+                             "(default: 10)")
+    parser.add_argument("--num-devices", type=int, default=None,
+                        help="shard the runs over the first N visible devices (default: all)")
+    parser.add_argument("--host-devices", type=int, default=None,
+                        help="CPU only: expose N XLA host devices "
+                             "(--xla_force_host_platform_device_count=N in the subprocess's "
+                             "XLA_FLAGS); the runs axis is then sharded over them")
+    parser.add_argument("--no-multi-thread-eigen", action="store_true",
+                        help="CPU only: add --xla_cpu_multi_thread_eigen=false (no Eigen "
+                             "intra-op threading of dots/convolutions)")
+    parser.add_argument("--xla-flags", default="",
+                        help="extra XLA_FLAGS for the subprocesses (appended to the "
+                             "environment's XLA_FLAGS)")
+    parser.add_argument("--pin-cpus", default=None,
+                        help="restrict the subprocesses to these CPUs, e.g. '0' or '0-1' "
+                             "(sched_setaffinity; XLA sizes its CPU thread pool from it)")
+    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                        help="before each configuration, wait up to SECONDS for other "
+                             "processes to use under 0.25 cores (default: 0, don't wait). "
+                             "The table reports the cores other processes used meanwhile")
+    parser.add_argument("--label", default=None,
+                        help="name of this setting in the table (default: derived from flags)")
+    parser.add_argument("--timeout", type=float, default=900.0,
+                        help="seconds before a configuration's subprocess is killed and "
+                             "recorded as a timeout (default: 900)")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks",
+                        help="output directory (default: results/benchmarks)")
+    parser.add_argument("--name", default=None,
+                        help="file stem of the CSV / markdown (default: ppo_cartpole_<platform>)")
+    parser.add_argument("--append", action="store_true",
+                        help="merge into an existing table: rows of other settings / R are "
+                             "kept, rows of the same setting and R are replaced")
+    parser.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--_probe", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args._probe:
+        print(json.dumps(probe()))
+        return 0
+    if args._worker:
+        row = worker(args.runs[0], args.total_timesteps, args.num_logs, args.num_devices)
+        print(json.dumps(row))
+        return 0
+
+    flags = xla_flags(args)
+    setting = setting_label(args, flags)
+    info, error = child(args, flags, ["--_probe"], timeout=120)
+    if info is None:
+        print(f"could not start JAX with XLA_FLAGS={flags!r}: {error}", file=sys.stderr)
+        return 1
+    if args.num_devices and args.num_devices > info["device_count"]:
+        print(f"--num-devices {args.num_devices}: only {info['device_count']} "
+              f"{info['platform']} device(s) visible", file=sys.stderr)
+        return 2
+    name = args.name or f"ppo_cartpole_{info['platform']}"
+    common = {"setting": setting, "xla_flags": flags, "cpus": args.pin_cpus or "",
+              "jax": info["jax"], "git_commit": git_commit(),
+              "command": shlex.join(["python", "scripts/benchmark.py", *(argv or sys.argv[1:])])}
+    print(f"{info['device']}, {info['device_count']} device(s); setting: {setting}; "
+          f"XLA_FLAGS={flags!r}", flush=True)
+
+    rows = []
+    for runs in args.runs:
+        steps = steps_for(args, runs)
+        payload = ["--_worker", "--runs", str(runs), "--total-timesteps", str(steps),
+                   "--num-logs", str(args.num_logs)]
+        if args.num_devices:
+            payload += ["--num-devices", str(args.num_devices)]
+        if args.wait_idle:
+            wait_idle(args.wait_idle)
+        busy0, own0 = busy_cpu_seconds(), children_cpu_seconds()
+        started = time.perf_counter()
+        result, error = child(args, flags, payload, args.timeout)
+        wall = time.perf_counter() - started
+        busy1, own1 = busy_cpu_seconds(), children_cpu_seconds()
+        # Cores that other processes kept busy meanwhile: they skew the numbers.
+        other = None if busy0 is None or busy1 is None else max(
+            0.0, (busy1 - busy0 - (own1 - own0)) / wall)
+        stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        if result is None:
+            result = {"device": info["device"], "platform": info["platform"], "runs": runs,
+                      "env_steps_per_run": steps}
+            status = "timeout" if error.startswith("timeout") else "error"
+            print(f"R={runs:>6}: {error}", file=sys.stderr, flush=True)
+        else:
+            status = "ok"
+            print(f"R={runs:>6}: {result['env_steps_per_s']:>12,.0f} env-steps/s  "
+                  f"compile {result['compile_s']:5.1f} s  run {result['run_s']:6.1f} s  "
+                  f"program {result['program_mib']:8.1f} MiB  "
+                  f"RSS {result['peak_rss_mib']:6.0f} MiB  "
+                  f"({result['env_steps_per_run']} steps/run, {result['num_devices']} dev, "
+                  f"{result['num_chunks']} chunk(s))", flush=True)
+        rows.append({**common, **result, "status": status, "wall_s": wall,
+                     "other_load": other, "timestamp": stamp})
+        path = write_tables(rows, args.out, name, args.append, info["device"])
+    print(f"-> {path} and {path.with_suffix('.md')}")
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
