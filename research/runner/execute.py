@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from research.runner import progress as progress_module
 from research.runner.progress import ProgressBar
 from research.runner.train import Trainer
 
@@ -43,7 +44,7 @@ class BatchResult:
     info: ExecutionInfo
 
 
-def _batched_program(trainer: Trainer, progress: ProgressBar | None):
+def _batched_program(trainer: Trainer):
     """(seeds [C], hparams [C], env_params [C], init_state [C] | None, tick0 []) -> results."""
 
     def program(seeds, hparams, env_params, init_state, tick0):
@@ -54,14 +55,32 @@ def _batched_program(trainer: Trainer, progress: ProgressBar | None):
 
         def body(runner, i):
             runner, metrics = segment(runner, hparams, env_params)
-            if progress is not None:
-                jax.debug.callback(progress.tick, tick0 + i)
+            jax.debug.callback(progress_module.tick_active, tick0 + i)
             return runner, metrics
 
         runner, metrics = jax.lax.scan(body, runner, jnp.arange(trainer.num_logs))
         return runner.agent_state, jax.tree.map(lambda m: jnp.swapaxes(m, 0, 1), metrics)
 
     return program
+
+
+# Compiled executables by (trainer, devices, argument shapes): calling run_batch again with
+# new seeds, hyperparameter or env values reuses the program instead of recompiling.
+_COMPILED: dict[Any, Any] = {}
+_MAX_COMPILED = 16
+
+
+def _compiled_program(trainer: Trainer, args: tuple, devices: Sequence[jax.Device]):
+    shapes = jax.tree.map(lambda x: (x.shape, x.dtype), args)
+    key = (trainer, tuple(d.id for d in devices), jax.tree.structure(args), str(shapes))
+    if key not in _COMPILED:
+        if len(_COMPILED) >= _MAX_COMPILED:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        started = time.perf_counter()
+        compiled = jax.jit(_batched_program(trainer)).lower(*args).compile()
+        _COMPILED[key] = (compiled, time.perf_counter() - started)
+        return _COMPILED[key]
+    return _COMPILED[key][0], 0.0
 
 
 def _take(tree: Any, index: np.ndarray) -> Any:
@@ -93,10 +112,11 @@ def run_batch(
 
     seeds: [R] integers; a run's PRNG key is jax.random.key(seed).
     """
-    devices = list(devices or jax.devices())
-    num_dev = len(devices)
     seeds = np.asarray(seeds, np.uint32)
     num_runs = len(seeds)
+    # Never more devices than runs in a chunk: padding a device with copies is pure waste.
+    devices = list(devices or jax.devices())[: min(chunk_size or num_runs, num_runs)]
+    num_dev = len(devices)
     mesh = Mesh(np.array(devices), ("runs",), axis_types=(AxisType.Auto,))
     sharded = NamedSharding(mesh, PartitionSpec("runs"))
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -106,9 +126,6 @@ def run_batch(
 
     chunk = round_up(min(chunk_size or num_runs, num_runs))
     steps_per_run = trainer.steps_per_segment * trainer.num_logs
-    bar = ProgressBar(num_runs * steps_per_run, trainer.steps_per_segment * chunk,
-                      desc=desc, enabled=progress)
-    jitted = jax.jit(_batched_program(trainer, bar))
 
     def chunk_args(start: int, size: int):
         index = np.minimum(np.arange(start, start + size), num_runs - 1)  # pad with the last run
@@ -117,9 +134,7 @@ def run_batch(
         return jax.device_put(host, sharded) + (jax.device_put(np.int32(0), replicated),)
 
     def compile_for(size: int):
-        started = time.perf_counter()
-        compiled = jitted.lower(*chunk_args(0, size)).compile()
-        return compiled, time.perf_counter() - started
+        return _compiled_program(trainer, chunk_args(0, size), devices)
 
     compiled, compile_s = compile_for(chunk)
     used = program_bytes(compiled)
@@ -133,12 +148,14 @@ def run_batch(
     if memory_budget_bytes is not None and used > memory_budget_bytes:
         warnings.warn(f"one run per device needs {used / 2**20:.1f} MiB, over the memory "
                       f"budget of {memory_budget_bytes / 2**20:.1f} MiB; running anyway")
-    bar.start(trainer.steps_per_segment * chunk)
+    bar = ProgressBar(num_runs * steps_per_run, trainer.steps_per_segment * chunk,
+                      desc=desc, enabled=progress)
 
     num_chunks = math.ceil(num_runs / chunk)
     states, metrics = [], []
     started = time.perf_counter()
     try:
+        progress_module.ACTIVE = bar
         for c in range(num_chunks):
             args = chunk_args(c * chunk, chunk)
             tick0 = jax.device_put(np.int32(c * trainer.num_logs), replicated)
@@ -147,6 +164,7 @@ def run_batch(
             states.append(jax.tree.map(lambda x: np.asarray(x)[:keep], out_states))
             metrics.append({k: np.asarray(v)[:keep] for k, v in out_metrics.items()})
     finally:
+        progress_module.ACTIVE = None
         bar.close()
     run_s = time.perf_counter() - started
     cat = lambda *xs: np.concatenate(xs, axis=0)

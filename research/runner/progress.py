@@ -2,7 +2,8 @@
 
 The callback carries only a global segment index (not per-run data), is called
 outside the vmap, and only ever moves the bar forward, so duplicate calls from
-several devices are harmless.
+several devices are harmless. Compiled programs call the module-level
+`tick_active`, so they do not close over a bar and can be reused.
 """
 
 from __future__ import annotations
@@ -23,11 +24,6 @@ class ProgressBar:
         self._bar = tqdm(total=total_steps, desc=desc, unit="step", unit_scale=True,
                          disable=not enabled, dynamic_ncols=True, smoothing=0.1)
 
-    def start(self, steps_per_tick: int) -> None:
-        """Restarts the clock (after compilation) with the final steps per tick."""
-        self.steps_per_tick = steps_per_tick
-        self._bar.reset(total=self._bar.total)
-
     def tick(self, index) -> None:
         """Marks tick `index` (0-based, global) done; called from the device program."""
         with self._lock:
@@ -39,3 +35,11 @@ class ProgressBar:
 
     def close(self) -> None:
         self._bar.close()
+
+
+ACTIVE: ProgressBar | None = None  # the bar of the batch being executed, set by the runner
+
+
+def tick_active(index) -> None:
+    if ACTIVE is not None:
+        ACTIVE.tick(index)
