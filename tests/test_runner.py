@@ -139,3 +139,14 @@ def test_no_fake_zero_before_first_episode():
     metrics = execute(prepared).metrics
     assert np.isnan(metrics["episode_return"][0, 0]) and metrics["episodes"][0, 0] == 0
     assert np.isfinite(metrics["episode_return"][0]).any()
+
+
+def test_new_hyperparameter_values_reuse_the_compiled_program(tiny):
+    """Every traced hyperparameter and env value changes without a recompile."""
+    prepared, result = tiny
+    r = prepared.runs
+    hparams = jax.tree.map(lambda x: (x * 0.9).astype(np.float32), r.hparams)
+    env_params = r.env_params.replace(gravity=(r.env_params.gravity * 1.5).astype(np.float32))
+    again = run_batch(prepared.trainer, r.seeds + 7, hparams, env_params)
+    assert again.info.compile_s == 0.0
+    assert not np.array_equal(again.metrics["episode_return"], result.metrics["episode_return"])
