@@ -124,8 +124,96 @@ class PPOHParams:
     reward_scale: float = _f(1.0, POS_FLOAT)
 
 
+SCHEDULES = Rule("str", choices=("constant", "linear", "exponential"))
+
+
+@dataclass(frozen=True)
+class QLearningConfig:
+    """Static tabular Q-learning settings. Needs an environment with discrete states."""
+
+    num_envs: int = _f(16, POS_INT)
+    num_steps: int = _f(1, POS_INT)
+    epsilon_schedule: str = _f("linear", SCHEDULES)
+
+
+@struct.dataclass
+class QLearningHParams:
+    """alpha (lr), gamma, epsilon schedule end points, optimistic initial value q_init."""
+
+    lr: float = _f(0.1, UNIT_OPEN)
+    gamma: float = _f(0.99, UNIT)
+    epsilon_start: float = _f(1.0, UNIT)
+    epsilon_end: float = _f(0.05, UNIT)
+    epsilon_fraction: float = _f(0.5, UNIT_OPEN)  # of training, to reach epsilon_end
+    q_init: float = _f(0.0, Rule("float"))
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    """Static deep Q-learning settings.
+
+    mode "pqn": lambda-returns over each fresh rollout, no replay buffer, LayerNorm.
+    mode "dqn": a replay buffer per run and a target network (soft updates with tau).
+    """
+
+    mode: str = _f("pqn", Rule("str", choices=("pqn", "dqn")))
+    num_envs: int = _f(16, POS_INT)
+    num_steps: int = _f(32, POS_INT)
+    num_epochs: int = _f(2, POS_INT)  # pqn: epochs over the rollout; dqn: grad steps / update
+    num_minibatches: int = _f(4, POS_INT)  # pqn only
+    hidden_sizes: tuple[int, ...] = _f((128, 128), POS_INT, sequence=True)
+    activation: str = _f("relu", Rule("str", choices=("tanh", "relu")))
+    layer_norm: bool = _f(True, BOOL)
+    buffer_size: int = _f(10_000, POS_INT)  # dqn, transitions per run
+    batch_size: int = _f(128, POS_INT)  # dqn
+    learning_starts: int = _f(1_000, Rule("int", low=0))  # dqn, transitions before learning
+    epsilon_schedule: str = _f("linear", SCHEDULES)
+    anneal_lr: bool = _f(False, BOOL)
+
+
+@struct.dataclass
+class DQNHParams:
+    lr: float = _f(3e-4, POS_FLOAT)
+    gamma: float = _f(0.99, UNIT)
+    q_lambda: float = _f(0.65, UNIT)  # pqn
+    tau: float = _f(0.01, UNIT_OPEN)  # dqn target-network soft update
+    epsilon_start: float = _f(1.0, UNIT)
+    epsilon_end: float = _f(0.05, UNIT)
+    epsilon_fraction: float = _f(0.2, UNIT_OPEN)
+    max_grad_norm: float = _f(10.0, POS_FLOAT)
+
+
+@dataclass(frozen=True)
+class ReinforceConfig:
+    """Static REINFORCE settings; baseline: learned "value", running "mean" return, or "none"."""
+
+    num_envs: int = _f(8, POS_INT)
+    num_steps: int = _f(128, POS_INT)
+    hidden_sizes: tuple[int, ...] = _f((64, 64), POS_INT, sequence=True)
+    activation: str = _f("tanh", Rule("str", choices=("tanh", "relu")))
+    baseline: str = _f("value", Rule("str", choices=("value", "mean", "none")))
+    normalize_obs: bool = _f(False, BOOL)
+
+
+@struct.dataclass
+class ReinforceHParams:
+    lr: float = _f(1e-3, POS_FLOAT)
+    gamma: float = _f(0.99, UNIT)
+    ent_coef: float = _f(0.0, NONNEG_FLOAT)
+    vf_coef: float = _f(0.5, NONNEG_FLOAT)
+    baseline_decay: float = _f(0.99, UNIT)  # running-mean baseline
+    max_grad_norm: float = _f(0.5, POS_FLOAT)
+    init_log_std: float = _f(0.0, Rule("float"))
+    reward_scale: float = _f(1.0, POS_FLOAT)
+
+
 # name -> (static config class, hparams class)
-AGENT_SCHEMAS: dict[str, tuple[type, type]] = {"ppo": (PPOConfig, PPOHParams)}
+AGENT_SCHEMAS: dict[str, tuple[type, type]] = {
+    "ppo": (PPOConfig, PPOHParams),
+    "q_learning": (QLearningConfig, QLearningHParams),
+    "dqn": (DQNConfig, DQNHParams),
+    "reinforce": (ReinforceConfig, ReinforceHParams),
+}
 
 
 # --------------------------------------------------------------------------- experiment
@@ -263,13 +351,15 @@ def _parse_agent(raw: Mapping[str, Any]) -> AgentSpec:
     _reject_unknown("agent", raw, allowed)
     config = _build_dataclass(config_cls, "agent", raw)
     hparams = _build_dataclass(hparams_cls, "agent", raw)
-    if name == "ppo":
-        batch = config.num_envs * config.num_steps
-        if batch % config.num_minibatches:
-            raise ConfigError(
-                f"agent.num_minibatches: got {config.num_minibatches}; must divide "
-                f"num_envs * num_steps = {config.num_envs} * {config.num_steps} = {batch}"
-            )
+    batch = config.num_envs * config.num_steps
+    if hasattr(config, "num_minibatches") and batch % config.num_minibatches:
+        raise ConfigError(
+            f"agent.num_minibatches: got {config.num_minibatches}; must divide "
+            f"num_envs * num_steps = {config.num_envs} * {config.num_steps} = {batch}"
+        )
+    if hasattr(config, "buffer_size") and config.batch_size > config.buffer_size:
+        raise ConfigError(f"agent.batch_size: got {config.batch_size}; must be <= "
+                          f"agent.buffer_size = {config.buffer_size}")
     return AgentSpec(name=name, config=config, hparams=hparams)
 
 

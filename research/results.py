@@ -21,6 +21,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "gymnax", "hydra-core", "numpy", "pandas")
 
 
@@ -30,6 +33,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], binary: bool = 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are meant to be shared
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
