@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from research.agents import ppo
+from research.agents import dqn, ppo, q_learning, reinforce
 from research.agents.base import Agent
 from research.envs import EnvSpec
 
-_MAKERS = {"ppo": ppo.make}
+_MAKERS = {"ppo": ppo.make, "dqn": dqn.make, "reinforce": reinforce.make,
+           "q_learning": q_learning.make}
 
 
 def make_agent(name: str, config: Any, spec: EnvSpec, total_updates: int) -> Agent:

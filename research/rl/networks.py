@@ -53,17 +53,44 @@ _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
 
 
 class MLP(nn.Module):
-    """Dense layers with orthogonal(sqrt 2) init: [..., in] -> [..., hidden_sizes[-1]]."""
+    """Dense layers with orthogonal(sqrt 2) init: [..., in] -> [..., hidden_sizes[-1]].
+
+    layer_norm: LayerNorm before each activation (stabilises Q-learning without a
+    target network, as in PQN).
+    """
 
     hidden_sizes: Sequence[int]
     activation: str = "tanh"
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for size in self.hidden_sizes:
             x = nn.Dense(size, kernel_init=orthogonal(jnp.sqrt(2.0)))(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
             x = _ACTIVATIONS[self.activation](x)
         return x
+
+
+def flatten_obs(obs: jax.Array, obs_shape: Sequence[int]) -> jax.Array:
+    """[..., *obs_shape] -> [..., prod(obs_shape)]."""
+    return obs.reshape(*obs.shape[: obs.ndim - len(obs_shape)], -1)
+
+
+class QNetwork(nn.Module):
+    """obs [..., *obs_shape] -> Q-values [..., num_actions]. Groups: torso, head."""
+
+    spec: EnvSpec
+    hidden_sizes: Sequence[int]
+    activation: str = "relu"
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = flatten_obs(obs, self.spec.obs_shape)
+        h = MLP(self.hidden_sizes, self.activation, self.layer_norm, name="torso")(x)
+        return nn.Dense(self.spec.num_actions, kernel_init=orthogonal(1.0), name="head")(h)
 
 
 class ActorCritic(nn.Module):
@@ -80,7 +107,7 @@ class ActorCritic(nn.Module):
 
     @nn.compact
     def __call__(self, obs: jax.Array):
-        x = obs.reshape(*obs.shape[: obs.ndim - len(self.spec.obs_shape)], -1)
+        x = flatten_obs(obs, self.spec.obs_shape)
         h = MLP(self.hidden_sizes, self.activation, name="actor_torso")(x)
         out = self.spec.num_actions if self.spec.discrete else self.spec.action_dim
         head = nn.Dense(out, kernel_init=orthogonal(0.01), name="actor_head")(h)

@@ -1,0 +1,148 @@
+"""Deep Q-learning, two modes: PQN (lambda-returns, no replay, LayerNorm) and DQN (replay + target).
+
+Maths and state only: exploration (epsilon-greedy, schedules), returns, the replay
+buffer and minibatching are shared pieces under research/rl/.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from research.agents.base import Agent
+from research.config import ConfigError, DQNConfig, DQNHParams
+from research.envs import EnvSpec
+from research.rl import optim
+from research.rl.exploration import epsilon_greedy, schedule
+from research.rl.minibatch import flatten_time, minibatch_epochs
+from research.rl.networks import QNetwork
+from research.rl.replay import ReplayBuffer, buffer_add, buffer_init, buffer_sample
+from research.rl.returns import gae
+
+
+@struct.dataclass
+class DQNState:
+    params: Any
+    target_params: Any  # dqn mode; None in pqn mode
+    opt_state: Any
+    buffer: ReplayBuffer | None  # dqn mode: obs, action, reward, terminated, next_obs
+    num_updates: jax.Array  # [] int32
+
+
+def q_lambda_targets(rewards, q_taken_max, next_q_max, terminated, truncated, gamma, lam):
+    """Peng's Q(lambda) targets, [T, ...]: the GAE recursion with V(s) = max_a Q(s, a).
+
+    G_t = r_t + gamma * (1 - term_t) * [(1 - lam) * V(s'_t) + lam * G_{t+1}], cut at episode
+    ends and bootstrapped from V(s'_t) on truncation and at the rollout's end.
+    """
+    return gae(rewards, q_taken_max, next_q_max, terminated, truncated, gamma, lam)[1]
+
+
+def td_loss(q: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
+    """0.5 * mean((Q(s, a) - target)^2). q: [B, A], actions, targets: [B]."""
+    taken = jnp.take_along_axis(q, actions[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    return 0.5 * jnp.mean((taken - jax.lax.stop_gradient(targets)) ** 2)
+
+
+def one_step_targets(rewards, next_q_target, terminated, gamma):
+    """r + gamma * (1 - term) * max_a Q_target(s', a). [B]."""
+    return rewards + gamma * (1.0 - terminated) * jnp.max(next_q_target, axis=-1)
+
+
+def q_network(config: DQNConfig, spec: EnvSpec) -> QNetwork:
+    """The Q-network of this config: apply(state.params, obs [..]) -> Q-values [.., A]."""
+    return QNetwork(spec, config.hidden_sizes, config.activation, config.layer_norm)
+
+
+def make(config: DQNConfig, spec: EnvSpec, total_updates: int) -> Agent:
+    if not spec.discrete:
+        raise ConfigError(f"agent.name: 'dqn' needs discrete actions; env.id {spec.env_id!r} "
+                          "has continuous actions (use ppo or reinforce)")
+    network = q_network(config, spec)
+    optimizer = optim.adam()
+    replay = config.mode == "dqn"
+
+    def init(key: jax.Array, hparams: DQNHParams) -> DQNState:
+        obs = jnp.zeros(spec.obs_shape, jnp.float32)
+        params = network.init(key, obs[None])
+        buffer = None
+        if replay:
+            item = {"obs": obs, "action": jnp.zeros((), jnp.int32), "reward": jnp.zeros(()),
+                    "terminated": jnp.zeros(()), "next_obs": obs}
+            buffer = buffer_init(item, config.buffer_size)
+        return DQNState(params, params if replay else None, optimizer.init(params), buffer,
+                        jnp.zeros((), jnp.int32))
+
+    def epsilon(state: DQNState, hparams: DQNHParams) -> jax.Array:
+        return schedule(config.epsilon_schedule, hparams.epsilon_start, hparams.epsilon_end,
+                        hparams.epsilon_fraction, state.num_updates / total_updates)
+
+    def act(state: DQNState, obs: jax.Array, key: jax.Array, hparams: DQNHParams,
+            explore: bool = True) -> tuple[jax.Array, dict]:
+        q = network.apply(state.params, obs)
+        action = epsilon_greedy(key, q, epsilon(state, hparams)) if explore else q.argmax(-1)
+        return action, {}
+
+    def learning_rate(state: DQNState, hparams: DQNHParams) -> jax.Array:
+        frac = 1.0 - state.num_updates / total_updates if config.anneal_lr else 1.0
+        return hparams.lr * frac
+
+    def sgd_step(carry, minibatch, targets_fn, hparams, lr):
+        params, opt_state = carry
+
+        def loss(p):
+            targets = targets_fn(minibatch)
+            return td_loss(network.apply(p, minibatch["obs"]), minibatch["action"], targets)
+
+        value, grads = jax.value_and_grad(loss)(params)
+        params, opt_state, grad_norm = optim.apply_gradients(
+            optimizer, opt_state, params, grads, lr, hparams.max_grad_norm)
+        return (params, opt_state), {"td_loss": value, "grad_norm": grad_norm}
+
+    def update_pqn(state: DQNState, batch, key, hparams: DQNHParams):
+        q = network.apply(state.params, batch.obs)  # [T, N, A]
+        next_q = network.apply(state.params, batch.next_obs)
+        targets = q_lambda_targets(batch.reward, q.max(-1), next_q.max(-1), batch.terminated,
+                                   batch.truncated, hparams.gamma, hparams.q_lambda)
+        flat = flatten_time({"obs": batch.obs, "action": batch.action, "target": targets})
+        lr = learning_rate(state, hparams)
+        step = lambda c, mb: sgd_step(c, mb, lambda m: m["target"], hparams, lr)
+        (params, opt_state), metrics = minibatch_epochs(
+            key, (state.params, state.opt_state), flat, config.num_epochs,
+            config.num_minibatches, step)
+        return state.replace(params=params, opt_state=opt_state), metrics
+
+    def update_dqn(state: DQNState, batch, key, hparams: DQNHParams):
+        items = flatten_time({"obs": batch.obs, "action": batch.action, "reward": batch.reward,
+                              "terminated": batch.terminated.astype(jnp.float32),
+                              "next_obs": batch.next_obs})
+        buffer = buffer_add(state.buffer, items)
+        lr = learning_rate(state, hparams)
+        targets_fn = lambda m: one_step_targets(
+            m["reward"], network.apply(state.target_params, m["next_obs"]), m["terminated"],
+            hparams.gamma)
+
+        def grad_step(carry, step_key):
+            return sgd_step(carry, buffer_sample(buffer, step_key, config.batch_size),
+                            targets_fn, hparams, lr)
+
+        (params, opt_state), metrics = jax.lax.scan(
+            grad_step, (state.params, state.opt_state), jax.random.split(key, config.num_epochs))
+        # Before learning_starts transitions are stored, the update is discarded.
+        ready = buffer.size >= config.learning_starts
+        params, opt_state = jax.tree.map(lambda new, old: jnp.where(ready, new, old),
+                                         (params, opt_state), (state.params, state.opt_state))
+        target = jax.tree.map(lambda t, p: (1.0 - hparams.tau) * t + hparams.tau * p,
+                              state.target_params, params)
+        return state.replace(params=params, target_params=target, opt_state=opt_state,
+                             buffer=buffer), metrics
+
+    def update(state: DQNState, batch, key, hparams: DQNHParams) -> tuple[DQNState, dict]:
+        state, metrics = (update_dqn if replay else update_pqn)(state, batch, key, hparams)
+        metrics = {**jax.tree.map(jnp.mean, metrics), "epsilon": epsilon(state, hparams)}
+        return state.replace(num_updates=state.num_updates + 1), metrics
+
+    return Agent(init=init, act=act, update=update)

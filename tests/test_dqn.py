@@ -1,0 +1,95 @@
+"""Deep Q-learning: targets and buffer by hand, probes, CartPole in both modes, MinAtar."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from research.agents.dqn import one_step_targets, q_lambda_targets, q_network, td_loss
+from research.config import ConfigError, parse_experiment
+from research.pipelines.train import execute, prepare
+from research.rl.exploration import epsilon_greedy
+from research.rl.replay import buffer_add, buffer_bytes, buffer_init, buffer_sample
+from tests.conftest import compose_raw
+
+
+def test_q_lambda_targets_by_hand():
+    """Peng's Q(lambda) with V = max Q; gamma .5, lambda .5, a truncation at t=1."""
+    r = jnp.array([1.0, 2.0, 3.0])
+    v = jnp.array([0.0, 4.0, 0.0])  # max_a Q(s_t); V(s_2) matters only through s'_1 != s_2
+    v_next = jnp.array([4.0, 8.0, 10.0])  # max_a Q(s'_t)
+    term, trunc = jnp.array([False, False, False]), jnp.array([False, True, False])
+    got = q_lambda_targets(r, v, v_next, term, trunc, 0.5, 0.5)
+    g2 = 3 + 0.5 * 10  # bootstrap at the rollout end
+    g1 = 2 + 0.5 * 8  # truncated: bootstrap from the final observation, no recursion
+    g0 = 1 + 0.5 * (0.5 * 4 + 0.5 * g1)
+    np.testing.assert_allclose(got, [g0, g1, g2], rtol=1e-6)
+    done = q_lambda_targets(r, v, v_next, jnp.array([False, True, False]), term, 0.5, 0.5)
+    np.testing.assert_allclose(done[1], 2.0)  # terminated: no bootstrap
+
+
+def test_one_step_targets_and_loss():
+    next_q = jnp.array([[1.0, 3.0], [5.0, 2.0]])
+    t = one_step_targets(jnp.array([1.0, 1.0]), next_q, jnp.array([0.0, 1.0]), 0.9)
+    np.testing.assert_allclose(t, [1 + 0.9 * 3, 1.0])
+    q = jnp.array([[0.0, 1.0], [2.0, 0.0]])
+    loss = td_loss(q, jnp.array([1, 0]), jnp.array([2.0, 0.0]))
+    np.testing.assert_allclose(loss, 0.5 * ((1 - 2) ** 2 + (2 - 0) ** 2) / 2)
+
+
+def test_replay_buffer_wraps_and_samples_filled_slots():
+    buffer = buffer_init({"x": jnp.zeros(()), "o": jnp.zeros((3,))}, capacity=5)
+    assert buffer_bytes(buffer) == 5 * 4 + 5 * 3 * 4
+    buffer = buffer_add(buffer, {"x": jnp.arange(3.0), "o": jnp.ones((3, 3))})
+    assert int(buffer.size) == 3 and int(buffer.position) == 3
+    sample = buffer_sample(buffer, jax.random.key(0), 1000)
+    assert set(np.asarray(sample["x"]).tolist()) == {0.0, 1.0, 2.0}
+    buffer = buffer_add(buffer, {"x": jnp.arange(3.0, 7.0), "o": jnp.ones((4, 3))})
+    assert int(buffer.size) == 5 and int(buffer.position) == 2
+    np.testing.assert_array_equal(buffer.data["x"], [5.0, 6.0, 2.0, 3.0, 4.0])  # 0, 1 overwritten
+
+
+def test_epsilon_greedy_rates():
+    q = jnp.tile(jnp.array([0.0, 1.0, 0.0, 0.0]), (20000, 1))
+    for eps in (0.0, 0.2, 1.0):
+        a = epsilon_greedy(jax.random.key(1), q, eps)
+        # greedy with prob 1 - eps, plus eps / 4 by chance
+        assert np.mean(a == 1) == pytest.approx(1 - eps + eps / 4, abs=0.01)
+
+
+def test_continuous_actions_are_refused_before_compiling():
+    with pytest.raises(ConfigError, match=r"agent.name: 'dqn' needs discrete actions; env.id "
+                                          r"'Pendulum-v1'"):
+        prepare(parse_experiment(compose_raw("agent=dqn", "env=pendulum")))
+
+
+def _train(*overrides):
+    prepared = prepare(parse_experiment(compose_raw("progress=false", "agent=dqn", *overrides)))
+    return prepared, execute(prepared)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env_id,gamma,obs,q_star", [
+    ("ConstantReward-probe", 0.9, [0.0], [[1.0, 1.0]]),
+    ("ObsDependentReward-probe", 0.9, [-1.0, 1.0], [[-1.0, -1.0], [1.0, 1.0]]),
+    ("TwoStepDiscount-probe", 0.5, [0.0, 1.0], [[0.5, 0.5], [1.0, 1.0]]),
+    ("ActionDependentReward-probe", 0.9, [0.0], [[-1.0, 1.0]]),
+    ("ObsActionReward-probe", 0.9, [-1.0, 1.0], [[1.0, -1.0], [-1.0, 1.0]]),
+])
+@pytest.mark.parametrize("mode", ["pqn", "dqn"])
+def test_probe_q_values(mode, env_id, gamma, obs, q_star):
+    prepared, result = _train("env=gymnax", f"env.id={env_id}", f"agent.mode={mode}",
+                              f"agent.gamma={gamma}", "agent.epsilon_end=0.5", "agent.lr=1e-3",
+                              "agent.learning_starts=64", "agent.buffer_size=1024",
+                              "agent.batch_size=64", "agent.hidden_sizes=[32,32]",
+                              "runs.seeds=2", "train.total_timesteps=20000", "train.num_logs=1")
+    net = q_network(prepared.config.agent.config, prepared.env.spec)
+    q = jax.vmap(lambda s: net.apply(s.params, jnp.asarray(obs)[:, None]))(result.agent_states)
+    np.testing.assert_allclose(q, np.broadcast_to(q_star, q.shape), atol=0.15)
+
+
+@pytest.mark.slow
+def test_pqn_solves_cartpole():
+    _, result = _train("experiment=pqn_cartpole", "runs.seeds=8")
+    final = result.metrics["episode_return"][:, -1]
+    assert final.mean() >= 475, final
