@@ -6,7 +6,7 @@ runs them with `research.runner.run_batch`, and reports
 
     env-steps/s    R * env steps per run / run time (compile excluded)
     compile s      lowering + XLA compilation of the batched program
-    program MiB    XLA's memory estimate of the program (arguments + outputs + temps)
+    program MiB    XLA's memory estimate per device (arguments + outputs + temporaries)
     peak RSS MiB   the subprocess's peak resident memory (getrusage ru_maxrss)
     device MiB     the device's peak bytes in use, where the backend reports it (GPU)
 
@@ -53,6 +53,7 @@ COLUMNS = [
     "status", "xla_flags", "cpus", "jax", "git_commit", "timestamp", "command",
 ]
 
+BUSY_CORES = 0.25  # other processes' load above which a row is marked busy
 TEXT_COLUMNS = {"setting", "device", "platform", "status", "xla_flags", "cpus", "jax",
                 "git_commit", "timestamp", "command"}
 
@@ -218,7 +219,7 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def wait_idle(max_wait: float, threshold: float = 0.25) -> float:
+def wait_idle(max_wait: float, threshold: float = BUSY_CORES) -> float:
     """Waits (at most max_wait s) until other processes use under `threshold` cores; returns
     the cores they used in the last 2 s window."""
     deadline = time.monotonic() + max_wait
@@ -271,7 +272,7 @@ def markdown(frame, device: str) -> str:
         "(`research.config.PPOConfig` defaults); one batched program per row "
         "(`research.runner.run_batch`), each row in a fresh process.  ",
         "env-steps/s = R x env steps per run / run time (compile excluded). "
-        "program = XLA's memory estimate (arguments + outputs + temporaries); "
+        "program = XLA's memory estimate per device (arguments + outputs + temporaries); "
         "RSS = the process's peak resident memory (compile included). "
         "other load = cores that other processes kept busy meanwhile (they skew the row).",
         "",
@@ -291,13 +292,18 @@ def markdown(frame, device: str) -> str:
     ok = frame[frame["status"] == "ok"]
     if len(ok) and ok["setting"].nunique() > 1:
         lines += ["", "## Fastest setting per R", "",
-                  "| R | fastest setting | env-steps/s | vs default |", "|---:|---|---:|---:|"]
+                  f"Rows measured while other processes kept more than {BUSY_CORES} cores busy "
+                  "are marked *busy*: their speed is a lower bound, compare them with care.", "",
+                  "| R | fastest setting | env-steps/s | vs default | other load |",
+                  "|---:|---|---:|---:|---:|"]
         for runs, group in ok.groupby("runs"):
             best = group.loc[group["env_steps_per_s"].idxmax()]
             base = group[group["setting"] == "default"]["env_steps_per_s"]
             ratio = f"{best['env_steps_per_s'] / base.iloc[0]:.2f}x" if len(base) else "-"
+            load = best.get("other_load")
+            busy = " (busy)" if load == load and load is not None and load > BUSY_CORES else ""
             lines.append(f"| {runs} | {best['setting']} | {best['env_steps_per_s']:,.0f} "
-                         f"| {ratio} |")
+                         f"| {ratio} | {fmt(load, 2)}{busy} |")
     settings = frame.drop_duplicates("setting")
     lines += ["", "## Settings", ""]
     for row in settings.to_dict("records"):
@@ -315,7 +321,7 @@ def write_tables(rows: list[dict], out: Path, name: str, append: bool, device: s
     csv = out / f"{name}.csv"
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if append and csv.exists():
-        old = pd.read_csv(csv)
+        old = pd.read_csv(csv, dtype={c: str for c in TEXT_COLUMNS})
         key = set(zip(frame["setting"], frame["runs"]))
         old = old[[(s, r) not in key for s, r in zip(old["setting"], old["runs"])]]
         frame = pd.concat([old.reindex(columns=COLUMNS), frame], ignore_index=True)
