@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import sys
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from research.platform import use_cpu_cores_as_devices
 
-from research.config import ConfigError, parse_experiment
-from research.pipelines.train import run_experiment
+use_cpu_cores_as_devices()  # before anything (gymnax's import included) starts a JAX backend
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from research.config import ConfigError, parse_experiment  # noqa: E402
+from research.pipelines.train import run_experiment  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")

@@ -1,6 +1,7 @@
 """The Hydra app end to end: a run directory with everything in it, and clean config errors."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,9 @@ def test_train_app_writes_a_complete_run_directory(tmp_path):
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["num_runs"] == 8 and meta["versions"]["jax"] and meta["devices"]["platform"]
     assert "commit" in meta["git"] and "xla_flags" in meta
+    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        # the app makes one CPU device per core and shards the 8 runs over them
+        assert meta["execution"]["num_devices"] == min(len(os.sched_getaffinity(0)), 8)
     runs, metrics = load_metrics(run_dir)
     assert runs.columns.tolist() == ["run", "seed", "lr", "env.length"]
     assert metrics["episode_return"].shape == (8, 4)
