@@ -193,7 +193,7 @@ class ReinforceConfig:
     activation: str = _f("tanh", Rule("str", choices=("tanh", "relu")))
     baseline: str = _f("value", Rule("str", choices=("value", "mean", "none")))
     normalize_obs: bool = _f(False, BOOL)
-
+    normalize_advantages: bool = _f(False, BOOL)  # G - b to zero mean, unit std per batch
 
 @struct.dataclass
 class ReinforceHParams:
@@ -234,10 +234,27 @@ class ValueGrid:
 
 
 @dataclass(frozen=True)
+class Discretize:
+    """Observation -> state index, for tabular agents on continuous envs.
+
+    bins[d] equal bins over [low[d], high[d]] per observation dimension; values outside
+    fall into the edge bins. prod(bins) states.
+    """
+
+    bins: tuple[int, ...] = field(metadata={"rule": POS_INT, "sequence": True})
+    low: tuple[float, ...] = field(metadata={"rule": Rule("float"), "sequence": True})
+    high: tuple[float, ...] = field(metadata={"rule": Rule("float"), "sequence": True})
+
+
+MAX_STATES = 2**31 - 1  # state indices are int32
+
+
+@dataclass(frozen=True)
 class EnvConfig:
     id: str
     params: Mapping[str, float]  # fixed overrides of EnvParams fields
     variants: Mapping[str, ValueGrid]  # EnvParams fields -> values, crossed as a grid
+    discretize: Discretize | None = None
 
 
 @dataclass(frozen=True)
@@ -386,9 +403,34 @@ def _parse_sweep(raw: Any, agent: AgentSpec) -> dict[str, ValueGrid]:
     return out
 
 
+def _parse_discretize(raw: Any) -> Discretize | None:
+    if raw is None:
+        return None
+    raw = _mapping("env.discretize", raw)
+    names = [f.name for f in dataclasses.fields(Discretize)]
+    _reject_unknown("env.discretize", raw, names)
+    for name in names:
+        if raw.get(name) is None:
+            raise ConfigError(f"env.discretize.{name}: missing; discretize needs bins, low and "
+                              "high, one entry per observation dimension each")
+    spec = _build_dataclass(Discretize, "env.discretize", raw)
+    if not len(spec.bins) == len(spec.low) == len(spec.high):
+        raise ConfigError(
+            "env.discretize: bins, low and high need one entry per observation dimension each; "
+            f"got {len(spec.bins)}, {len(spec.low)} and {len(spec.high)}")
+    for i, (low, high) in enumerate(zip(spec.low, spec.high)):
+        if not low < high:
+            raise ConfigError(
+                f"env.discretize.high[{i}]: got {high!r}; must be > low[{i}] = {low!r}")
+    if math.prod(spec.bins) > MAX_STATES:
+        raise ConfigError(f"env.discretize.bins: got {list(spec.bins)}, {math.prod(spec.bins)} "
+                          f"states; at most {MAX_STATES} (state indices are int32)")
+    return spec
+
+
 def _parse_env(raw: Any) -> EnvConfig:
     raw = _mapping("env", raw)
-    _reject_unknown("env", raw, ("id", "params", "variants"))
+    _reject_unknown("env", raw, ("id", "params", "variants", "discretize"))
     env_id = raw.get("id")
     if not isinstance(env_id, str) or not env_id:
         raise ConfigError(f"env.id: got {env_id!r}; must be an environment name")
@@ -401,7 +443,8 @@ def _parse_env(raw: Any) -> EnvConfig:
         for key, value in _mapping("env.variants", raw.get("variants")).items()
         if value is not None
     }
-    return EnvConfig(id=env_id, params=params, variants=variants)
+    return EnvConfig(id=env_id, params=params, variants=variants,
+                     discretize=_parse_discretize(raw.get("discretize")))
 
 
 def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:

@@ -1,10 +1,15 @@
-"""Shared test helpers: compose the project's real Hydra configs."""
+"""Shared test helpers: compose the project's real Hydra configs, train in memory, evaluate."""
 
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+
+from research.config import parse_experiment
+from research.pipelines.train import execute, prepare
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -16,6 +21,44 @@ def compose_raw(*overrides: str) -> dict:
     raw = OmegaConf.to_container(cfg, resolve=True)
     raw.pop("hydra", None)
     return raw
+
+
+# Probe environments with known answers (research/envs/probes.py), for actor-critic agents:
+# (env_id, gamma, observations, best action at each or None, V at each).
+PROBE_CASES = [
+    ("ConstantReward-probe", 0.99, [0.0], None, [1.0]),
+    ("ObsDependentReward-probe", 0.99, [-1.0, 1.0], None, [-1.0, 1.0]),
+    ("TwoStepDiscount-probe", 0.5, [0.0, 1.0], None, [0.5, 1.0]),
+    ("ActionDependentReward-probe", 0.99, [0.0], [1], [1.0]),
+    ("ObsActionReward-probe", 0.99, [-1.0, 1.0], [0, 1], [1.0, 1.0]),
+]
+
+
+def train(*overrides: str):
+    """(prepared, result) of the experiment these overrides compose, run in memory."""
+    prepared = prepare(parse_experiment(compose_raw(*overrides)))
+    return prepared, execute(prepared)
+
+
+def evaluate_policy(prepared, result, obs_values):
+    """Greedy action, its probability and V(obs) of every run at each 1-d observation,
+    for agents whose `act` returns log_prob and value (PPO, REINFORCE). Arrays [R, len(obs)]."""
+    agent = prepared.agent
+    obs = np.asarray(obs_values, np.float32)[:, None]
+    act = jax.vmap(lambda s, h: agent.act(s, obs, jax.random.key(0), h, False))
+    action, aux = act(result.agent_states, prepared.runs.hparams)
+    return np.asarray(action), np.exp(np.asarray(aux["log_prob"])), np.asarray(aux["value"])
+
+
+def check_probe(prepared, result, obs, best_action, value):
+    """Every run's V(obs) is within 0.1 of `value` (unless None), and its greedy action is
+    `best_action` (unless None) with probability > 0.9."""
+    action, prob, v = evaluate_policy(prepared, result, obs)
+    if value is not None:
+        np.testing.assert_allclose(v, np.broadcast_to(value, v.shape), atol=0.1)
+    if best_action is not None:
+        assert (action == np.asarray(best_action)).all(), action
+        assert (prob > 0.9).all(), prob
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from research.config import PPOConfig, PPOHParams
 from research.envs import EnvSpec
 from research.rl import optim
 from research.rl.minibatch import flatten_time, minibatch_epochs
-from research.rl.networks import ActorCritic
 from research.rl.normalization import RunningMeanStd
+from research.rl.policy import Policy, actor_critic_objective, standardize
 from research.rl.returns import gae
 from research.rl.rollout import Transition
 
@@ -46,38 +46,31 @@ def clipped_value_loss(
 
 def make(config: PPOConfig, spec: EnvSpec, total_updates: int) -> Agent:
     """PPO for `spec`; `total_updates` sets the linear learning-rate anneal."""
-    network = ActorCritic(spec, config.hidden_sizes, config.activation)
+    policy = Policy.create(spec, config)
+    network = policy.network
     optimizer = optim.adam()
 
-    def observe(state: PPOState, obs: jax.Array) -> jax.Array:
-        return state.obs_stats.normalize(obs) if config.normalize_obs else obs
-
     def init(key: jax.Array, hparams: PPOHParams) -> PPOState:
-        params = network.init(key, jnp.zeros((1, *spec.obs_shape)))
-        if not spec.discrete:
-            params["params"]["log_std"] = params["params"]["log_std"] + hparams.init_log_std
-        return PPOState(params, optimizer.init(params), RunningMeanStd.create(spec.obs_shape),
-                        jnp.zeros((), jnp.int32))
+        params, obs_stats = policy.init(key, hparams.init_log_std)
+        return PPOState(params, optimizer.init(params), obs_stats, jnp.zeros((), jnp.int32))
 
     def act(state: PPOState, obs: jax.Array, key: jax.Array, hparams: PPOHParams,
             explore: bool = True) -> tuple[jax.Array, dict]:
-        dist, value = network.apply(state.params, observe(state, obs))
-        action = dist.sample(key) if explore else dist.mode()
-        return action, {"log_prob": dist.log_prob(action), "value": value}
+        return policy.act(state.params, state.obs_stats, obs, key, explore)
 
     def loss(params, minibatch, hparams: PPOHParams):
         obs, action, old_logp, old_value, adv, target = minibatch
         dist, value = network.apply(params, obs)
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        policy_loss = clipped_surrogate(dist.log_prob(action), old_logp, adv, hparams.clip_eps)
+        policy_loss = clipped_surrogate(dist.log_prob(action), old_logp, standardize(adv),
+                                        hparams.clip_eps)
         value_loss = clipped_value_loss(value, old_value, target, hparams.clip_eps)
-        entropy = dist.entropy().mean()
-        total = policy_loss + hparams.vf_coef * value_loss - hparams.ent_coef * entropy
-        return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy}
+        return actor_critic_objective(policy_loss, value_loss, dist.entropy().mean(),
+                                      hparams.vf_coef, hparams.ent_coef)
 
     def update(state: PPOState, batch: Transition, key: jax.Array,
                hparams: PPOHParams) -> tuple[PPOState, dict]:
-        obs, next_obs = observe(state, batch.obs), observe(state, batch.next_obs)
+        obs = policy.observe(state.obs_stats, batch.obs)
+        next_obs = policy.observe(state.obs_stats, batch.next_obs)
         _, next_values = network.apply(state.params, next_obs)
         advantages, targets = gae(batch.reward * hparams.reward_scale, batch.aux["value"], next_values,
                                   batch.terminated, batch.truncated,
@@ -97,8 +90,7 @@ def make(config: PPOConfig, spec: EnvSpec, total_updates: int) -> Agent:
         (params, opt_state), metrics = minibatch_epochs(
             key, (state.params, state.opt_state), flat, config.num_epochs,
             config.num_minibatches, sgd_step)
-        # Statistics move after the update, so acting and learning saw the same normalisation.
-        obs_stats = state.obs_stats.update(batch.obs) if config.normalize_obs else state.obs_stats
+        obs_stats = policy.update_stats(state.obs_stats, batch.obs)
         new_state = PPOState(params, opt_state, obs_stats, state.num_updates + 1)
         return new_state, jax.tree.map(jnp.mean, metrics)
 

@@ -14,9 +14,15 @@ import numpy as np
 from gymnax.environments import spaces
 
 from research.config import ConfigError
+from research.envs.gridworld import GridWorld
 from research.envs.probes import PROBES
+from research.envs.tabular import ENCODED
 
-_OWN: dict[str, Any] = {**PROBES}
+_OWN: dict[str, Any] = {**PROBES, "GridWorld-tabular": GridWorld, **ENCODED}
+
+# Ids observed as state indices (a Discrete observation space), for tabular agents;
+# any flat continuous env becomes one with env.discretize.
+DISCRETE_STATE_IDS = ("GridWorld-tabular", *ENCODED, "FrozenLake-misc")
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,8 @@ class EnvSpec:
     obs_shape: shape of one observation.
     discrete: True for `Discrete(num_actions)`, False for a `Box` of `action_dim`.
     action_low / action_high: bounds of a continuous action (per dimension).
+    num_states: > 0 when each observation is an int32 state index in [0, num_states)
+    (obs_shape is then ()): what tabular agents need.
     """
 
     env_id: str
@@ -35,6 +43,7 @@ class EnvSpec:
     action_dim: int = 0
     action_low: tuple[float, ...] = ()
     action_high: tuple[float, ...] = ()
+    num_states: int = 0
 
 
 def available() -> list[str]:
@@ -60,15 +69,18 @@ def make_gymnax(env_id: str) -> tuple[Any, Any]:
 
 
 def spec_of(env_id: str, env: Any, params: Any) -> EnvSpec:
-    obs_shape = tuple(int(d) for d in env.observation_space(params).shape)
+    obs_space = env.observation_space(params)
+    obs_shape = tuple(int(d) for d in obs_space.shape)
+    num_states = int(obs_space.n) if isinstance(obs_space, spaces.Discrete) else 0
     space = env.action_space(params)
     if isinstance(space, spaces.Discrete):
-        return EnvSpec(env_id, obs_shape, True, num_actions=int(space.n))
+        return EnvSpec(env_id, obs_shape, True, num_actions=int(space.n), num_states=num_states)
     if isinstance(space, spaces.Box):
         shape = tuple(space.shape) or (1,)
         low = np.broadcast_to(np.asarray(space.low, np.float32), shape).reshape(-1)
         high = np.broadcast_to(np.asarray(space.high, np.float32), shape).reshape(-1)
         return EnvSpec(env_id, obs_shape, False, action_dim=int(np.prod(shape)),
-                       action_low=tuple(map(float, low)), action_high=tuple(map(float, high)))
+                       action_low=tuple(map(float, low)), action_high=tuple(map(float, high)),
+                       num_states=num_states)
     raise ConfigError(f"env.id: {env_id!r} has action space {type(space).__name__}; "
                       "supported: Discrete, Box")

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from research.config import ConfigError
+from research.envs import gridworld
 
 # Fields that gymnax stores but computes from others: set them and the variant
 # would be silently inconsistent, so they are recomputed and never set directly.
@@ -23,6 +24,13 @@ DERIVED: dict[str, dict[str, Callable[[Any], Any]]] = {
         "total_mass": lambda p: p.masscart + p.masspole,
         "polemass_length": lambda p: p.masspole * p.length,
     },
+}
+
+
+# Constraints between fields, by env id: params -> (field, what is allowed) or None.
+# A goal outside the grid would silently make the task unsolvable.
+CHECKS: dict[str, Callable[[Any], tuple[str, str] | None]] = {
+    "GridWorld-tabular": gridworld.check_params,
 }
 
 
@@ -78,6 +86,14 @@ def variant_grid(env_id: str, default_params: Any, fixed: Mapping[str, Any],
         for value in values:
             _check_fields(env_id, default_params, {name: value}, "env.variants")
         grid = [{**g, name: v} for g in grid for v in values]
+    check = CHECKS.get(env_id)
+    for point in grid if check else ():
+        params = variant_params(env_id, default_params, point)
+        problem = check(params)
+        if problem:
+            name, allowed = problem
+            path = "env.variants" if name in variants else "env.params"
+            raise ConfigError(f"{path}.{name}: got {getattr(params, name)!r}; must be {allowed}")
     return grid
 
 

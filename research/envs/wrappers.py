@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from research.envs.registry import EnvSpec, make_gymnax, spec_of
+from research.envs.tabular import discretized
 
 
 @struct.dataclass
@@ -51,15 +52,20 @@ class Timestep(NamedTuple):
 class Env:
     """A single environment; the runner vmaps `reset` / `step` over envs and runs."""
 
-    def __init__(self, env_id: str):
+    def __init__(self, env_id: str, discretize: Any = None):
+        """discretize: None, or bins / low / high per observation dimension (config.Discretize)."""
         self.env_id = env_id
         self.gymnax_env, self.default_params = make_gymnax(env_id)
+        if discretize is not None:
+            self.gymnax_env = discretized(env_id, self.gymnax_env, self.default_params, discretize)
         self.spec: EnvSpec = spec_of(env_id, self.gymnax_env, self.default_params)
+        # State indices stay integers (tabular agents index with them); all else is float32.
+        self._obs_dtype = jnp.int32 if self.spec.num_states else jnp.float32
 
     def reset(self, key: jax.Array, params: Any) -> tuple[jax.Array, EnvState]:
         obs, inner = self.gymnax_env.reset(key, params)
         zero = jnp.zeros((), jnp.float32)
-        return obs.astype(jnp.float32), EnvState(inner, zero, jnp.zeros((), jnp.int32))
+        return obs.astype(self._obs_dtype), EnvState(inner, zero, jnp.zeros((), jnp.int32))
 
     def _env_action(self, action: jax.Array, params: Any) -> jax.Array:
         if self.spec.discrete:
@@ -86,11 +92,11 @@ class Env:
             jnp.where(done, 0, ep_length),
         )
         timestep = Timestep(
-            obs=obs.astype(jnp.float32),
+            obs=obs.astype(self._obs_dtype),
             reward=reward,
             terminated=terminated,
             truncated=truncated,
-            next_obs=info["final_observation"].astype(jnp.float32),
+            next_obs=info["final_observation"].astype(self._obs_dtype),
             episode_return=ep_return,
             episode_length=ep_length,
         )

@@ -48,7 +48,7 @@ def num_updates_for(config: ExperimentConfig) -> int:
 
 def prepare(config: ExperimentConfig) -> Prepared:
     """Validates everything that needs the environment or devices; compiles nothing."""
-    env = Env(config.env.id)
+    env = Env(config.env.id, config.env.discretize)
     runs = build_runs(
         config.env.id, env.default_params, config.agent.hparams,
         num_seeds=config.runs.seeds, base_seed=config.runs.base_seed,

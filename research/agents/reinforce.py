@@ -1,0 +1,113 @@
+"""REINFORCE (Monte-Carlo policy gradient) with a learned, running-mean or no baseline.
+
+One gradient step per rollout on
+    -mean(log pi(a|s) * (G - b)) - ent_coef * entropy + vf_coef * 0.5 * mean((V(s) - G)^2),
+the value loss only where b is the learned V. G are discounted returns within the rollout.
+With the "value" baseline they bootstrap from V(s') on truncation and at the rollout's end;
+with "mean" or "none" they are pure Monte Carlo (an episode cut by the rollout's end counts
+as ended there), so num_steps should then cover most of an episode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from research.agents.base import Agent
+from research.config import ReinforceConfig, ReinforceHParams
+from research.envs import EnvSpec
+from research.rl import optim
+from research.rl.normalization import RunningMeanStd
+from research.rl.policy import Policy, actor_critic_objective, standardize
+from research.rl.returns import discounted_returns
+from research.rl.rollout import Transition
+
+
+@struct.dataclass
+class ReinforceState:
+    params: Any
+    opt_state: Any
+    obs_stats: RunningMeanStd
+    baseline: jax.Array  # [] running mean of observed returns ("mean" baseline)
+    num_updates: jax.Array  # [] int32: updates done so far
+
+
+def policy_gradient_loss(log_probs: jax.Array, advantages: jax.Array) -> jax.Array:
+    """-mean(log pi(a|s) * A) over [B] (or any shape); no gradient flows into A."""
+    return -jnp.mean(log_probs * jax.lax.stop_gradient(advantages))
+
+
+def value_loss(values: jax.Array, returns: jax.Array) -> jax.Array:
+    """0.5 * mean((V - G)^2) over [B]; G is a fixed target."""
+    return 0.5 * jnp.mean((values - jax.lax.stop_gradient(returns)) ** 2)
+
+
+def running_mean(mean: jax.Array, returns: jax.Array, decay: jax.Array,
+                 first: jax.Array) -> jax.Array:
+    """Exponential running mean of returns [...]: decay * mean + (1 - decay) * mean(returns).
+
+    It starts at the first batch's mean (`first`), not at 0, which would act as no baseline
+    for about 1 / (1 - decay) updates. Returns [].
+    """
+    batch_mean = jnp.mean(returns)
+    return jnp.where(first, batch_mean, decay * mean + (1.0 - decay) * batch_mean)
+
+
+def make(config: ReinforceConfig, spec: EnvSpec, total_updates: int) -> Agent:
+    """REINFORCE for `spec` (discrete or continuous actions); constant learning rate."""
+    policy = Policy.create(spec, config)
+    optimizer = optim.adam()
+    learned_baseline = config.baseline == "value"
+
+    def init(key: jax.Array, hparams: ReinforceHParams) -> ReinforceState:
+        params, obs_stats = policy.init(key, hparams.init_log_std)
+        return ReinforceState(params, optimizer.init(params), obs_stats, jnp.zeros(()),
+                              jnp.zeros((), jnp.int32))
+
+    def act(state: ReinforceState, obs: jax.Array, key: jax.Array, hparams: ReinforceHParams,
+            explore: bool = True) -> tuple[jax.Array, dict]:
+        return policy.act(state.params, state.obs_stats, obs, key, explore)
+
+    def loss(params, obs, action, returns, baseline, hparams: ReinforceHParams):
+        """obs [T, N, ...], action [T, N, ...], returns [T, N], baseline [] (unused for "value")."""
+        dist, values = policy.network.apply(params, obs)
+        if learned_baseline:
+            baseline = values
+        advantages = returns - baseline
+        if config.normalize_advantages:
+            advantages = standardize(advantages)
+        policy_loss = policy_gradient_loss(dist.log_prob(action), advantages)
+        v_loss = value_loss(values, returns) if learned_baseline else jnp.zeros(())
+        return actor_critic_objective(policy_loss, v_loss, dist.entropy().mean(),
+                                      hparams.vf_coef, hparams.ent_coef)
+
+    def update(state: ReinforceState, batch: Transition, key: jax.Array,
+               hparams: ReinforceHParams) -> tuple[ReinforceState, dict]:
+        obs = policy.observe(state.obs_stats, batch.obs)
+        if learned_baseline:
+            _, bootstrap = policy.network.apply(state.params,
+                                                policy.observe(state.obs_stats, batch.next_obs))
+        else:
+            bootstrap = jnp.zeros_like(batch.reward)
+        returns = discounted_returns(batch.reward * hparams.reward_scale, batch.terminated,
+                                     batch.truncated, bootstrap, hparams.gamma)
+        # The mean baseline excludes this batch, so it does not correlate with the returns
+        # it is subtracted from (which would bias the gradient).
+        baseline = state.baseline if config.baseline == "mean" else jnp.zeros(())
+        grads, metrics = jax.grad(loss, has_aux=True)(state.params, obs, batch.action, returns,
+                                                      baseline, hparams)
+        params, opt_state, grad_norm = optim.apply_gradients(
+            optimizer, state.opt_state, state.params, grads, hparams.lr, hparams.max_grad_norm)
+        new_state = ReinforceState(
+            params, opt_state, policy.update_stats(state.obs_stats, batch.obs),
+            running_mean(state.baseline, returns, hparams.baseline_decay, state.num_updates == 0),
+            state.num_updates + 1)
+        metrics = {**metrics, "grad_norm": grad_norm, "return": returns.mean()}
+        if config.baseline == "mean":
+            metrics["baseline"] = baseline
+        return new_state, metrics
+
+    return Agent(init=init, act=act, update=update)
