@@ -4,7 +4,6 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -59,8 +58,3 @@ def check_probe(prepared, result, obs, best_action, value):
     if best_action is not None:
         assert (action == np.asarray(best_action)).all(), action
         assert (prob > 0.9).all(), prob
-
-
-@pytest.fixture
-def raw_config():
-    return compose_raw
