@@ -87,8 +87,7 @@ def make(config: DQNConfig, spec: EnvSpec, total_updates: int) -> Agent:
         return action, {}
 
     def learning_rate(state: DQNState, hparams: DQNHParams) -> jax.Array:
-        frac = 1.0 - state.num_updates / total_updates if config.anneal_lr else 1.0
-        return hparams.lr * frac
+        return optim.annealed_lr(hparams.lr, state.num_updates, total_updates, config.anneal_lr)
 
     def sgd_step(carry, minibatch, targets_fn, hparams, lr):
         params, opt_state = carry

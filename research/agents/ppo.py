@@ -72,13 +72,12 @@ def make(config: PPOConfig, spec: EnvSpec, total_updates: int) -> Agent:
         obs = policy.observe(state.obs_stats, batch.obs)
         next_obs = policy.observe(state.obs_stats, batch.next_obs)
         _, next_values = network.apply(state.params, next_obs)
-        advantages, targets = gae(batch.reward * hparams.reward_scale, batch.aux["value"], next_values,
-                                  batch.terminated, batch.truncated,
+        advantages, targets = gae(batch.reward * hparams.reward_scale, batch.aux["value"],
+                                  next_values, batch.terminated, batch.truncated,
                                   hparams.gamma, hparams.gae_lambda)
         flat = flatten_time((obs, batch.action, batch.aux["log_prob"], batch.aux["value"],
                              advantages, targets))
-        frac = 1.0 - state.num_updates / total_updates if config.anneal_lr else 1.0
-        lr = hparams.lr * frac
+        lr = optim.annealed_lr(hparams.lr, state.num_updates, total_updates, config.anneal_lr)
 
         def sgd_step(carry, minibatch):
             params, opt_state = carry

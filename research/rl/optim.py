@@ -18,6 +18,12 @@ def adam(eps: float = 1e-5) -> optax.GradientTransformation:
     return optax.inject_hyperparams(optax.adam)(learning_rate=0.0, eps=eps)
 
 
+def annealed_lr(lr: jax.Array, num_updates: jax.Array, total_updates: int,
+                anneal: bool) -> jax.Array:
+    """lr, or lr decayed linearly to 0 over total_updates when `anneal` (a static choice)."""
+    return lr * (1.0 - num_updates / total_updates) if anneal else lr
+
+
 def apply_gradients(
     optimizer: optax.GradientTransformation,
     opt_state: Any,
