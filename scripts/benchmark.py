@@ -1,31 +1,50 @@
-"""Throughput benchmark: R parallel PPO runs on CartPole-v1 as one batched program.
+"""Throughput benchmark: R parallel runs of one agent as one batched program.
 
-For each R in --runs, a fresh subprocess (with its own XLA_FLAGS, CPU affinity
-and a timeout) builds R PPO runs exactly as `research.pipelines.train` does,
-runs them with `research.runner.run_batch`, and reports
+For each agent in --agent and each R in --runs, a fresh subprocess (with its own
+XLA_FLAGS, CPU affinity and a timeout) composes the project's Hydra config
+(configs/config.yaml + the agent's overrides + --env + --override), builds the runs
+with `research.pipelines.train.prepare` -- exactly as `scripts/train.py` does -- runs
+them with `research.runner.run_batch`, and reports
 
     env-steps/s    R * env steps per run / run time (compile excluded)
     compile s      lowering + XLA compilation of the batched program
     program MiB    XLA's memory estimate per device (arguments + outputs + temporaries)
     peak RSS MiB   the subprocess's peak resident memory (getrusage ru_maxrss)
     device MiB     the device's peak bytes in use, where the backend reports it (GPU)
+    state KiB/run  one run's agent state (parameters, optimiser state, replay buffer)
+    buffer MiB/run one run's replay buffer (`research.rl.replay.buffer_bytes`; DQN mode)
+
+Agents (--agent; their Hydra overrides, on top of configs/config.yaml):
+
+    ppo         agent=ppo                       (configs/agent/ppo.yaml = PPOConfig defaults)
+    pqn         agent=dqn agent.mode=pqn        (configs/agent/dqn.yaml, no replay)
+    dqn         experiment=dqn_cartpole         (agent=dqn, agent.mode=dqn: tuned replay
+                                                 settings, 50k-transition buffer per run)
+    q_learning  agent=q_learning                (env default: cartpole_discrete)
+    reinforce   agent=reinforce
+    all         every one of the above
+
+--env picks the Hydra env group (default: cartpole; cartpole_discrete for q_learning);
+--override adds any Hydra override, e.g. --override agent.buffer_size=10000.
 
 A fresh process per configuration keeps one configuration's peak memory, JIT
 caches and thread pools out of the next. Results are written atomically to
 <out>/<name>.csv and <out>/<name>.md after every configuration, so an
-interrupted benchmark still leaves a consistent table.
+interrupted benchmark still leaves a consistent table. The cores that other
+processes kept busy meanwhile are recorded; rows above 0.25 cores are marked busy.
 
-PPO settings are the defaults of `research.config.PPOConfig` (4 envs x 128 steps,
-4 epochs x 4 minibatches, 64x64 tanh MLP). Large batches may use fewer env steps
-per run (--max-batch-steps): the quantity compared is env-steps/s.
+Large batches may use fewer env steps per run (--max-batch-steps): the quantity
+compared is env-steps/s. Every run does at least one update per log.
 
 Examples (2-core CPU):
 
-    python scripts/benchmark.py                                  # R = 1, 64, 1024
+    python scripts/benchmark.py                                  # PPO, R = 1, 64, 1024
     python scripts/benchmark.py --runs 1 64 1024 4096 --append   # more runs, same table
     python scripts/benchmark.py --host-devices 2 --append        # runs sharded over 2 CPU devices
     python scripts/benchmark.py --no-multi-thread-eigen --append # Eigen intra-op threads off
     python scripts/benchmark.py --pin-cpus 0 --append            # process pinned to core 0
+    python scripts/benchmark.py --agent all --host-devices 2 --name agents_cpu
+    python scripts/benchmark.py --agent dqn --override agent.buffer_size=10000 --label buf10k
 """
 
 from __future__ import annotations
@@ -43,19 +62,33 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV_ID = "CartPole-v1"
+CONFIGS = ROOT / "configs"
+
+# --agent name -> (Hydra overrides, default env config group)
+AGENTS = {
+    "ppo": (("agent=ppo",), "cartpole"),
+    "pqn": (("agent=dqn", "agent.mode=pqn"), "cartpole"),
+    "dqn": (("experiment=dqn_cartpole",), "cartpole"),
+    "q_learning": (("agent=q_learning",), "cartpole_discrete"),
+    "reinforce": (("agent=reinforce",), "cartpole"),
+}
 
 COLUMNS = [
-    "setting", "device", "platform", "num_devices", "runs", "env_steps_per_run", "num_updates",
-    "chunk_size", "num_chunks", "env_steps_per_s", "env_steps_per_s_per_run", "compile_s",
-    "run_s", "wall_s", "cpu_s", "other_load", "program_mib", "peak_rss_mib", "device_peak_mib",
-    "final_return",
-    "status", "xla_flags", "cpus", "jax", "git_commit", "timestamp", "command",
+    "agent", "env", "setting", "device", "platform", "num_devices", "runs", "env_steps_per_run",
+    "num_updates", "num_logs", "chunk_size", "num_chunks", "env_steps_per_s", "env_steps_per_s_per_run",
+    "compile_s", "run_s", "wall_s", "cpu_s", "other_load", "program_mib", "peak_rss_mib",
+    "device_peak_mib", "state_kib_per_run", "buffer_mib_per_run", "final_return",
+    "status", "env_id", "overrides", "agent_settings", "xla_flags", "cpus", "jax", "git_commit",
+    "timestamp", "command",
 ]
 
 BUSY_CORES = 0.25  # other processes' load above which a row is marked busy
-TEXT_COLUMNS = {"setting", "device", "platform", "status", "xla_flags", "cpus", "jax",
-                "git_commit", "timestamp", "command"}
+TEXT_COLUMNS = {"agent", "env", "setting", "device", "platform", "status", "env_id", "overrides",
+                "agent_settings", "xla_flags", "cpus", "jax", "git_commit", "timestamp",
+                "command"}
+# Rows of tables written before --agent existed: PPOConfig defaults on CartPole-v1.
+LEGACY = {"agent": "ppo", "env": "cartpole", "env_id": "CartPole-v1",
+          "overrides": "agent=ppo env=cartpole"}
 
 
 # --------------------------------------------------------------------------- worker
@@ -85,27 +118,54 @@ def probe() -> dict:
             "device_count": jax.device_count(), "jax": jax.__version__}
 
 
-def worker(runs: int, total_timesteps: int, num_logs: int, num_devices: int | None) -> dict:
-    """Trains `runs` PPO runs of `total_timesteps` env steps each; returns one result row."""
+def compose_raw(*overrides: str) -> dict:
+    """The config mapping `scripts/train.py` would receive with these overrides
+    (as tests/conftest.py composes it)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    raw.pop("hydra", None)
+    return raw
+
+
+def agent_overrides(agent: str, env: str | None, extra: list[str]) -> list[str]:
+    """Hydra overrides of one --agent / --env / --override combination."""
+    overrides, default_env = AGENTS[agent]
+    return [*overrides, f"env={env or default_env}", *extra]
+
+
+def tree_bytes(tree) -> int:
+    import jax
+
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def worker(runs: int, total_timesteps: int, num_logs: int, num_devices: int | None,
+           overrides: list[str]) -> dict:
+    """Trains `runs` runs of `total_timesteps` env steps each (at least one update per log),
+    configured by the Hydra `overrides`; returns one result row."""
+    import dataclasses
     import resource
 
     import jax
     import numpy as np
 
-    from research.agents import make_agent
-    from research.config import PPOConfig, PPOHParams
-    from research.envs import Env
-    from research.runner import make_train, run_batch
-    from research.runner.runs import build_runs
+    from research.config import parse_experiment
+    from research.pipelines.train import prepare
+    from research.rl.replay import ReplayBuffer, buffer_bytes
+    from research.runner import run_batch
 
-    env = Env(ENV_ID)
-    cfg = PPOConfig()
-    num_updates = total_timesteps // (cfg.num_envs * cfg.num_steps) // num_logs * num_logs
-    agent = make_agent("ppo", cfg, env.spec, num_updates)
-    trainer = make_train(agent, env, cfg.num_envs, cfg.num_steps, num_updates, num_logs)
-    axis = build_runs(ENV_ID, env.default_params, PPOHParams(), num_seeds=runs)
-    devices = jax.devices()[:num_devices] if num_devices else jax.devices()
-    res = run_batch(trainer, axis.seeds, axis.hparams, axis.env_params, devices=devices,
+    raw = compose_raw("progress=false", "plot=false", *overrides, f"runs.seeds={runs}",
+                      f"train.num_logs={num_logs}",
+                      *([f"runs.num_devices={num_devices}"] if num_devices else []))
+    batch = raw["agent"]["num_envs"] * raw["agent"]["num_steps"]
+    raw["train"]["total_timesteps"] = max(total_timesteps, batch * num_logs)
+    p = prepare(parse_experiment(raw))
+    trainer, devices = p.trainer, p.devices
+    res = run_batch(trainer, p.runs.seeds, p.runs.hparams, p.runs.env_params, devices=devices,
                     progress=False)
     info = res.info
     steps_per_run = trainer.steps_per_segment * trainer.num_logs
@@ -115,14 +175,22 @@ def worker(runs: int, total_timesteps: int, num_logs: int, num_devices: int | No
     if stats and "peak_bytes_in_use" in stats:
         device_peak = max((d.memory_stats() or {}).get("peak_bytes_in_use", 0)
                           for d in devices) / 2**20
+    # One run's agent state (leaves [R, ...] after run_batch), and its replay buffer if any.
+    one_run = jax.tree.map(lambda x: x[0], res.agent_states)
+    buffers = [b for b in jax.tree.leaves(one_run, is_leaf=lambda x: isinstance(x, ReplayBuffer))
+               if isinstance(b, ReplayBuffer)]
     final = res.metrics["episode_return"][:, -1]
+    settings = dataclasses.asdict(p.config.agent.config)
     return {
         "device": _device_name(jax),
         "platform": devices[0].platform,
         "num_devices": info.num_devices,
         "runs": runs,
+        "env_id": p.config.env.id,
+        "agent_settings": ", ".join(f"{k}={v}" for k, v in settings.items()),
         "env_steps_per_run": steps_per_run,
-        "num_updates": num_updates,
+        "num_updates": p.num_updates,
+        "num_logs": trainer.num_logs,
         "chunk_size": info.chunk_size,
         "num_chunks": info.num_chunks,
         "env_steps_per_s": rate,
@@ -134,6 +202,8 @@ def worker(runs: int, total_timesteps: int, num_logs: int, num_devices: int | No
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         / (2**20 if sys.platform == "darwin" else 2**10),
         "device_peak_mib": device_peak,
+        "state_kib_per_run": tree_bytes(one_run) / 2**10,
+        "buffer_mib_per_run": sum(buffer_bytes(b) for b in buffers) / 2**20 if buffers else None,
         "final_return": float(np.nanmean(final)) if np.isfinite(final).any() else None,
         "cpu_s": time.process_time(),  # user + system CPU time of this whole process
         "jax": jax.__version__,
@@ -167,6 +237,7 @@ def setting_label(args: argparse.Namespace, flags: str) -> str:
         parts.append(f"pinned to cpu {args.pin_cpus}")
     if args.num_devices:
         parts.append(f"{args.num_devices} device(s) used")
+    parts += args.override
     if not parts and flags:
         parts.append(flags)
     return ", ".join(parts) or "default"
@@ -246,12 +317,12 @@ def git_commit() -> str:
 
 
 def steps_for(args: argparse.Namespace, runs: int) -> int:
-    """Env steps per run: --total-timesteps, capped by --max-batch-steps / runs."""
-    minimum = 4 * 128 * args.num_logs  # one update per log (PPOConfig defaults)
+    """Env steps per run: --total-timesteps, capped by --max-batch-steps / runs (the worker
+    raises it to one update per log where that is more)."""
     per_run = args.total_timesteps
     if args.max_batch_steps:
         per_run = min(per_run, args.max_batch_steps // runs)
-    return max(per_run, minimum)
+    return max(per_run, 1)
 
 
 def fmt(value, digits: int) -> str:
@@ -262,55 +333,90 @@ def fmt(value, digits: int) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def is_busy(load) -> bool:
+    return load is not None and load == load and load > BUSY_CORES
+
+
 def markdown(frame, device: str) -> str:
-    """The whole table, then the fastest setting for each R."""
+    """The whole table, then the fastest setting for each agent and R, the agents' settings
+    and the XLA settings."""
+    agents = list(dict.fromkeys(frame["agent"]))
+    envs = list(dict.fromkeys(frame["env_id"]))
+    what = ", ".join(agents) + " on " + ", ".join(envs)
+    busy = [r for r in frame.to_dict("records") if is_busy(r.get("other_load"))]
     lines = [
-        f"# PPO on {ENV_ID}: throughput of R parallel runs",
+        f"# {what}: throughput of R parallel runs",
         "",
         f"Device: **{device}**.  ",
-        "PPO: 4 envs x 128 steps, 4 epochs x 4 minibatches, 64x64 tanh MLP "
-        "(`research.config.PPOConfig` defaults); one batched program per row "
-        "(`research.runner.run_batch`), each row in a fresh process.  ",
+        "One batched program per row (`research.runner.run_batch`), built from the project's "
+        "Hydra config (`research.pipelines.train.prepare`, the agent's overrides below), each "
+        "row in a fresh process.  ",
         "env-steps/s = R x env steps per run / run time (compile excluded). "
         "program = XLA's memory estimate per device (arguments + outputs + temporaries); "
-        "RSS = the process's peak resident memory (compile included). "
+        "RSS = the process's peak resident memory (compile included); "
+        "state/run = one run's agent state (parameters, optimiser state, replay buffer), "
+        "buffer/run = its replay buffer alone. "
         "other load = cores that other processes kept busy meanwhile (they skew the row).",
         "",
-        "| setting | R | devices | steps/run | env-steps/s | per run | compile s | run s "
-        "| program MiB | peak RSS MiB | final return | other load | status |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    if busy:
+        lines += [
+            f"**Measured under load:** {len(busy)} of {len(frame)} rows (marked *busy*: other "
+            f"processes kept more than {BUSY_CORES} cores busy meanwhile, so their speed is a "
+            "lower bound and their compile time an upper bound): "
+            + ", ".join(f"{r['agent']} R={int(r['runs'])} ({r['other_load']:.2f} cores)"
+                        for r in busy) + ".",
+            "",
+        ]
+    lines += [
+        "| agent | env | setting | R | devices | steps/run | env-steps/s | per run | compile s "
+        "| run s | program MiB | peak RSS MiB | state KiB/run | buffer MiB/run | final return "
+        "| other load | status |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in frame.to_dict("records"):
         num = lambda k: None if row.get(k) is None or row[k] != row[k] else row[k]
+        load = fmt(num("other_load"), 2) + (" *busy*" if is_busy(num("other_load")) else "")
         lines.append(
-            f"| {row['setting']} | {int(row['runs'])} | {fmt(num('num_devices'), 0)} "
+            f"| {row['agent']} | {row['env']} | {row['setting']} | {int(row['runs'])} "
+            f"| {fmt(num('num_devices'), 0)} "
             f"| {fmt(num('env_steps_per_run'), 0)} | {fmt(num('env_steps_per_s'), 0)} "
             f"| {fmt(num('env_steps_per_s_per_run'), 0)} | {fmt(num('compile_s'), 1)} "
             f"| {fmt(num('run_s'), 1)} | {fmt(num('program_mib'), 1)} "
-            f"| {fmt(num('peak_rss_mib'), 0)} | {fmt(num('final_return'), 1)} "
-            f"| {fmt(num('other_load'), 2)} | {row['status']} |")
+            f"| {fmt(num('peak_rss_mib'), 0)} | {fmt(num('state_kib_per_run'), 1)} "
+            f"| {fmt(num('buffer_mib_per_run'), 2)} | {fmt(num('final_return'), 1)} "
+            f"| {load} | {row['status']} |")
     ok = frame[frame["status"] == "ok"]
-    if len(ok) and ok["setting"].nunique() > 1:
-        lines += ["", "## Fastest setting per R", "",
-                  f"Rows measured while other processes kept more than {BUSY_CORES} cores busy "
-                  "are marked *busy*: their speed is a lower bound, compare them with care.", "",
-                  "| R | fastest setting | env-steps/s | vs default | other load |",
-                  "|---:|---|---:|---:|---:|"]
-        for runs, group in ok.groupby("runs"):
+    if len(ok) and ok.groupby(["agent", "env"])["setting"].nunique().max() > 1:
+        lines += ["", "## Fastest setting per agent and R", "",
+                  "| agent | env | R | fastest setting | env-steps/s | vs default | other load |",
+                  "|---|---|---:|---|---:|---:|---:|"]
+        for (agent, env, runs), group in ok.groupby(["agent", "env", "runs"], sort=False):
             best = group.loc[group["env_steps_per_s"].idxmax()]
             base = group[group["setting"] == "default"]["env_steps_per_s"]
             ratio = f"{best['env_steps_per_s'] / base.iloc[0]:.2f}x" if len(base) else "-"
             load = best.get("other_load")
-            busy = " (busy)" if load == load and load is not None and load > BUSY_CORES else ""
-            lines.append(f"| {runs} | {best['setting']} | {best['env_steps_per_s']:,.0f} "
-                         f"| {ratio} | {fmt(load, 2)}{busy} |")
-    settings = frame.drop_duplicates("setting")
+            mark = " *busy*" if is_busy(load) else ""
+            lines.append(f"| {agent} | {env} | {runs} | {best['setting']} "
+                         f"| {best['env_steps_per_s']:,.0f} | {ratio} | {fmt(load, 2)}{mark} |")
+    lines += ["", "## Agents", ""]
+    for row in frame.drop_duplicates(["agent", "env", "overrides"]).to_dict("records"):
+        settings = row["agent_settings"] or ("PPOConfig defaults: num_envs=4, num_steps=128, "
+                                             "num_epochs=4, num_minibatches=4, "
+                                             "hidden_sizes=(64, 64), activation=tanh")
+        lines.append(f"- **{row['agent']}** on {row['env_id']} (`{row['overrides']}`): "
+                     f"{settings}")
     lines += ["", "## Settings", ""]
-    for row in settings.to_dict("records"):
+    for row in frame.drop_duplicates("setting").to_dict("records"):
         lines.append(f"- **{row['setting']}**: XLA_FLAGS=`{row['xla_flags'] or ''}`, "
                      f"cpus `{row['cpus'] or 'all'}`, jax {row['jax']}, commit "
-                     f"{row['git_commit']}, {row['timestamp']}  \n  `{row['command']}`")
+                     f"{row['git_commit']}, {row['timestamp']}")
+    commands = list(dict.fromkeys(frame["command"]))
+    lines += ["", "## Commands", "", *[f"- `{c}`" for c in commands]]
     return "\n".join(lines) + "\n"
+
+
+KEY = ["agent", "env", "setting", "runs"]
 
 
 def write_tables(rows: list[dict], out: Path, name: str, append: bool, device: str) -> Path:
@@ -321,13 +427,19 @@ def write_tables(rows: list[dict], out: Path, name: str, append: bool, device: s
     csv = out / f"{name}.csv"
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if append and csv.exists():
-        old = pd.read_csv(csv, dtype={c: str for c in TEXT_COLUMNS})
-        key = set(zip(frame["setting"], frame["runs"]))
-        old = old[[(s, r) not in key for s, r in zip(old["setting"], old["runs"])]]
-        frame = pd.concat([old.reindex(columns=COLUMNS), frame], ignore_index=True)
+        old = pd.read_csv(csv, dtype={c: str for c in TEXT_COLUMNS}).reindex(columns=COLUMNS)
+        for column, value in LEGACY.items():  # tables from before --agent: PPO on CartPole
+            old[column] = old[column].fillna(value)
+        key = set(zip(*(frame[k] for k in KEY)))
+        old = old[[k not in key for k in zip(*(old[k] for k in KEY))]]
+        parts = [part.dropna(axis=1, how="all") for part in (old, frame)]  # no all-NA dtypes
+        frame = pd.concat(parts, ignore_index=True).reindex(columns=COLUMNS)
     text = [c for c in COLUMNS if c in TEXT_COLUMNS]
     frame[text] = frame[text].astype(object).where(frame[text].notna(), "").astype(str)
-    frame = frame.sort_values(["runs", "setting"], kind="stable").reset_index(drop=True)
+    order = {a: i for i, a in enumerate(AGENTS)}
+    frame = frame.sort_values(["agent", "env", "runs", "setting"], kind="stable",
+                              key=lambda c: c.map(order) if c.name == "agent" else c)
+    frame = frame.reset_index(drop=True)
     write_csv(csv, frame)
     write_text(out / f"{name}.md", markdown(frame, device))
     return csv
@@ -336,6 +448,18 @@ def write_tables(rows: list[dict], out: Path, name: str, append: bool, device: s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agent", nargs="+", default=["ppo"], choices=[*AGENTS, "all"],
+                        help="agent(s) to benchmark, each at every R (default: ppo): "
+                             "ppo, pqn (agent=dqn agent.mode=pqn), dqn (experiment="
+                             "dqn_cartpole: replay buffer + target network), q_learning, "
+                             "reinforce, or all")
+    parser.add_argument("--env", default=None,
+                        help="Hydra env config group, e.g. cartpole, cartpole_discrete, "
+                             "gridworld, acrobot (default: cartpole; cartpole_discrete for "
+                             "q_learning)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra Hydra override for every run, repeatable, e.g. "
+                             "--override agent.buffer_size=10000")
     parser.add_argument("--runs", type=int, nargs="+", default=[1, 64, 1024],
                         help="numbers of parallel runs R to benchmark, one subprocess each "
                              "(default: 1 64 1024)")
@@ -354,7 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host-devices", type=int, default=None,
                         help="CPU only: expose N XLA host devices "
                              "(--xla_force_host_platform_device_count=N in the subprocess's "
-                             "XLA_FLAGS); the runs axis is then sharded over them")
+                             "XLA_FLAGS); the runs axis is then sharded over them. Default: "
+                             "XLA's own, 1 CPU device (scripts/train.py uses one per core, "
+                             "i.e. --host-devices <cores>)")
     parser.add_argument("--no-multi-thread-eigen", action="store_true",
                         help="CPU only: add --xla_cpu_multi_thread_eigen=false (no Eigen "
                              "intra-op threading of dots/convolutions)")
@@ -369,26 +495,31 @@ def main(argv: list[str] | None = None) -> int:
                              "processes to use under 0.25 cores (default: 0, don't wait). "
                              "The table reports the cores other processes used meanwhile")
     parser.add_argument("--label", default=None,
-                        help="name of this setting in the table (default: derived from flags)")
+                        help="name of this setting in the table (default: derived from flags "
+                             "and --override)")
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="seconds before a configuration's subprocess is killed and "
                              "recorded as a timeout (default: 900)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks",
                         help="output directory (default: results/benchmarks)")
     parser.add_argument("--name", default=None,
-                        help="file stem of the CSV / markdown (default: ppo_cartpole_<platform>)")
+                        help="file stem of the CSV / markdown (default: <agent>_<env>_"
+                             "<platform> for one agent, agents_<platform> for several)")
     parser.add_argument("--append", action="store_true",
                         help="merge into an existing table: rows of other settings / R are "
-                             "kept, rows of the same setting and R are replaced")
+                             "kept, rows of the same agent, env, setting and R are replaced")
     parser.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--_probe", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--_overrides", default="[]", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    agents = list(AGENTS) if "all" in args.agent else list(dict.fromkeys(args.agent))
 
     if args._probe:
         print(json.dumps(probe()))
         return 0
     if args._worker:
-        row = worker(args.runs[0], args.total_timesteps, args.num_logs, args.num_devices)
+        row = worker(args.runs[0], args.total_timesteps, args.num_logs, args.num_devices,
+                     json.loads(args._overrides))
         print(json.dumps(row))
         return 0
 
@@ -402,7 +533,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--num-devices {args.num_devices}: only {info['device_count']} "
               f"{info['platform']} device(s) visible", file=sys.stderr)
         return 2
-    name = args.name or f"ppo_cartpole_{info['platform']}"
+    if args.name:
+        name = args.name
+    elif len(agents) == 1:
+        name = f"{agents[0]}_{args.env or AGENTS[agents[0]][1]}_{info['platform']}"
+    else:
+        name = f"agents_{info['platform']}"
     common = {"setting": setting, "xla_flags": flags, "cpus": args.pin_cpus or "",
               "jax": info["jax"], "git_commit": git_commit(),
               "command": shlex.join(["python", "scripts/benchmark.py", *(argv or sys.argv[1:])])}
@@ -410,39 +546,46 @@ def main(argv: list[str] | None = None) -> int:
           f"XLA_FLAGS={flags!r}", flush=True)
 
     rows = []
-    for runs in args.runs:
-        steps = steps_for(args, runs)
-        payload = ["--_worker", "--runs", str(runs), "--total-timesteps", str(steps),
-                   "--num-logs", str(args.num_logs)]
-        if args.num_devices:
-            payload += ["--num-devices", str(args.num_devices)]
-        if args.wait_idle:
-            wait_idle(args.wait_idle)
-        busy0, own0 = busy_cpu_seconds(), children_cpu_seconds()
-        started = time.perf_counter()
-        result, error = child(args, flags, payload, args.timeout)
-        wall = time.perf_counter() - started
-        busy1, own1 = busy_cpu_seconds(), children_cpu_seconds()
-        # Cores that other processes kept busy meanwhile: they skew the numbers.
-        other = None if busy0 is None or busy1 is None else max(
-            0.0, (busy1 - busy0 - (own1 - own0)) / wall)
-        stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        if result is None:
-            result = {"device": info["device"], "platform": info["platform"], "runs": runs,
-                      "env_steps_per_run": steps}
-            status = "timeout" if error.startswith("timeout") else "error"
-            print(f"R={runs:>6}: {error}", file=sys.stderr, flush=True)
-        else:
-            status = "ok"
-            print(f"R={runs:>6}: {result['env_steps_per_s']:>12,.0f} env-steps/s  "
-                  f"compile {result['compile_s']:5.1f} s  run {result['run_s']:6.1f} s  "
-                  f"program {result['program_mib']:8.1f} MiB  "
-                  f"RSS {result['peak_rss_mib']:6.0f} MiB  "
-                  f"({result['env_steps_per_run']} steps/run, {result['num_devices']} dev, "
-                  f"{result['num_chunks']} chunk(s))", flush=True)
-        rows.append({**common, **result, "status": status, "wall_s": wall,
-                     "other_load": other, "timestamp": stamp})
-        path = write_tables(rows, args.out, name, args.append, info["device"])
+    for agent in agents:
+        overrides = agent_overrides(agent, args.env, args.override)
+        env_group = args.env or AGENTS[agent][1]
+        for runs in args.runs:
+            steps = steps_for(args, runs)
+            payload = ["--_worker", "--runs", str(runs), "--total-timesteps", str(steps),
+                       "--num-logs", str(args.num_logs), "--_overrides", json.dumps(overrides)]
+            if args.num_devices:
+                payload += ["--num-devices", str(args.num_devices)]
+            if args.wait_idle:
+                wait_idle(args.wait_idle)
+            busy0, own0 = busy_cpu_seconds(), children_cpu_seconds()
+            started = time.perf_counter()
+            result, error = child(args, flags, payload, args.timeout)
+            wall = time.perf_counter() - started
+            busy1, own1 = busy_cpu_seconds(), children_cpu_seconds()
+            # Cores that other processes kept busy meanwhile: they skew the numbers.
+            other = None if busy0 is None or busy1 is None else max(
+                0.0, (busy1 - busy0 - (own1 - own0)) / wall)
+            stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            if result is None:
+                result = {"device": info["device"], "platform": info["platform"],
+                          "runs": runs, "env_steps_per_run": steps}
+                status = "timeout" if error.startswith("timeout") else "error"
+                print(f"{agent} R={runs:>6}: {error}", file=sys.stderr, flush=True)
+            else:
+                status = "ok"
+                buffer = result.get("buffer_mib_per_run")
+                print(f"{agent:>10} R={runs:>6}: {result['env_steps_per_s']:>12,.0f} env-steps/s"
+                      f"  compile {result['compile_s']:5.1f} s  run {result['run_s']:6.1f} s  "
+                      f"program {result['program_mib']:8.1f} MiB  "
+                      f"RSS {result['peak_rss_mib']:6.0f} MiB  "
+                      + (f"buffer {buffer:.2f} MiB/run  " if buffer else "")
+                      + f"({result['env_steps_per_run']} steps/run, {result['num_devices']} "
+                      f"dev, {result['num_chunks']} chunk(s), other load {other or 0:.2f})",
+                      flush=True)
+            rows.append({**common, "agent": agent, "env": env_group,
+                         "overrides": " ".join(overrides), **result, "status": status,
+                         "wall_s": wall, "other_load": other, "timestamp": stamp})
+            path = write_tables(rows, args.out, name, args.append, info["device"])
     print(f"-> {path} and {path.with_suffix('.md')}")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
