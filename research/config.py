@@ -122,6 +122,7 @@ class PPOHParams:
     max_grad_norm: float = _f(0.5, POS_FLOAT)
     init_log_std: float = _f(0.0, Rule("float"))
     reward_scale: float = _f(1.0, POS_FLOAT)
+    l2_init: float = _f(0.0, NONNEG_FLOAT)  # weight of the L2 pull to the starting params
 
 
 SCHEDULES = Rule("str", choices=("constant", "linear", "exponential"))
@@ -181,6 +182,7 @@ class DQNHParams:
     epsilon_end: float = _f(0.05, UNIT)
     epsilon_fraction: float = _f(0.2, UNIT_OPEN)
     max_grad_norm: float = _f(10.0, POS_FLOAT)
+    l2_init: float = _f(0.0, NONNEG_FLOAT)  # weight of the L2 pull to the starting params
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,7 @@ class ReinforceHParams:
     max_grad_norm: float = _f(0.5, POS_FLOAT)
     init_log_std: float = _f(0.0, Rule("float"))
     reward_scale: float = _f(1.0, POS_FLOAT)
+    l2_init: float = _f(0.0, NONNEG_FLOAT)  # weight of the L2 pull to the starting params
 
 
 # name -> (static config class, hparams class)

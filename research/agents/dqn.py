@@ -57,12 +57,12 @@ def q_network(config: DQNConfig, spec: EnvSpec) -> QNetwork:
     return QNetwork(spec, config.hidden_sizes, config.activation, config.layer_norm)
 
 
-def make(config: DQNConfig, spec: EnvSpec, total_updates: int) -> Agent:
+def make(config: DQNConfig, spec: EnvSpec, total_updates: int,
+         optimizer: optim.Optimizer = optim.Optimizer()) -> Agent:
     if not spec.discrete:
         raise ConfigError(f"agent.name: 'dqn' needs discrete actions; env.id {spec.env_id!r} "
                           "has continuous actions (use ppo or reinforce)")
     network = q_network(config, spec)
-    optimizer = optim.adam()
     replay = config.mode == "dqn"
 
     def init(key: jax.Array, hparams: DQNHParams) -> DQNState:
@@ -97,8 +97,9 @@ def make(config: DQNConfig, spec: EnvSpec, total_updates: int) -> Agent:
             return td_loss(network.apply(p, minibatch["obs"]), minibatch["action"], targets)
 
         value, grads = jax.value_and_grad(loss)(params)
-        params, opt_state, grad_norm = optim.apply_gradients(
-            optimizer, opt_state, params, grads, lr, hparams.max_grad_norm)
+        params, opt_state, grad_norm = optimizer.step(
+            opt_state, params, grads, lr, hparams.max_grad_norm,
+                hparams.l2_init)
         return (params, opt_state), {"td_loss": value, "grad_norm": grad_norm}
 
     def update_pqn(state: DQNState, batch, key, hparams: DQNHParams):

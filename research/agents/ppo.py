@@ -44,11 +44,11 @@ def clipped_value_loss(
     return 0.5 * jnp.mean(jnp.maximum((values - targets) ** 2, (clipped - targets) ** 2))
 
 
-def make(config: PPOConfig, spec: EnvSpec, total_updates: int) -> Agent:
+def make(config: PPOConfig, spec: EnvSpec, total_updates: int,
+         optimizer: optim.Optimizer = optim.Optimizer()) -> Agent:
     """PPO for `spec`; `total_updates` sets the linear learning-rate anneal."""
     policy = Policy.create(spec, config)
     network = policy.network
-    optimizer = optim.adam()
 
     def init(key: jax.Array, hparams: PPOHParams) -> PPOState:
         params, obs_stats = policy.init(key, hparams.init_log_std)
@@ -82,8 +82,9 @@ def make(config: PPOConfig, spec: EnvSpec, total_updates: int) -> Agent:
         def sgd_step(carry, minibatch):
             params, opt_state = carry
             grads, metrics = jax.grad(loss, has_aux=True)(params, minibatch, hparams)
-            params, opt_state, grad_norm = optim.apply_gradients(
-                optimizer, opt_state, params, grads, lr, hparams.max_grad_norm)
+            params, opt_state, grad_norm = optimizer.step(
+                opt_state, params, grads, lr, hparams.max_grad_norm,
+                hparams.l2_init)
             return (params, opt_state), {**metrics, "grad_norm": grad_norm}
 
         (params, opt_state), metrics = minibatch_epochs(

@@ -56,10 +56,10 @@ def running_mean(mean: jax.Array, returns: jax.Array, decay: jax.Array,
     return jnp.where(first, batch_mean, decay * mean + (1.0 - decay) * batch_mean)
 
 
-def make(config: ReinforceConfig, spec: EnvSpec, total_updates: int) -> Agent:
+def make(config: ReinforceConfig, spec: EnvSpec, total_updates: int,
+         optimizer: optim.Optimizer = optim.Optimizer()) -> Agent:
     """REINFORCE for `spec` (discrete or continuous actions); constant learning rate."""
     policy = Policy.create(spec, config)
-    optimizer = optim.adam()
     learned_baseline = config.baseline == "value"
 
     def init(key: jax.Array, hparams: ReinforceHParams) -> ReinforceState:
@@ -99,8 +99,9 @@ def make(config: ReinforceConfig, spec: EnvSpec, total_updates: int) -> Agent:
         baseline = state.baseline if config.baseline == "mean" else jnp.zeros(())
         grads, metrics = jax.grad(loss, has_aux=True)(state.params, obs, batch.action, returns,
                                                       baseline, hparams)
-        params, opt_state, grad_norm = optim.apply_gradients(
-            optimizer, state.opt_state, state.params, grads, hparams.lr, hparams.max_grad_norm)
+        params, opt_state, grad_norm = optimizer.step(
+            state.opt_state, state.params, grads, hparams.lr, hparams.max_grad_norm,
+                hparams.l2_init)
         new_state = ReinforceState(
             params, opt_state, policy.update_stats(state.obs_stats, batch.obs),
             running_mean(state.baseline, returns, hparams.baseline_decay, state.num_updates == 0),

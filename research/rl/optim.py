@@ -1,44 +1,92 @@
-"""Optimiser whose learning rate and clipping norm are traced values, not constants.
+"""The one optimiser every neural agent steps with.
 
-The learning rate lives in the optimiser state (optax.inject_hyperparams), so
-runs with different learning rates share one compiled program.
+Adam whose learning rate and clipping norm are traced values (so runs with
+different learning rates share one compiled program), plus the two fine-tuning
+levers that act on gradients: frozen parameter groups, and an L2 pull towards
+the parameters the run started from ("L2-to-init", anchor kept in the state).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
+
+GROUPS = ("torso", "head")
 
 
-def adam(eps: float = 1e-5) -> optax.GradientTransformation:
-    """Adam with an injectable learning rate (set per step by `apply_gradients`)."""
-    return optax.inject_hyperparams(optax.adam)(learning_rate=0.0, eps=eps)
+def param_group(path: tuple) -> str:
+    """'torso' or 'head' for a parameter's key path; 'other' if neither.
+
+    Networks name their modules `*torso` (hidden layers) and `*head` (output layers,
+    with a Gaussian's `log_std`); see research/rl/networks.py.
+    """
+    for entry in path:
+        name = str(getattr(entry, "key", getattr(entry, "name", "")))
+        if name.endswith("torso"):
+            return "torso"
+        if name.endswith("head") or name == "log_std":
+            return "head"
+    return "other"
+
+
+@struct.dataclass
+class OptState:
+    adam: Any
+    anchor: Any  # parameters the L2-to-init penalty pulls towards
 
 
 def annealed_lr(lr: jax.Array, num_updates: jax.Array, total_updates: int,
                 anneal: bool) -> jax.Array:
     """lr, or lr decayed linearly to 0 over total_updates when `anneal` (a static choice)."""
-    return lr * (1.0 - num_updates / total_updates) if anneal else lr
+    return lr * jnp.clip(1.0 - num_updates / total_updates, 0.0, 1.0) if anneal else lr
 
 
-def apply_gradients(
-    optimizer: optax.GradientTransformation,
-    opt_state: Any,
-    params: Any,
-    grads: Any,
-    lr: jax.Array,
-    max_grad_norm: jax.Array,
-) -> tuple[Any, Any, jax.Array]:
-    """Clips grads to `max_grad_norm` (global norm), then steps with learning rate `lr`.
+@dataclass(frozen=True)
+class Optimizer:
+    """Adam + global-norm clipping; `frozen` parameter groups never change (bit-equal)."""
 
-    Returns (new params, new opt_state, the unclipped gradient norm).
-    """
-    grad_norm = optax.tree.norm(grads)
-    scale = jnp.minimum(1.0, max_grad_norm / jnp.maximum(grad_norm, 1e-12))
-    grads = jax.tree.map(lambda g: g * scale, grads)
-    hyper = {**opt_state.hyperparams, "learning_rate": jnp.asarray(lr, jnp.float32)}
-    updates, opt_state = optimizer.update(grads, opt_state._replace(hyperparams=hyper), params)
-    return optax.apply_updates(params, updates), opt_state, grad_norm
+    frozen: tuple[str, ...] = ()
+    eps: float = 1e-5
+
+    def __post_init__(self):
+        unknown = set(self.frozen) - set(GROUPS)
+        if unknown:
+            raise ValueError(f"frozen groups {sorted(unknown)}; allowed: {GROUPS}")
+
+    @property
+    def _adam(self) -> optax.GradientTransformation:
+        return optax.inject_hyperparams(optax.adam)(learning_rate=0.0, eps=self.eps)
+
+    def init(self, params: Any) -> OptState:
+        return OptState(self._adam.init(params), params)
+
+    def _trainable(self, tree: Any) -> Any:
+        """Leaves of frozen groups replaced by zeros (decided from static key paths)."""
+        return jax.tree_util.tree_map_with_path(
+            lambda path, x: jnp.zeros_like(x) if param_group(path) in self.frozen else x, tree)
+
+    def step(self, opt_state: OptState, params: Any, grads: Any, lr: jax.Array,
+             max_grad_norm: jax.Array, l2_init: jax.Array = 0.0) -> tuple[Any, OptState, jax.Array]:
+        """One step on grads of the loss plus l2_init / 2 * |params - anchor|^2.
+
+        Frozen groups get no gradient (so they do not count towards the clipping norm)
+        and no update (so kept Adam moments cannot move them).
+        Returns (new params, new opt_state, the gradient norm before clipping).
+        """
+        grads = jax.tree.map(lambda g, p, a: g + l2_init * (p - a), grads, params,
+                             opt_state.anchor)
+        grads = self._trainable(grads)
+        grad_norm = optax.tree.norm(grads)
+        scale = jnp.minimum(1.0, max_grad_norm / jnp.maximum(grad_norm, 1e-12))
+        grads = jax.tree.map(lambda g: g * scale, grads)
+        adam = opt_state.adam
+        adam = adam._replace(hyperparams={**adam.hyperparams,
+                                          "learning_rate": jnp.asarray(lr, jnp.float32)})
+        updates, adam = self._adam.update(grads, adam, params)
+        params = optax.apply_updates(params, self._trainable(updates))
+        return params, opt_state.replace(adam=adam), grad_norm

@@ -17,6 +17,7 @@ from flax import struct
 from research.agents import Agent
 from research.envs import Env, EnvState
 from research.rl.rollout import reset_envs, rollout
+from research.runner.finetune import FinetuneOptions, adopt
 
 
 @struct.dataclass
@@ -52,10 +53,12 @@ def episode_metrics(done: jax.Array, episode_return: jax.Array, episode_length: 
 
 
 def make_train(agent: Agent, env: Env, num_envs: int, num_steps: int, num_updates: int,
-               num_logs: int) -> Trainer:
+               num_logs: int, finetune: FinetuneOptions | None = None) -> Trainer:
     """One run: `num_updates` updates of `num_envs * num_steps` env steps each.
 
     num_updates must be a multiple of num_logs (the config layer rounds it).
+    An `init_state` continues training exactly as it is (resume), or, with `finetune`
+    options, is adopted as a fine-tuning start (research.runner.finetune.adopt).
     """
     if num_updates % num_logs:
         raise ValueError(f"num_updates={num_updates} is not a multiple of num_logs={num_logs}")
@@ -63,7 +66,10 @@ def make_train(agent: Agent, env: Env, num_envs: int, num_steps: int, num_update
 
     def init(key, hparams, env_params, init_state=None) -> RunnerState:
         agent_key, env_key, run_key = jax.random.split(key, 3)
-        agent_state = agent.init(agent_key, hparams) if init_state is None else init_state
+        agent_state = agent.init(agent_key, hparams)
+        if init_state is not None:
+            agent_state = init_state if finetune is None else adopt(agent_state, init_state,
+                                                                    finetune)
         obs, env_state = reset_envs(env, env_key, env_params, num_envs)
         return RunnerState(agent_state, env_state, obs, run_key, jnp.zeros((), jnp.int32))
 

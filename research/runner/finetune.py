@@ -1,0 +1,61 @@
+"""The state a fine-tuning run starts from: a loaded checkpoint state, adopted.
+
+One rule for every agent, by state field name (see research/agents/*State):
+- loaded from the checkpoint: `params` (or the tabular `q`), `obs_stats` (the
+  normalisation the parameters were trained with), and `opt_state` unless the
+  optimizer is reset;
+- re-initialised from this run's own key: the `head` parameter group when
+  `load == "torso"`;
+- derived: `target_params` = the adopted params, and the optimizer's L2 anchor =
+  the adopted params (so `l2_init` pulls towards where fine-tuning started);
+- fresh: everything else -- update counters (schedules, learning-rate anneal and
+  epsilon restart: re-warming), replay buffers, running baselines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+
+from research.rl.optim import param_group
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """load: "all" parameters, or "torso" only (heads re-initialised);
+    freeze: "none" or "torso" (see research.rl.optim.Optimizer.frozen);
+    reset_optimizer: start Adam's moments afresh instead of keeping the checkpoint's."""
+
+    load: str = "all"
+    freeze: str = "none"
+    reset_optimizer: bool = True
+
+    @property
+    def frozen_groups(self) -> tuple[str, ...]:
+        return () if self.freeze == "none" else (self.freeze,)
+
+
+def _with_fresh_heads(loaded: Any, fresh: Any) -> Any:
+    return jax.tree_util.tree_map_with_path(
+        lambda path, old, new: new if param_group(path) == "head" else old, loaded, fresh)
+
+
+def adopt(fresh: Any, loaded: Any, options: FinetuneOptions) -> Any:
+    """fresh: this run's newly initialised state; loaded: the checkpoint's. Same structure."""
+    fields = {}
+    if hasattr(fresh, "q"):
+        fields["q"] = loaded.q
+    if hasattr(fresh, "obs_stats"):
+        fields["obs_stats"] = loaded.obs_stats
+    if hasattr(fresh, "params"):
+        params = loaded.params
+        if options.load == "torso":
+            params = _with_fresh_heads(params, fresh.params)
+        fields["params"] = params
+        opt_state = fresh.opt_state if options.reset_optimizer else loaded.opt_state
+        fields["opt_state"] = opt_state.replace(anchor=params)
+        if getattr(fresh, "target_params", None) is not None:
+            fields["target_params"] = params
+    return fresh.replace(**fields)
