@@ -154,7 +154,8 @@ class DQNConfig:
     """Static deep Q-learning settings.
 
     mode "pqn": lambda-returns over each fresh rollout, no replay buffer, LayerNorm.
-    mode "dqn": a replay buffer per run and a target network (soft updates with tau).
+    mode "dqn": a replay buffer per run and a target network, moved by tau towards the
+    online net every target_update_every updates (tau=1: hard copies).
     """
 
     mode: str = _f("pqn", Rule("str", choices=("pqn", "dqn")))
@@ -168,6 +169,9 @@ class DQNConfig:
     buffer_size: int = _f(10_000, POS_INT)  # dqn, transitions per run
     batch_size: int = _f(128, POS_INT)  # dqn
     learning_starts: int = _f(1_000, Rule("int", low=0))  # dqn, transitions before learning
+    double_q: bool = _f(False, BOOL)  # dqn: online net picks a', target net values it
+    loss: str = _f("mse", Rule("str", choices=("mse", "huber")))  # dqn TD loss
+    target_update_every: int = _f(1, POS_INT)  # dqn: updates between target moves (by tau)
     epsilon_schedule: str = _f("linear", SCHEDULES)
     anneal_lr: bool = _f(False, BOOL)
 
@@ -253,11 +257,23 @@ MAX_STATES = 2**31 - 1  # state indices are int32
 
 
 @dataclass(frozen=True)
+class EnvShift:
+    """The env changes during training: `params` overrides take effect from fraction `at`
+    of training (rounded to a log boundary), ramping linearly over fraction `drift`
+    (0 = a step change)."""
+
+    params: Mapping[str, float]
+    at: float
+    drift: float = 0.0
+
+
+@dataclass(frozen=True)
 class EnvConfig:
     id: str
     params: Mapping[str, float]  # fixed overrides of EnvParams fields
     variants: Mapping[str, ValueGrid]  # EnvParams fields -> values, crossed as a grid
     discretize: Discretize | None = None
+    shift: EnvShift | None = None
 
 
 @dataclass(frozen=True)
@@ -276,6 +292,54 @@ class RunsConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    """How a fine-tuning run adopts its checkpoint (research/runner/finetune.py)."""
+
+    load: str = _f("all", Rule("str", choices=("all", "torso")))  # torso: heads re-initialised
+    freeze: str = _f("none", Rule("str", choices=("none", "torso")))
+    reset_optimizer: bool = _f(True, BOOL)
+
+    @property
+    def frozen_groups(self) -> tuple[str, ...]:
+        return () if self.freeze == "none" else (self.freeze,)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Pretraining: the source task(s) of the target's env id; one checkpoint per
+    source variant x seed."""
+
+    params: Mapping[str, float]
+    variants: Mapping[str, ValueGrid]
+    total_timesteps: int
+    seeds: int
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Greedy evaluation: num_envs episodes of at most num_steps steps per run;
+    held_out: variants never trained on (a grid); obs_noise: observation-noise stds."""
+
+    num_envs: int
+    num_steps: int | None
+    held_out: Mapping[str, ValueGrid]
+    obs_noise: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Pretrain on `source` (or load `checkpoint`), fine-tune on the experiment's env,
+    and (with `scratch`) train from scratch on it for comparison."""
+
+    checkpoint: str | None
+    source: SourceConfig | None
+    finetune: FinetuneConfig
+    scratch: bool
+    evaluation: EvaluationConfig
+    threshold: float | None
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str
     agent: AgentSpec
@@ -286,6 +350,8 @@ class ExperimentConfig:
     output_root: str
     progress: bool
     plot: bool
+    transfer: TransferConfig | None = None
+    save_checkpoint: bool = False
 
 
 # --------------------------------------------------------------------------- parsing
@@ -431,30 +497,109 @@ def _parse_discretize(raw: Any) -> Discretize | None:
     return spec
 
 
+def _parse_params(path: str, raw: Any) -> dict[str, float]:
+    """EnvParams overrides {field: number}; null values mean 'default'."""
+    return {key: Rule("float").check(f"{path}.{key}", value)
+            for key, value in _mapping(path, raw).items() if value is not None}
+
+
+def _parse_grids(path: str, raw: Any) -> dict[str, ValueGrid]:
+    return {key: parse_grid(f"{path}.{key}", value)
+            for key, value in _mapping(path, raw).items() if value is not None}
+
+
+def _parse_shift(raw: Any) -> EnvShift | None:
+    if raw is None:
+        return None
+    raw = _mapping("env.shift", raw)
+    _reject_unknown("env.shift", raw, ("params", "at", "drift"))
+    params = _parse_params("env.shift.params", raw.get("params"))
+    if not params:
+        raise ConfigError("env.shift.params: missing; name the EnvParams fields that change, "
+                          "e.g. {length: 2.0}")
+    at = Rule("float", low=0.0, high=1.0, low_open=True, high_open=True).check(
+        "env.shift.at", raw.get("at"))
+    drift = Rule("float", low=0.0, high=1.0 - at).check("env.shift.drift", raw.get("drift", 0.0))
+    return EnvShift(params=params, at=at, drift=drift)
+
+
 def _parse_env(raw: Any) -> EnvConfig:
     raw = _mapping("env", raw)
-    _reject_unknown("env", raw, ("id", "params", "variants", "discretize"))
+    _reject_unknown("env", raw, ("id", "params", "variants", "discretize", "shift"))
     env_id = raw.get("id")
     if not isinstance(env_id, str) or not env_id:
         raise ConfigError(f"env.id: got {env_id!r}; must be an environment name")
-    params = {}
-    for key, value in _mapping("env.params", raw.get("params")).items():
-        if value is not None:
-            params[key] = Rule("float").check(f"env.params.{key}", value)
-    variants = {
-        key: parse_grid(f"env.variants.{key}", value)
-        for key, value in _mapping("env.variants", raw.get("variants")).items()
-        if value is not None
-    }
-    return EnvConfig(id=env_id, params=params, variants=variants,
-                     discretize=_parse_discretize(raw.get("discretize")))
+    return EnvConfig(id=env_id, params=_parse_params("env.params", raw.get("params")),
+                     variants=_parse_grids("env.variants", raw.get("variants")),
+                     discretize=_parse_discretize(raw.get("discretize")),
+                     shift=_parse_shift(raw.get("shift")))
+
+
+def _parse_transfer(raw: Any, agent: AgentSpec) -> TransferConfig | None:
+    if raw is None:
+        return None
+    raw = _mapping("transfer", raw)
+    _reject_unknown("transfer", raw, ("checkpoint", "source", "finetune", "scratch",
+                                      "evaluation", "threshold"))
+    checkpoint = raw.get("checkpoint")
+    if checkpoint is not None and (not isinstance(checkpoint, str) or not checkpoint):
+        raise ConfigError(f"transfer.checkpoint: got {checkpoint!r}; must be the path of a "
+                          "checkpoint directory, or null to pretrain on transfer.source")
+    source = None
+    if checkpoint is None:
+        src = raw.get("source")
+        if src is None:
+            raise ConfigError("transfer.source: missing; give a source task to pretrain on, "
+                              "or transfer.checkpoint to load one")
+        src = _mapping("transfer.source", src)
+        _reject_unknown("transfer.source", src, ("params", "variants", "total_timesteps",
+                                                 "seeds"))
+        source = SourceConfig(
+            params=_parse_params("transfer.source.params", src.get("params")),
+            variants=_parse_grids("transfer.source.variants", src.get("variants")),
+            total_timesteps=POS_INT.check("transfer.source.total_timesteps",
+                                          src.get("total_timesteps")),
+            seeds=POS_INT.check("transfer.source.seeds", src.get("seeds", 1)))
+    ft_raw = _mapping("transfer.finetune", raw.get("finetune"))
+    _reject_unknown("transfer.finetune", ft_raw, [f.name for f in dataclasses.fields(FinetuneConfig)])
+    finetune = _build_dataclass(FinetuneConfig, "transfer.finetune", ft_raw)
+    tabular = agent.name == "q_learning"
+    for name in ("load", "freeze"):
+        if tabular and getattr(finetune, name) == "torso":
+            raise ConfigError(f"transfer.finetune.{name}: got 'torso'; agent 'q_learning' has "
+                              "a table, not a torso and heads; allowed: "
+                              + ("'all'" if name == "load" else "'none'"))
+    ev = _mapping("transfer.evaluation", raw.get("evaluation"))
+    _reject_unknown("transfer.evaluation", ev, ("num_envs", "num_steps", "held_out", "obs_noise"))
+    noise = ev.get("obs_noise") or []
+    if isinstance(noise, (str, bytes)) or not isinstance(noise, Sequence):
+        raise ConfigError(f"transfer.evaluation.obs_noise: got {noise!r}; must be a list of "
+                          "noise standard deviations >= 0")
+    noise = tuple(NONNEG_FLOAT.check(f"transfer.evaluation.obs_noise[{i}]", v)
+                  for i, v in enumerate(noise))
+    if tabular and any(noise):
+        raise ConfigError("transfer.evaluation.obs_noise: agent 'q_learning' sees state "
+                          "indices, which noise cannot perturb; allowed: []")
+    steps = ev.get("num_steps")
+    evaluation = EvaluationConfig(
+        num_envs=POS_INT.check("transfer.evaluation.num_envs", ev.get("num_envs", 16)),
+        num_steps=None if steps is None else POS_INT.check("transfer.evaluation.num_steps", steps),
+        held_out=_parse_grids("transfer.evaluation.held_out", ev.get("held_out")),
+        obs_noise=noise)
+    threshold = raw.get("threshold")
+    return TransferConfig(
+        checkpoint=checkpoint, source=source, finetune=finetune,
+        scratch=BOOL.check("transfer.scratch", raw.get("scratch", True)),
+        evaluation=evaluation,
+        threshold=None if threshold is None else Rule("float").check("transfer.threshold",
+                                                                      threshold))
 
 
 def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Validates a composed config mapping (e.g. Hydra's) into an ExperimentConfig."""
     raw = _mapping("config", raw)
     top = ("experiment_name", "agent", "env", "train", "runs", "sweep", "output_root",
-           "progress", "plot")
+           "progress", "plot", "transfer", "save_checkpoint")
     _reject_unknown("config", raw, top)
     agent = _parse_agent(raw.get("agent"))
 
@@ -497,4 +642,6 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
         output_root=output_root,
         progress=BOOL.check("progress", raw.get("progress", True)),
         plot=BOOL.check("plot", raw.get("plot", True)),
+        transfer=_parse_transfer(raw.get("transfer"), agent),
+        save_checkpoint=BOOL.check("save_checkpoint", raw.get("save_checkpoint", False)),
     )

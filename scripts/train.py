@@ -1,6 +1,8 @@
-"""Train a batch of runs from a Hydra config.
+"""Train a batch of runs from a Hydra config; a config with `transfer:` runs the transfer
+pipeline (pretrain -> fine-tune -> compare with scratch) instead.
 
     python scripts/train.py agent=ppo env=cartpole runs.seeds=64 'sweep.lr=[1e-3,3e-4]'
+    python scripts/train.py experiment=transfer_cartpole_ppo
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from research.config import ConfigError, parse_experiment  # noqa: E402
 from research.pipelines.train import run_experiment  # noqa: E402
+from research.pipelines.transfer import run_transfer  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig) -> None:
     raw = OmegaConf.to_container(cfg, resolve=True)
     try:
-        run_experiment(parse_experiment(raw), raw, HydraConfig.get().runtime.output_dir)
+        config = parse_experiment(raw)
+        run = run_experiment if config.transfer is None else run_transfer
+        run(config, raw, HydraConfig.get().runtime.output_dir)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research.agents.dqn import one_step_targets, q_lambda_targets, q_network, td_loss
+from research.agents.dqn import (double_q_targets, one_step_targets, q_lambda_targets,
+                                 q_network, td_loss)
 from research.config import ConfigError, parse_experiment
 from research.pipelines.train import prepare
 from research.rl.exploration import epsilon_greedy
@@ -35,6 +36,25 @@ def test_one_step_targets_and_loss():
     q = jnp.array([[0.0, 1.0], [2.0, 0.0]])
     loss = td_loss(q, jnp.array([1, 0]), jnp.array([2.0, 0.0]))
     np.testing.assert_allclose(loss, 0.5 * ((1 - 2) ** 2 + (2 - 0) ** 2) / 2)
+
+
+def test_double_q_targets_value_the_online_choice_with_the_target_net():
+    next_q_target = jnp.array([[1.0, 3.0], [5.0, 2.0]])
+    next_q_online = jnp.array([[2.0, 1.0], [0.0, 4.0]])  # picks a' = 0, then a' = 1
+    t = double_q_targets(jnp.array([1.0, 1.0]), next_q_target, next_q_online,
+                         jnp.array([0.0, 0.0]), 0.9)
+    np.testing.assert_allclose(t, [1 + 0.9 * 1, 1 + 0.9 * 2])  # plain max: 1 + 0.9 * [3, 5]
+    done = double_q_targets(jnp.array([1.0]), next_q_target[:1], next_q_online[:1],
+                            jnp.array([1.0]), 0.9)
+    np.testing.assert_allclose(done, [1.0])
+
+
+def test_huber_td_loss_is_quadratic_then_linear():
+    q = jnp.array([[0.0, 1.0], [2.0, 0.0]])
+    loss = td_loss(q, jnp.array([1, 0]), jnp.array([1.5, -1.0]), "huber")
+    np.testing.assert_allclose(loss, (0.5 * 0.5**2 + (3.0 - 0.5)) / 2)  # errors -0.5 and 3
+    grad = jax.grad(lambda q: td_loss(q, jnp.array([0]), jnp.array([-10.0]), "huber"))
+    np.testing.assert_allclose(grad(jnp.zeros((1, 2))), [[1.0, 0.0]])  # capped at 1
 
 
 def test_replay_buffer_wraps_and_samples_filled_slots():

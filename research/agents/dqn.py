@@ -41,15 +41,35 @@ def q_lambda_targets(rewards, q_taken_max, next_q_max, terminated, truncated, ga
     return gae(rewards, q_taken_max, next_q_max, terminated, truncated, gamma, lam)[1]
 
 
-def td_loss(q: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
-    """0.5 * mean((Q(s, a) - target)^2). q: [B, A], actions, targets: [B]."""
+def td_loss(q: jax.Array, actions: jax.Array, targets: jax.Array,
+            kind: str = "mse") -> jax.Array:
+    """Mean TD loss of e = Q(s, a) - target. q: [B, A], actions, targets: [B].
+
+    "mse": 0.5 * e^2. "huber": 0.5 * e^2 for |e| <= 1, |e| - 0.5 beyond, so one
+    transition's gradient is at most 1 however stale its target (Mnih et al. 2015).
+    """
     taken = jnp.take_along_axis(q, actions[:, None].astype(jnp.int32), axis=-1)[:, 0]
-    return 0.5 * jnp.mean((taken - jax.lax.stop_gradient(targets)) ** 2)
+    error = taken - jax.lax.stop_gradient(targets)
+    if kind == "huber":
+        small = jnp.minimum(jnp.abs(error), 1.0)
+        return jnp.mean(0.5 * small**2 + (jnp.abs(error) - small))
+    return 0.5 * jnp.mean(error**2)
 
 
 def one_step_targets(rewards, next_q_target, terminated, gamma):
     """r + gamma * (1 - term) * max_a Q_target(s', a). [B]."""
     return rewards + gamma * (1.0 - terminated) * jnp.max(next_q_target, axis=-1)
+
+
+def double_q_targets(rewards, next_q_target, next_q_online, terminated, gamma):
+    """r + gamma * (1 - term) * Q_target(s', argmax_a Q_online(s', a)). [B]; next_q_*: [B, A].
+
+    The max of one noisy estimate is biased upwards; choosing a' with the online net and
+    valuing it with the target net decouples the two errors (van Hasselt et al. 2016).
+    """
+    best = jnp.argmax(next_q_online, axis=-1)
+    value = jnp.take_along_axis(next_q_target, best[:, None], axis=-1)[:, 0]
+    return rewards + gamma * (1.0 - terminated) * value
 
 
 def q_network(config: DQNConfig, spec: EnvSpec) -> QNetwork:
@@ -64,6 +84,7 @@ def make(config: DQNConfig, spec: EnvSpec, total_updates: int,
                           "has continuous actions (use ppo or reinforce)")
     network = q_network(config, spec)
     replay = config.mode == "dqn"
+    loss_kind = config.loss if replay else "mse"
 
     def init(key: jax.Array, hparams: DQNHParams) -> DQNState:
         obs = jnp.zeros(spec.obs_shape, jnp.float32)
@@ -94,7 +115,8 @@ def make(config: DQNConfig, spec: EnvSpec, total_updates: int,
 
         def loss(p):
             targets = targets_fn(minibatch)
-            return td_loss(network.apply(p, minibatch["obs"]), minibatch["action"], targets)
+            return td_loss(network.apply(p, minibatch["obs"]), minibatch["action"], targets,
+                           loss_kind)
 
         value, grads = jax.value_and_grad(loss)(params)
         params, opt_state, grad_norm = optimizer.step(
@@ -121,13 +143,19 @@ def make(config: DQNConfig, spec: EnvSpec, total_updates: int,
                               "next_obs": batch.next_obs})
         buffer = buffer_add(state.buffer, items)
         lr = learning_rate(state, hparams)
-        targets_fn = lambda m: one_step_targets(
-            m["reward"], network.apply(state.target_params, m["next_obs"]), m["terminated"],
-            hparams.gamma)
+
+        def targets(params, m):
+            next_q_target = network.apply(state.target_params, m["next_obs"])
+            if config.double_q:  # a' picked by the online params of this gradient step
+                return double_q_targets(m["reward"], next_q_target,
+                                        network.apply(params, m["next_obs"]),
+                                        m["terminated"], hparams.gamma)
+            return one_step_targets(m["reward"], next_q_target, m["terminated"], hparams.gamma)
 
         def grad_step(carry, step_key):
-            return sgd_step(carry, buffer_sample(buffer, step_key, config.batch_size),
-                            targets_fn, hparams, lr)
+            minibatch = buffer_sample(buffer, step_key, config.batch_size)
+            minibatch = {**minibatch, "target": targets(carry[0], minibatch)}
+            return sgd_step(carry, minibatch, lambda m: m["target"], hparams, lr)
 
         (params, opt_state), metrics = jax.lax.scan(
             grad_step, (state.params, state.opt_state), jax.random.split(key, config.num_epochs))
@@ -135,7 +163,11 @@ def make(config: DQNConfig, spec: EnvSpec, total_updates: int,
         ready = buffer.size >= config.learning_starts
         params, opt_state = jax.tree.map(lambda new, old: jnp.where(ready, new, old),
                                          (params, opt_state), (state.params, state.opt_state))
-        target = jax.tree.map(lambda t, p: (1.0 - hparams.tau) * t + hparams.tau * p,
+        # The target moves every target_update_every updates (by tau; tau=1 copies), so
+        # the regression has a fixed goal in between.
+        move = (state.num_updates + 1) % config.target_update_every == 0
+        rate = jnp.where(move, hparams.tau, 0.0)
+        target = jax.tree.map(lambda t, p: (1.0 - rate) * t + rate * p,
                               state.target_params, params)
         return state.replace(params=params, target_params=target, opt_state=opt_state,
                              buffer=buffer), metrics

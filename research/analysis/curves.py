@@ -42,11 +42,34 @@ def summary_table(runs: pd.DataFrame, metrics: dict[str, np.ndarray], by: Sequen
     return pd.DataFrame(rows)
 
 
+def aggregate(runs: pd.DataFrame, values: dict[str, np.ndarray], by: Sequence[str],
+              extra: dict | None = None) -> pd.DataFrame:
+    """Per group of the `by` columns: runs, and for every per-run array in `values` ([R])
+    its mean with a 95% bootstrap CI (NaNs ignored; +inf, e.g. a threshold never
+    reached, counted as the fraction `<name>_never`)."""
+    rows = []
+    for label, index in groups(runs, by):
+        row = {"group": label, "runs": len(index), **(extra or {})}
+        for name, per_run in values.items():
+            x = np.asarray(per_run, np.float64)[index]
+            if np.isinf(x).any():
+                row[f"{name}_never"] = float(np.isposinf(x).mean())
+                x = np.where(np.isinf(x), np.nan, x)
+            mean, low, high = bootstrap_mean_ci(x)
+            row.update({name: float(mean), f"{name}_ci_low": float(low),
+                        f"{name}_ci_high": float(high)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def plot_learning_curves(runs: pd.DataFrame, metrics: dict[str, np.ndarray], by: Sequence[str],
                          path: str | Path, metric: str = "episode_return",
-                         title: str = "") -> Path:
-    """Mean `metric` against env steps with a 95% bootstrap band across each group's runs."""
+                         title: str = "", marks: Sequence[float] = ()) -> Path:
+    """Mean `metric` against env steps with a 95% bootstrap band across each group's runs;
+    vertical lines at the env steps in `marks` (e.g. where the environment changed)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    for mark in marks:
+        ax.axvline(mark, color="grey", linestyle="--", linewidth=1)
     steps = metrics["env_steps"][0]
     for label, index in groups(runs, by):
         mean, low, high = bootstrap_mean_ci(metrics[metric][index])

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from research.config import ConfigError
@@ -45,8 +46,9 @@ def settable_fields(env_id: str, default_params: Any) -> dict[str, Any]:
     return out
 
 
-def _check_fields(env_id: str, default_params: Any, overrides: Mapping[str, Any],
-                  path: str) -> None:
+def check_fields(env_id: str, default_params: Any, overrides: Mapping[str, Any],
+                 path: str) -> None:
+    """ConfigError at `path`.<field> for an override that is not a settable field."""
     allowed = settable_fields(env_id, default_params)
     derived = DERIVED.get(env_id, {})
     for name, value in overrides.items():
@@ -66,7 +68,7 @@ def _check_fields(env_id: str, default_params: Any, overrides: Mapping[str, Any]
 
 def variant_params(env_id: str, default_params: Any, overrides: Mapping[str, Any]) -> Any:
     """EnvParams with `overrides` applied and derived fields recomputed."""
-    _check_fields(env_id, default_params, overrides, "env.params")
+    check_fields(env_id, default_params, overrides, "env.params")
     fields = {}
     for name, value in overrides.items():
         default = getattr(default_params, name)
@@ -80,11 +82,11 @@ def variant_params(env_id: str, default_params: Any, overrides: Mapping[str, Any
 def variant_grid(env_id: str, default_params: Any, fixed: Mapping[str, Any],
                  variants: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
     """Every combination of the `variants` values, each merged over `fixed`."""
-    _check_fields(env_id, default_params, fixed, "env.params")
+    check_fields(env_id, default_params, fixed, "env.params")
     grid: list[dict[str, float]] = [dict(fixed)]
     for name, values in variants.items():
         for value in values:
-            _check_fields(env_id, default_params, {name: value}, "env.variants")
+            check_fields(env_id, default_params, {name: value}, "env.variants")
         grid = [{**g, name: v} for g in grid for v in values]
     check = CHECKS.get(env_id)
     for point in grid if check else ():
@@ -102,3 +104,20 @@ def stack_params(env_id: str, default_params: Any,
     """EnvParams whose every leaf has a leading axis of len(overrides)."""
     params = [variant_params(env_id, default_params, o) for o in overrides]
     return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *params)
+
+
+def interpolate(env_id: str, before: Any, after: Any, weight: jax.Array) -> Any:
+    """EnvParams a fraction `weight` [] of the way from `before` to `after` (jittable).
+
+    Float fields move linearly, integer ones switch at weight 1, and derived fields
+    are recomputed, since e.g. masspole * length is not linear along the way.
+    """
+    def mix(a, b):
+        if jnp.issubdtype(jnp.result_type(a), jnp.floating):
+            return a + weight * (b - a)
+        return jnp.where(weight >= 1.0, b, a)
+
+    params = jax.tree.map(mix, before, after)
+    for name, derive in DERIVED.get(env_id, {}).items():
+        params = params.replace(**{name: derive(params)})
+    return params

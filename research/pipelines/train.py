@@ -10,11 +10,13 @@ from typing import Any
 import jax
 import yaml
 
-from research import results
+from research import checkpoint, results
 from research.agents import Agent, make_agent
-from research.analysis.curves import plot_learning_curves, summary_table
-from research.config import ConfigError, ExperimentConfig
-from research.envs import Env
+from research.analysis.curves import aggregate, plot_learning_curves, summary_table
+from research.analysis.transfer import drop_and_recovery
+from research.config import ConfigError, ExperimentConfig, FinetuneConfig
+from research.envs import Env, check_fields
+from research.rl.optim import Optimizer
 from research.runner import BatchResult, Trainer, make_train, run_batch
 from research.runner.runs import RunsAxis, build_runs
 
@@ -30,6 +32,7 @@ class Prepared:
     runs: RunsAxis
     num_updates: int
     devices: list
+    shift: tuple[int, int] | None  # (start, end) updates of an env shift
 
 
 def num_updates_for(config: ExperimentConfig) -> int:
@@ -46,15 +49,40 @@ def num_updates_for(config: ExperimentConfig) -> int:
     return updates // config.train.num_logs * config.train.num_logs
 
 
-def prepare(config: ExperimentConfig) -> Prepared:
-    """Validates everything that needs the environment or devices; compiles nothing."""
+def shift_updates(config: ExperimentConfig, num_updates: int) -> tuple[int, int] | None:
+    """(start, end) updates of the env shift; start falls on a log boundary."""
+    shift, num_logs = config.env.shift, config.train.num_logs
+    if shift is None:
+        return None
+    log = round(shift.at * num_logs)
+    if not 1 <= log <= num_logs - 1:
+        raise ConfigError(
+            f"env.shift.at: got {shift.at!r}; the change falls on a log boundary, so with "
+            f"train.num_logs = {num_logs} it must lie in [{1.5 / num_logs:.3g}, "
+            f"{(num_logs - 1.5) / num_logs:.3g}]")
+    start = log * (num_updates // num_logs)
+    return start, min(num_updates, start + round(shift.drift * num_updates))
+
+
+def prepare(config: ExperimentConfig, finetune: FinetuneConfig | None = None,
+            checkpoints: int = 0) -> Prepared:
+    """Validates everything that needs the environment or devices; compiles nothing.
+
+    finetune / checkpoints: runs start from one of `checkpoints` states, adopted with
+    these options (the runs axis gets an outermost checkpoint axis).
+    """
     env = Env(config.env.id, config.env.discretize)
+    shift = config.env.shift
+    if shift is not None:
+        check_fields(config.env.id, env.default_params, shift.params, "env.shift.params")
     runs = build_runs(
         config.env.id, env.default_params, config.agent.hparams,
         num_seeds=config.runs.seeds, base_seed=config.runs.base_seed,
         sweep={k: v.values for k, v in config.sweep.items()},
         env_fixed=config.env.params,
         env_variants={k: v.values for k, v in config.env.variants.items()},
+        env_shift=None if shift is None else shift.params,
+        checkpoints=checkpoints,
     )
     devices = jax.devices()
     if config.runs.num_devices is not None:
@@ -63,10 +91,13 @@ def prepare(config: ExperimentConfig) -> Prepared:
                               f"{len(devices)} {devices[0].platform} device(s) are visible")
         devices = devices[: config.runs.num_devices]
     num_updates = num_updates_for(config)
-    agent = make_agent(config.agent.name, config.agent.config, env.spec, num_updates)
+    env_shift = shift_updates(config, num_updates)
+    optimizer = Optimizer(frozen=() if finetune is None else finetune.frozen_groups)
+    agent = make_agent(config.agent.name, config.agent.config, env.spec, num_updates, optimizer)
     trainer = make_train(agent, env, config.agent.config.num_envs, config.agent.config.num_steps,
-                         num_updates, config.train.num_logs)
-    return Prepared(config, env, agent, trainer, runs, num_updates, devices)
+                         num_updates, config.train.num_logs, finetune=finetune,
+                         env_shift=env_shift)
+    return Prepared(config, env, agent, trainer, runs, num_updates, devices, env_shift)
 
 
 def execute(prepared: Prepared, init_state: Any = None) -> BatchResult:
@@ -98,19 +129,43 @@ def write_run_dir(run_dir: str | Path, prepared: Prepared, result: BatchResult,
         * prepared.trainer.num_logs / info.run_s,
     })
     results.write_csv(run_dir / "runs.csv", runs.table)
+    if config.save_checkpoint:
+        checkpoint.save(run_dir / "checkpoint", result.agent_states, agent=config.agent.name,
+                        spec=prepared.env.spec, agent_config=config.agent.config,
+                        runs=runs.table, raw_config=raw_config)
     results.write_npz(run_dir / "metrics.npz", result.metrics)
     results.write_csv(run_dir / "metrics.csv", results.metrics_table(runs.table, result.metrics))
     by = list(runs.swept) + [f"env.{k}" for k in runs.varied]
     summary = summary_table(runs.table, result.metrics, by)
     results.write_csv(run_dir / "summary.csv", summary)
     results.write_text(run_dir / "summary.md", summary.to_markdown(index=False, floatfmt=".4g"))
+    marks = ()
+    if prepared.shift is not None:
+        marks = write_adaptation(run_dir, prepared, result, by)
     if config.plot:
         plot_learning_curves(runs.table, result.metrics, by, run_dir / "learning_curve.png",
-                             title=f"{config.agent.name} on {config.env.id}")
+                             title=f"{config.agent.name} on {config.env.id}", marks=marks)
     return run_dir
 
 
+def write_adaptation(run_dir: Path, prepared: Prepared, result: BatchResult,
+                     by: list[str]) -> tuple[float, ...]:
+    """adaptation.csv/md: drop and recovery time after the env shift, per group with CIs.
+
+    Returns the env steps where the shift starts and ends (for the figure)."""
+    start, end = prepared.shift
+    steps = result.metrics["env_steps"][0]
+    per_update = steps[0] // (prepared.num_updates // prepared.config.train.num_logs)
+    change_log = start // (prepared.num_updates // prepared.config.train.num_logs)
+    drop, recovery = drop_and_recovery(result.metrics["episode_return"], steps, change_log)
+    table = aggregate(prepared.runs.table, {"drop": drop, "recovery_steps": recovery}, by)
+    results.write_csv(run_dir / "adaptation.csv", table)
+    results.write_text(run_dir / "adaptation.md", table.to_markdown(index=False, floatfmt=".4g"))
+    return tuple(sorted({float(start * per_update), float(end * per_update)}))
+
+
 def run_experiment(config: ExperimentConfig, raw_config: dict, run_dir: str | Path) -> Path:
+    """Trains the config's runs from scratch and writes `run_dir`."""
     prepared = prepare(config)
     started = time.perf_counter()
     result = execute(prepared)

@@ -1,6 +1,8 @@
-"""The runner: the only training loop, and the batched, sharded, chunked runs axis."""
+"""The runner: the only training loop, the batched, sharded, chunked runs axis, evaluation."""
 
-from research.runner.execute import BatchResult, ExecutionInfo, run_batch
-from research.runner.train import RunnerState, Trainer, make_train
+from research.runner.evaluate import evaluate_batch, make_evaluate
+from research.runner.execute import BatchResult, ExecutionInfo, initial_agent_states, run_batch
+from research.runner.train import RunnerState, Shift, Trainer, make_train
 
-__all__ = ["BatchResult", "ExecutionInfo", "RunnerState", "Trainer", "make_train", "run_batch"]
+__all__ = ["BatchResult", "ExecutionInfo", "RunnerState", "Shift", "Trainer", "evaluate_batch",
+           "initial_agent_states", "make_evaluate", "make_train", "run_batch"]

@@ -173,3 +173,13 @@ def run_batch(
         metrics={k: cat(*(m[k] for m in metrics)) for k in metrics[0]},
         info=ExecutionInfo(num_runs, chunk, num_chunks, num_dev, compile_s, run_s, used),
     )
+
+
+def initial_agent_states(trainer: Trainer, runs: Any, init_state: Any = None) -> Any:
+    """The agent states R runs start training from (fresh, resumed or adopted), leaves [R].
+
+    runs: anything with seeds [R], hparams and env_params (e.g. a RunsAxis).
+    """
+    init = jax.vmap(trainer.init, in_axes=(0, 0, 0, None if init_state is None else 0))
+    keys = jax.vmap(jax.random.key)(np.asarray(runs.seeds, np.uint32))
+    return jax.jit(init)(keys, runs.hparams, runs.env_params, init_state).agent_state

@@ -14,27 +14,12 @@ One rule for every agent, by state field name (see research/agents/*State):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import jax
 
+from research.config import FinetuneConfig
 from research.rl.optim import param_group
-
-
-@dataclass(frozen=True)
-class FinetuneOptions:
-    """load: "all" parameters, or "torso" only (heads re-initialised);
-    freeze: "none" or "torso" (see research.rl.optim.Optimizer.frozen);
-    reset_optimizer: start Adam's moments afresh instead of keeping the checkpoint's."""
-
-    load: str = "all"
-    freeze: str = "none"
-    reset_optimizer: bool = True
-
-    @property
-    def frozen_groups(self) -> tuple[str, ...]:
-        return () if self.freeze == "none" else (self.freeze,)
 
 
 def _with_fresh_heads(loaded: Any, fresh: Any) -> Any:
@@ -42,7 +27,7 @@ def _with_fresh_heads(loaded: Any, fresh: Any) -> Any:
         lambda path, old, new: new if param_group(path) == "head" else old, loaded, fresh)
 
 
-def adopt(fresh: Any, loaded: Any, options: FinetuneOptions) -> Any:
+def adopt(fresh: Any, loaded: Any, options: FinetuneConfig) -> Any:
     """fresh: this run's newly initialised state; loaded: the checkpoint's. Same structure."""
     fields = {}
     if hasattr(fresh, "q"):

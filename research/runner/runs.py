@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from research.envs import stack_params, variant_grid
+from research.runner.train import Shift
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class RunsAxis:
     table: pd.DataFrame
     swept: tuple[str, ...]  # the hparam names that vary
     varied: tuple[str, ...]  # the env fields that vary
+    checkpoint: np.ndarray | None = None  # [R] index of the run's initial state, if any
 
     def __len__(self) -> int:
         return len(self.seeds)
@@ -51,30 +53,45 @@ def build_runs(
     sweep: Mapping[str, Sequence[float]] | None = None,
     env_fixed: Mapping[str, float] | None = None,
     env_variants: Mapping[str, Sequence[float]] | None = None,
+    env_shift: Mapping[str, float] | None = None,
+    checkpoints: int = 0,
 ) -> RunsAxis:
-    """Stacks every (variant, hparam point, seed) combination into a RunsAxis."""
+    """Stacks every (checkpoint, variant, hparam point, seed) combination into a RunsAxis.
+
+    env_shift: overrides that take effect during training; env_params is then a
+    `Shift(before, after)` with `after` = each variant with the overrides applied.
+    checkpoints: K > 0 adds an outermost axis of K initial states (column "checkpoint").
+    """
     sweep, env_variants = dict(sweep or {}), dict(env_variants or {})
     variants = variant_grid(env_id, default_env_params, env_fixed or {}, env_variants)
     points = grid_points(sweep)
-    rows, variant_index, hparam_rows = [], [], []
-    combos = itertools.product(enumerate(variants), points, range(num_seeds))
-    for (v, variant), point, seed_index in combos:
-        rows.append({"run": len(rows), "seed": base_seed + seed_index,
+    rows, variant_index, hparam_rows, checkpoint = [], [], [], []
+    combos = itertools.product(range(max(checkpoints, 1)), enumerate(variants), points,
+                               range(num_seeds))
+    for c, (v, variant), point, seed_index in combos:
+        rows.append({"run": len(rows), **({"checkpoint": c} if checkpoints else {}),
+                     "seed": base_seed + seed_index,
                      **{k: point[k] for k in sweep},
                      **{f"env.{k}": variant[k] for k in env_variants}})
         variant_index.append(v)
         hparam_rows.append(point)
+        checkpoint.append(c)
     hparams = base_hparams.replace(**{
         f.name: np.asarray([p.get(f.name, getattr(base_hparams, f.name)) for p in hparam_rows],
                            np.float32)
         for f in dataclasses.fields(base_hparams)
     })
+    per_run = lambda params: jax.tree.map(lambda x: x[np.asarray(variant_index)], params)
+    env_params = per_run(stack_params(env_id, default_env_params, variants))
+    if env_shift:
+        after = stack_params(env_id, default_env_params, [{**v, **env_shift} for v in variants])
+        env_params = Shift(before=env_params, after=per_run(after))
     return RunsAxis(
         seeds=np.asarray([r["seed"] for r in rows], np.uint32),
         hparams=hparams,
-        env_params=jax.tree.map(lambda x: x[np.asarray(variant_index)],
-                                stack_params(env_id, default_env_params, variants)),
+        env_params=env_params,
         table=pd.DataFrame(rows),
         swept=tuple(sweep),
         varied=tuple(env_variants),
+        checkpoint=np.asarray(checkpoint) if checkpoints else None,
     )

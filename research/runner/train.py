@@ -15,9 +15,18 @@ import jax.numpy as jnp
 from flax import struct
 
 from research.agents import Agent
-from research.envs import Env, EnvState
+from research.envs import Env, EnvState, interpolate
 from research.rl.rollout import reset_envs, rollout
-from research.runner.finetune import FinetuneOptions, adopt
+from research.config import FinetuneConfig
+from research.runner.finetune import adopt
+
+
+@struct.dataclass
+class Shift:
+    """Env params of runs whose environment changes during training: before -> after."""
+
+    before: Any
+    after: Any
 
 
 @struct.dataclass
@@ -53,16 +62,28 @@ def episode_metrics(done: jax.Array, episode_return: jax.Array, episode_length: 
 
 
 def make_train(agent: Agent, env: Env, num_envs: int, num_steps: int, num_updates: int,
-               num_logs: int, finetune: FinetuneOptions | None = None) -> Trainer:
+               num_logs: int, finetune: FinetuneConfig | None = None,
+               env_shift: tuple[int, int] | None = None) -> Trainer:
     """One run: `num_updates` updates of `num_envs * num_steps` env steps each.
 
     num_updates must be a multiple of num_logs (the config layer rounds it).
     An `init_state` continues training exactly as it is (resume), or, with `finetune`
     options, is adopted as a fine-tuning start (research.runner.finetune.adopt).
+    env_shift (start, end): the env changes during training, and env_params is a `Shift`;
+    updates before `start` see `before`, from `end` on `after`, linearly in between
+    (start == end: a step change).
     """
     if num_updates % num_logs:
         raise ValueError(f"num_updates={num_updates} is not a multiple of num_logs={num_logs}")
     updates_per_log = num_updates // num_logs
+
+    def params_at(env_params, update: jax.Array):
+        if env_shift is None:
+            return env_params
+        start, end = env_shift
+        weight = jnp.clip((update - start) / max(end - start, 1), 0.0, 1.0)
+        weight = jnp.where(update >= end, 1.0, weight)
+        return interpolate(env.env_id, env_params.before, env_params.after, weight)
 
     def init(key, hparams, env_params, init_state=None) -> RunnerState:
         agent_key, env_key, run_key = jax.random.split(key, 3)
@@ -70,11 +91,12 @@ def make_train(agent: Agent, env: Env, num_envs: int, num_steps: int, num_update
         if init_state is not None:
             agent_state = init_state if finetune is None else adopt(agent_state, init_state,
                                                                     finetune)
-        obs, env_state = reset_envs(env, env_key, env_params, num_envs)
+        obs, env_state = reset_envs(env, env_key, params_at(env_params, 0), num_envs)
         return RunnerState(agent_state, env_state, obs, run_key, jnp.zeros((), jnp.int32))
 
     def one_update(runner: RunnerState, hparams, env_params):
         key, rollout_key, update_key = jax.random.split(runner.key, 3)
+        env_params = params_at(env_params, runner.num_updates)
         act = lambda obs, k: agent.act(runner.agent_state, obs, k, hparams, True)
         (env_state, obs), batch = rollout(env, act, env_params, runner.env_state, runner.obs,
                                           rollout_key, num_steps)

@@ -1,0 +1,251 @@
+"""Transfer: pretrain on source variant(s) -> checkpoint -> fine-tune online on target
+variant(s), beside training from scratch on the same targets; then transfer metrics.
+
+Each phase is one batched program (checkpoints x targets x fine-tuning points x seeds
+for fine-tuning). Everything is prepared and checked -- configs, env fields, the
+checkpoint's fit -- before anything compiles.
+
+Run directory:
+    source/ checkpoint/      pretraining runs and their states (absent when loading one)
+    finetune/ scratch/       run directories as written by the train pipeline
+    transfer_runs.csv        one row per fine-tuning and scratch run, every metric
+    transfer_summary.{csv,md}  per setting: mean and 95% bootstrap CI of every metric
+    transfer_curves.png      learning curves, fine-tuning settings against scratch
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import pandas as pd
+import yaml
+
+from research import checkpoint, results
+from research.analysis import transfer as metrics_lib
+from research.analysis.curves import aggregate, plot_learning_curves
+from research.config import ConfigError, ExperimentConfig, parse_experiment
+from research.envs import stack_params, variant_grid
+from research.pipelines.train import Prepared, execute, prepare, write_run_dir
+from research.runner import evaluate_batch, initial_agent_states, make_evaluate
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferPlan:
+    """Everything checked and built for the three phases; nothing compiled yet."""
+
+    source: Prepared
+    source_raw: dict
+    checkpoint_path: Path | None  # a checkpoint to load instead of pretraining
+    loaded: Any  # its states, every leaf [K, ...] (None when pretraining)
+    finetune: Prepared
+    scratch: Prepared | None
+    evaluate: Any
+    held_out: list[dict[str, float]]
+
+
+def source_raw_config(raw: dict) -> dict:
+    """The plain train-pipeline config of the pretraining runs (what the checkpoint keeps)."""
+    source = raw["transfer"]["source"]
+    env = {**raw["env"], "params": source.get("params") or {},
+           "variants": source.get("variants") or {}, "shift": None}
+    return {**{k: v for k, v in raw.items() if k != "transfer"},
+            "experiment_name": f"{raw.get('experiment_name', 'transfer')}_source",
+            "env": env, "sweep": {}, "train": {**raw["train"],
+                                               "total_timesteps": source["total_timesteps"]},
+            "runs": {**raw["runs"], "seeds": source.get("seeds", 1)}}
+
+
+def plan(config: ExperimentConfig, raw: dict) -> TransferPlan:
+    t = config.transfer
+    if config.env.shift is not None:
+        raise ConfigError("env.shift: a transfer experiment fine-tunes on fixed targets; "
+                          "run the shift as its own experiment (transfer: null)")
+    if t.checkpoint is None:
+        source_raw, path = source_raw_config(raw), None
+    else:
+        path = Path(t.checkpoint)
+        checkpoint.read_info(path)
+        source_raw = yaml.safe_load((path / "config.yaml").read_text())
+    source = prepare(parse_experiment(source_raw))
+    if source.config.env.id != config.env.id:
+        raise ConfigError(f"transfer.checkpoint: trained on {source.config.env.id!r}; "
+                          f"env.id is {config.env.id!r} (variants of one env transfer)")
+    finetune = prepare(config, finetune=t.finetune, checkpoints=len(source.runs))
+    loaded = None if path is None else load_checkpoint(finetune, path)
+    scratch = prepare(dataclasses.replace(config, sweep={}, transfer=None)) if t.scratch else None
+    env = finetune.env
+    num_steps = t.evaluation.num_steps or _longest_episode(finetune)
+    evaluate = make_evaluate(finetune.agent, env, t.evaluation.num_envs, num_steps)
+    held_out = variant_grid(config.env.id, env.default_params, config.env.params,
+                            {k: v.values for k, v in t.evaluation.held_out.items()}) \
+        if t.evaluation.held_out else []
+    return TransferPlan(source, source_raw, path, loaded, finetune, scratch, evaluate,
+                        held_out)
+
+
+def _longest_episode(prepared: Prepared) -> int:
+    limit = getattr(prepared.runs.env_params, "max_steps_in_episode", None)
+    if limit is None:
+        raise ConfigError(f"transfer.evaluation.num_steps: {prepared.config.env.id} has no "
+                          "max_steps_in_episode; set the evaluation length")
+    return int(np.max(limit))
+
+
+def load_checkpoint(prepared: Prepared, path: Path, indices=None) -> Any:
+    template = jax.eval_shape(prepared.agent.init, jax.random.key(0),
+                              prepared.config.agent.hparams)
+    return checkpoint.load(path, template, agent=prepared.config.agent.name,
+                           spec=prepared.env.spec, agent_config=prepared.config.agent.config,
+                           indices=indices)
+
+
+def _take(tree: Any, index: np.ndarray) -> Any:
+    return jax.tree.map(lambda x: np.asarray(x)[index], tree)
+
+
+def _evaluations(plan: TransferPlan, prepared: Prepared, initial: Any, final: Any) -> dict:
+    """Per-run evaluations of initial and final states on the targets, held-out variants
+    and under observation noise, [R] each."""
+    ev, runs = plan.evaluate, prepared.runs
+    seeds = runs.seeds + np.uint32(1_000_003)  # evaluation episodes differ from training's
+    on = lambda states, params, noise=0.0: evaluate_batch(ev, states, runs.hparams, params,
+                                                          seeds, noise)
+    out = {"initial_return": on(initial, runs.env_params),
+           "final_return": on(final, runs.env_params)}
+    env = prepared.env
+    for point in plan.held_out:
+        params = stack_params(env.env_id, env.default_params, [point] * len(runs))
+        label = ",".join(f"{k}={v:g}" for k, v in point.items()
+                         if k in plan.finetune.config.transfer.evaluation.held_out)
+        out[f"heldout[{label}]"] = on(final, params)
+    for noise in plan.finetune.config.transfer.evaluation.obs_noise:
+        out[f"noise[{noise:g}]"] = on(final, runs.env_params, noise)
+    return out
+
+
+def _curve_metrics(result, threshold: float | None) -> dict:
+    curves, steps = result.metrics["episode_return"], result.metrics["env_steps"][0]
+    out = {"auc": metrics_lib.area_under_curve(curves)}
+    if threshold is not None:
+        out["steps_to_threshold"] = metrics_lib.time_to_threshold(curves, steps, threshold)
+    return out
+
+
+def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    started = time.perf_counter()
+    p = plan(config, raw)
+    t = config.transfer
+    # 1. Pretrain (or load) the checkpoints.
+    if p.checkpoint_path is None:
+        source_result = execute(p.source)
+        write_run_dir(run_dir / "source", p.source, source_result, p.source_raw)
+        states = source_result.agent_states
+        ckpt = checkpoint.save(run_dir / "checkpoint", states, agent=config.agent.name,
+                               spec=p.source.env.spec, agent_config=config.agent.config,
+                               runs=p.source.runs.table, raw_config=p.source_raw)
+    else:
+        ckpt, states = p.checkpoint_path, p.loaded
+    # 2. Fine-tune every checkpoint on every target; 3. scratch on the same targets.
+    ft = p.finetune
+    init = _take(states, ft.runs.checkpoint)
+    ft_result = execute(ft, init)
+    write_run_dir(run_dir / "finetune", ft, ft_result, raw)
+    phases = [("finetune", ft, ft_result, initial_agent_states(ft.trainer, ft.runs, init))]
+    if p.scratch is not None:
+        sc_result = execute(p.scratch)
+        write_run_dir(run_dir / "scratch", p.scratch, sc_result, raw)
+        phases.append(("scratch", p.scratch, sc_result,
+                       initial_agent_states(p.scratch.trainer, p.scratch.runs, None)))
+    # 4. Evaluate and compare.
+    tables = []
+    for kind, prepared, result, initial in phases:
+        values = {**_evaluations(p, prepared, initial, result.agent_states),
+                  **_curve_metrics(result, t.threshold)}
+        table = prepared.runs.table.copy()
+        table.insert(0, "kind", kind)
+        for name, v in values.items():
+            table[name] = v
+        tables.append(table)
+    ft_table = tables[0]
+    source_cols = [c for c in p.source.runs.table.columns if c.startswith("env.")]
+    for col in source_cols:
+        ft_table["source." + col[4:]] = p.source.runs.table[col].to_numpy()[ft.runs.checkpoint]
+    # Forgetting: each checkpoint's return on its own source variant, before and after.
+    src_runs = p.source.runs
+    src_params = _take(src_runs.env_params, ft.runs.checkpoint)
+    before = evaluate_batch(p.evaluate, states, src_runs.hparams, src_runs.env_params,
+                            src_runs.seeds + np.uint32(1_000_003))
+    ft_table["source_return_before"] = before[ft.runs.checkpoint]
+    ft_table["source_return_after"] = evaluate_batch(
+        p.evaluate, ft_result.agent_states, ft.runs.hparams, src_params,
+        ft.runs.seeds + np.uint32(1_000_003))
+    ft_table["forgetting"] = ft_table["source_return_before"] - ft_table["source_return_after"]
+    target_cols = [f"env.{k}" for k in ft.runs.varied]
+    if p.scratch is not None:
+        _against_scratch(ft_table, tables[1], target_cols)
+    all_runs = pd.concat(tables, ignore_index=True)
+    results.write_csv(run_dir / "transfer_runs.csv", all_runs)
+    summary = _summary(tables, target_cols, ["source." + c[4:] for c in source_cols],
+                       list(ft.runs.swept))
+    results.write_csv(run_dir / "transfer_summary.csv", summary)
+    results.write_text(run_dir / "transfer_summary.md",
+                       summary.to_markdown(index=False, floatfmt=".4g"))
+    results.write_text(run_dir / "config.yaml", yaml.safe_dump(raw, sort_keys=False))
+    results.write_json(run_dir / "run.json", {**results.provenance(), "experiment": config.name,
+                                              "checkpoint": str(ckpt),
+                                              "seconds": time.perf_counter() - started})
+    if config.plot:
+        _plot(run_dir / "transfer_curves.png", phases, tables, config)
+    print(f"transfer: {len(ft.runs)} fine-tuning runs from {len(src_runs)} checkpoint(s)"
+          f"{'' if p.scratch is None else f', {len(p.scratch.runs)} from scratch'} in "
+          f"{time.perf_counter() - started:.1f}s -> {run_dir}")
+    return run_dir
+
+
+def _against_scratch(ft: pd.DataFrame, scratch: pd.DataFrame, target_cols: list[str]) -> None:
+    """Adds jumpstart, transfer ratio and final gain against the mean scratch run of the
+    same target variant (columns of `ft`, in place)."""
+    means = scratch.groupby(target_cols or (lambda _: 0))[
+        ["initial_return", "final_return", "auc"]].mean()
+    key = ft[target_cols].apply(tuple, axis=1) if len(target_cols) > 1 else (
+        ft[target_cols[0]] if target_cols else pd.Series(0, index=ft.index))
+    ref = means.reindex(key.to_numpy())
+    ft["jumpstart"] = ft["initial_return"].to_numpy() - ref["initial_return"].to_numpy()
+    ft["final_gain"] = ft["final_return"].to_numpy() - ref["final_return"].to_numpy()
+    ft["transfer_ratio"] = metrics_lib.transfer_ratio(ft["auc"].to_numpy(),
+                                                      ref["auc"].to_numpy())
+
+
+METRICS = ("initial_return", "final_return", "auc", "steps_to_threshold", "jumpstart",
+           "final_gain", "transfer_ratio", "forgetting")
+
+
+def _summary(tables: list[pd.DataFrame], target_cols: list[str], source_cols: list[str],
+             swept: list[str]) -> pd.DataFrame:
+    frames = []
+    for table in tables:
+        kind = table["kind"].iloc[0]
+        by = target_cols + (source_cols + swept if kind == "finetune" else [])
+        cols = [c for c in table.columns if c in METRICS or c.startswith(("heldout[", "noise["))]
+        runs = table.assign(run=np.arange(len(table)))
+        frames.append(aggregate(runs, {c: table[c].to_numpy() for c in cols}, by,
+                                extra={"kind": kind}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _plot(path: Path, phases, tables, config: ExperimentConfig) -> None:
+    """One line per fine-tuning setting and per scratch target, with 95% bands."""
+    keep = lambda c: c == "kind" or c.startswith(("env.", "source.")) or c in config.sweep
+    runs = pd.concat([t[[c for c in t.columns if keep(c)]] for t in tables], ignore_index=True)
+    runs["run"] = np.arange(len(runs))
+    metrics = {k: np.concatenate([r.metrics[k] for _, _, r, _ in phases])
+               for k in ("episode_return", "env_steps")}
+    by = [c for c in runs.columns if c != "run"]
+    plot_learning_curves(runs, metrics, by, path,
+                         title=f"{config.agent.name} on {config.env.id}: fine-tuning vs scratch")

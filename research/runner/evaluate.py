@@ -1,0 +1,65 @@
+"""Evaluation: the greedy policy's return on given env params, optionally under obs noise.
+
+The only evaluation loop. It reuses the rollout: N envs run for T steps with
+`explore=False`, and each env's first completed episode counts, so every
+episode is scored from its reset. T must cover the longest episode.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from research.agents import Agent
+from research.envs import Env
+from research.rl.rollout import reset_envs, rollout
+
+
+def first_episode_returns(done: jax.Array, episode_return: jax.Array) -> jax.Array:
+    """Return of each env's first completed episode, [N] (NaN where none ended).
+
+    done, episode_return: [T, N], episode_return read where done.
+    """
+    first = done & (jnp.cumsum(done, axis=0) == 1)
+    return jnp.where(first.any(0), jnp.sum(jnp.where(first, episode_return, 0.0), 0), jnp.nan)
+
+
+def make_evaluate(agent: Agent, env: Env, num_envs: int, num_steps: int) -> Callable:
+    """evaluate(agent_state, hparams, env_params, key, obs_noise []) -> mean return [].
+
+    obs_noise: std of Gaussian noise added to every observation the agent sees
+    (robustness); integer (state-index) observations are never perturbed.
+    """
+
+    def evaluate(agent_state, hparams, env_params, key, obs_noise):
+        reset_key, run_key = jax.random.split(key)
+        obs, env_state = reset_envs(env, reset_key, env_params, num_envs)
+
+        def act(obs, k):
+            noise_key, act_key = jax.random.split(k)
+            if jnp.issubdtype(obs.dtype, jnp.floating):
+                obs = obs + obs_noise * jax.random.normal(noise_key, obs.shape, obs.dtype)
+            return agent.act(agent_state, obs, act_key, hparams, False)
+
+        _, batch = rollout(env, act, env_params, env_state, obs, run_key, num_steps)
+        returns = first_episode_returns(batch.terminated | batch.truncated, batch.episode_return)
+        return jnp.nanmean(returns)
+
+    return evaluate
+
+
+def evaluate_batch(evaluate: Callable, agent_states: Any, hparams: Any, env_params: Any,
+                   seeds: np.ndarray, obs_noise: float = 0.0) -> np.ndarray:
+    """Mean greedy return of R runs, [R]; every leaf of the first three has leading [R].
+
+    One compiled program per evaluator and shapes: new params, seeds or noise reuse it.
+    """
+    batched = _BATCHED.setdefault(evaluate, jax.jit(jax.vmap(evaluate, (0, 0, 0, 0, None))))
+    keys = jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32))
+    return np.asarray(batched(agent_states, hparams, env_params, keys, np.float32(obs_noise)))
+
+
+_BATCHED: dict[Callable, Callable] = {}
