@@ -92,6 +92,25 @@ def test_frozen_torso_stays_bit_equal_while_heads_learn(pretrained):
     assert not any(np.array_equal(a, b) for a, b in zip(final["head"], loaded["head"]))
 
 
+def test_tabular_finetuning_loads_the_table_and_rewarms_epsilon():
+    overrides = (*TINY, *AGENTS["q_learning"], "agent.epsilon_start=0.5", "agent.epsilon_end=0.0",
+                 "agent.epsilon_fraction=1.0")
+    resumed, result = train(*overrides)
+    prepared = _finetuner(overrides)
+    init, start = _start(prepared, result.agent_states)
+    np.testing.assert_array_equal(start.q, init.q)
+    assert (np.asarray(start.num_updates) == 0).all()
+    runs = prepared.runs
+    out = run_batch(prepared.trainer, runs.seeds, runs.hparams, runs.env_params, init)
+    # Fine-tuning restarts the schedule (epsilon decays from 0.5 again, over the first half
+    # of training it averages about 0.37); merely continuing training stays at epsilon_end.
+    assert (out.metrics["epsilon"][:, 0] > 0.3).all(), out.metrics["epsilon"]
+    runs = resumed.runs
+    cont = run_batch(resumed.trainer, runs.seeds, runs.hparams, runs.env_params,
+                     result.agent_states)
+    np.testing.assert_array_equal(cont.metrics["epsilon"], 0.0)
+
+
 def test_optimizer_l2_pull_and_frozen_groups():
     params = {"torso": {"w": jnp.array([1.0, -2.0])}, "head": {"w": jnp.array([3.0])}}
     anchor = jax.tree.map(jnp.zeros_like, params)

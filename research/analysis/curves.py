@@ -62,6 +62,18 @@ def aggregate(runs: pd.DataFrame, values: dict[str, np.ndarray], by: Sequence[st
     return pd.DataFrame(rows)
 
 
+def ci_markdown(table: pd.DataFrame) -> str:
+    """A table from `aggregate` as markdown, each metric one "mean [low, high]" cell."""
+    out = table.copy()
+    for name in [c for c in table.columns if f"{c}_ci_low" in table.columns]:
+        cells = [f"{m:.4g} [{lo:.4g}, {hi:.4g}]" if np.isfinite(m) else "n/a"
+                 for m, lo, hi in zip(table[name], table[f"{name}_ci_low"],
+                                      table[f"{name}_ci_high"])]
+        out[name] = cells
+        out = out.drop(columns=[f"{name}_ci_low", f"{name}_ci_high"])
+    return out.to_markdown(index=False, floatfmt=".4g")
+
+
 def plot_learning_curves(runs: pd.DataFrame, metrics: dict[str, np.ndarray], by: Sequence[str],
                          path: str | Path, metric: str = "episode_return",
                          title: str = "", marks: Sequence[float] = ()) -> Path:

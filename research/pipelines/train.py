@@ -12,7 +12,7 @@ import yaml
 
 from research import checkpoint, results
 from research.agents import Agent, make_agent
-from research.analysis.curves import aggregate, plot_learning_curves, summary_table
+from research.analysis.curves import aggregate, ci_markdown, plot_learning_curves, summary_table
 from research.analysis.transfer import drop_and_recovery
 from research.config import ConfigError, ExperimentConfig, FinetuneConfig
 from research.envs import Env, check_fields
@@ -160,7 +160,7 @@ def write_adaptation(run_dir: Path, prepared: Prepared, result: BatchResult,
     drop, recovery = drop_and_recovery(result.metrics["episode_return"], steps, change_log)
     table = aggregate(prepared.runs.table, {"drop": drop, "recovery_steps": recovery}, by)
     results.write_csv(run_dir / "adaptation.csv", table)
-    results.write_text(run_dir / "adaptation.md", table.to_markdown(index=False, floatfmt=".4g"))
+    results.write_text(run_dir / "adaptation.md", ci_markdown(table))
     return tuple(sorted({float(start * per_update), float(end * per_update)}))
 
 

@@ -27,7 +27,7 @@ import yaml
 
 from research import checkpoint, results
 from research.analysis import transfer as metrics_lib
-from research.analysis.curves import aggregate, plot_learning_curves
+from research.analysis.curves import aggregate, ci_markdown, plot_learning_curves
 from research.config import ConfigError, ExperimentConfig, parse_experiment
 from research.envs import stack_params, variant_grid
 from research.pipelines.train import Prepared, execute, prepare, write_run_dir
@@ -194,8 +194,7 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
     summary = _summary(tables, target_cols, ["source." + c[4:] for c in source_cols],
                        list(ft.runs.swept))
     results.write_csv(run_dir / "transfer_summary.csv", summary)
-    results.write_text(run_dir / "transfer_summary.md",
-                       summary.to_markdown(index=False, floatfmt=".4g"))
+    results.write_text(run_dir / "transfer_summary.md", ci_markdown(summary))
     results.write_text(run_dir / "config.yaml", yaml.safe_dump(raw, sort_keys=False))
     results.write_json(run_dir / "run.json", {**results.provenance(), "experiment": config.name,
                                               "checkpoint": str(ckpt),
