@@ -154,8 +154,7 @@ class DQNConfig:
     """Static deep Q-learning settings.
 
     mode "pqn": lambda-returns over each fresh rollout, no replay buffer, LayerNorm.
-    mode "dqn": a replay buffer per run and a target network, moved by tau towards the
-    online net every target_update_every updates (tau=1: hard copies).
+    mode "dqn": a replay buffer per run and a target network (soft updates with tau).
     """
 
     mode: str = _f("pqn", Rule("str", choices=("pqn", "dqn")))
@@ -171,7 +170,6 @@ class DQNConfig:
     learning_starts: int = _f(1_000, Rule("int", low=0))  # dqn, transitions before learning
     double_q: bool = _f(False, BOOL)  # dqn: online net picks a', target net values it
     loss: str = _f("mse", Rule("str", choices=("mse", "huber")))  # dqn TD loss
-    target_update_every: int = _f(1, POS_INT)  # dqn: updates between target moves (by tau)
     epsilon_schedule: str = _f("linear", SCHEDULES)
     anneal_lr: bool = _f(False, BOOL)
 

@@ -236,7 +236,7 @@ def test_first_episode_returns():
 
 # ------------------------------------------------------------------ the pipeline
 
-PIPELINE = ("progress=false", "plot=false", "agent.num_envs=4", "agent.num_steps=32",
+PIPELINE = ("progress=false", "agent.num_envs=4", "agent.num_steps=32",
             "train.total_timesteps=1024", "train.num_logs=2", "runs.seeds=2",
             "env.variants.length=[0.5,1.0]", "+transfer.source.total_timesteps=1024",
             "+transfer.source.seeds=2", "+transfer.evaluation.num_envs=2",
@@ -262,6 +262,7 @@ def test_transfer_pipeline_writes_every_metric_and_reloads_its_checkpoint(tmp_pa
     assert set(summary.kind) == {"finetune", "scratch"} and len(summary) == 2 * 2 + 2
     for name in ("source", "checkpoint", "finetune", "scratch"):
         assert (out / name).is_dir()
+    assert (out / "transfer_curves.png").stat().st_size > 0
     # Fine-tuning again from the saved checkpoint: no pretraining, same checkpoint states.
     raw2 = compose_raw(*PIPELINE, f"+transfer.checkpoint={out / 'checkpoint'}",
                        "+transfer.scratch=false")

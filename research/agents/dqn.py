@@ -163,11 +163,7 @@ def make(config: DQNConfig, spec: EnvSpec, total_updates: int,
         ready = buffer.size >= config.learning_starts
         params, opt_state = jax.tree.map(lambda new, old: jnp.where(ready, new, old),
                                          (params, opt_state), (state.params, state.opt_state))
-        # The target moves every target_update_every updates (by tau; tau=1 copies), so
-        # the regression has a fixed goal in between.
-        move = (state.num_updates + 1) % config.target_update_every == 0
-        rate = jnp.where(move, hparams.tau, 0.0)
-        target = jax.tree.map(lambda t, p: (1.0 - rate) * t + rate * p,
+        target = jax.tree.map(lambda t, p: (1.0 - hparams.tau) * t + hparams.tau * p,
                               state.target_params, params)
         return state.replace(params=params, target_params=target, opt_state=opt_state,
                              buffer=buffer), metrics

@@ -74,6 +74,29 @@ def ci_markdown(table: pd.DataFrame) -> str:
     return out.to_markdown(index=False, floatfmt=".4g")
 
 
+def _draw_groups(ax, runs: pd.DataFrame, metrics: dict[str, np.ndarray], by: Sequence[str],
+                 metric: str) -> None:
+    steps = metrics["env_steps"][0]
+    for label, index in groups(runs, by):
+        mean, low, high = bootstrap_mean_ci(metrics[metric][index])
+        line, = ax.plot(steps, mean, label=f"{label} (n={len(index)})")
+        ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("environment steps per run")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 def plot_learning_curves(runs: pd.DataFrame, metrics: dict[str, np.ndarray], by: Sequence[str],
                          path: str | Path, metric: str = "episode_return",
                          title: str = "", marks: Sequence[float] = ()) -> Path:
@@ -82,20 +105,25 @@ def plot_learning_curves(runs: pd.DataFrame, metrics: dict[str, np.ndarray], by:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for mark in marks:
         ax.axvline(mark, color="grey", linestyle="--", linewidth=1)
-    steps = metrics["env_steps"][0]
-    for label, index in groups(runs, by):
-        mean, low, high = bootstrap_mean_ci(metrics[metric][index])
-        line, = ax.plot(steps, mean, label=f"{label} (n={len(index)})")
-        ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("environment steps per run")
-    ax.set_ylabel(metric.replace("_", " "))
+    _draw_groups(ax, runs, metrics, by, metric)
     ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return _save(fig, path)
+
+
+def plot_facets(runs: pd.DataFrame, metrics: dict[str, np.ndarray], facet_by: Sequence[str],
+                line_by: Sequence[str], path: str | Path, metric: str = "episode_return",
+                title: str = "") -> Path:
+    """One panel per setting of `facet_by` (e.g. the target variant), a line with a 95%
+    band per setting of `line_by` inside it."""
+    panels = groups(runs, facet_by)
+    cols = min(len(panels), 2)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.2 * rows), squeeze=False)
+    for ax, (label, index) in zip(axes.flat, panels):
+        sub = runs.iloc[index].reset_index(drop=True).assign(run=np.arange(len(index)))
+        _draw_groups(ax, sub, {k: v[index] for k, v in metrics.items()}, line_by, metric)
+        ax.set_title(label, fontsize=9)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -27,7 +27,7 @@ import yaml
 
 from research import checkpoint, results
 from research.analysis import transfer as metrics_lib
-from research.analysis.curves import aggregate, ci_markdown, plot_learning_curves
+from research.analysis.curves import aggregate, ci_markdown, plot_facets
 from research.config import ConfigError, ExperimentConfig, parse_experiment
 from research.envs import stack_params, variant_grid
 from research.pipelines.train import Prepared, execute, prepare, write_run_dir
@@ -200,7 +200,7 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
                                               "checkpoint": str(ckpt),
                                               "seconds": time.perf_counter() - started})
     if config.plot:
-        _plot(run_dir / "transfer_curves.png", phases, tables, config)
+        plot_transfer(run_dir)
     print(f"transfer: {len(ft.runs)} fine-tuning runs from {len(src_runs)} checkpoint(s)"
           f"{'' if p.scratch is None else f', {len(p.scratch.runs)} from scratch'} in "
           f"{time.perf_counter() - started:.1f}s -> {run_dir}")
@@ -238,13 +238,19 @@ def _summary(tables: list[pd.DataFrame], target_cols: list[str], source_cols: li
     return pd.concat(frames, ignore_index=True)
 
 
-def _plot(path: Path, phases, tables, config: ExperimentConfig) -> None:
-    """One line per fine-tuning setting and per scratch target, with 95% bands."""
-    keep = lambda c: c == "kind" or c.startswith(("env.", "source.")) or c in config.sweep
-    runs = pd.concat([t[[c for c in t.columns if keep(c)]] for t in tables], ignore_index=True)
+def plot_transfer(run_dir: str | Path) -> Path:
+    """transfer_curves.png from a transfer run directory's files only: a panel per target
+    variant; in it a line per fine-tuning setting, and scratch."""
+    run_dir = Path(run_dir)
+    runs = pd.read_csv(run_dir / "transfer_runs.csv")
     runs["run"] = np.arange(len(runs))
-    metrics = {k: np.concatenate([r.metrics[k] for _, _, r, _ in phases])
-               for k in ("episode_return", "env_steps")}
-    by = [c for c in runs.columns if c != "run"]
-    plot_learning_curves(runs, metrics, by, path,
-                         title=f"{config.agent.name} on {config.env.id}: fine-tuning vs scratch")
+    parts = [results.load_metrics(run_dir / kind)[1] for kind in runs["kind"].unique()]
+    metrics = {k: np.concatenate([m[k] for m in parts]) for k in ("episode_return", "env_steps")}
+    raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+    swept = [k for k, v in (raw.get("sweep") or {}).items() if v is not None]
+    targets = [c for c in runs.columns if c.startswith("env.")]
+    lines = ["kind"] + [c for c in runs.columns if c.startswith("source.")] + swept
+    return plot_facets(runs.fillna({c: "-" for c in lines}), metrics, targets, lines,
+                       run_dir / "transfer_curves.png",
+                       title=f"{raw['agent']['name']} on {raw['env']['id']}: "
+                             "fine-tuning vs scratch")
