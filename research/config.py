@@ -337,6 +337,41 @@ class TransferConfig:
     threshold: float | None
 
 
+SHAPING_SCHEDULES = ("constant", "linear", "exponential", "adaptive")
+
+
+@struct.dataclass
+class ShapingHParams:
+    """Traced shaping settings (each a scalar, or [R] across runs); see research/rl/shaping.py.
+
+    schedule: index into SHAPING_SCHEDULES; the weight is weight * the schedule's factor.
+    """
+
+    weight: float = _f(1.0, Rule("float"))
+    schedule: float = _f(0.0, Rule("float"))
+    anneal_fraction: float = _f(1.0, UNIT_OPEN)  # linear: reaches 0 here
+    decay: float = _f(5.0, NONNEG_FLOAT)  # exponential: exp(-decay * progress)
+    return_low: float = _f(0.0, Rule("float"))  # adaptive: full weight at or below
+    return_high: float = _f(1.0, Rule("float"))  # adaptive: zero weight at or above
+    return_rate: float = _f(0.05, UNIT_OPEN)  # adaptive: running-mean step per update
+
+
+@dataclass(frozen=True)
+class ShapingConfig:
+    """kind "potential": F = gamma Phi(s') - Phi(s), with Phi the env's progress potential
+    `name` or ("value") the value function of run 0 of `checkpoint`; kind "bonus":
+    weight / (distance(s') + 1), NOT policy-preserving (an ablation).
+    hparams: base values; grid: the shaping fields swept (schedule as indices)."""
+
+    kind: str
+    potential: str
+    name: str | None
+    checkpoint: str | None
+    hparams: ShapingHParams
+    grid: Mapping[str, ValueGrid]
+    threshold: float | None
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     name: str
@@ -350,6 +385,7 @@ class ExperimentConfig:
     plot: bool
     transfer: TransferConfig | None = None
     save_checkpoint: bool = False
+    shaping: ShapingConfig | None = None
 
 
 # --------------------------------------------------------------------------- parsing
@@ -593,11 +629,60 @@ def _parse_transfer(raw: Any, agent: AgentSpec) -> TransferConfig | None:
                                                                       threshold))
 
 
+def _parse_shaping(raw: Any) -> ShapingConfig | None:
+    if raw is None:
+        return None
+    raw = _mapping("shaping", raw)
+    numeric = [f.name for f in dataclasses.fields(ShapingHParams) if f.name != "schedule"]
+    _reject_unknown("shaping", raw, ("kind", "potential", "name", "checkpoint", "schedule",
+                                     "threshold", *numeric))
+    kind = Rule("str", choices=("potential", "bonus")).check("shaping.kind",
+                                                              raw.get("kind", "potential"))
+    potential = Rule("str", choices=("progress", "value")).check(
+        "shaping.potential", raw.get("potential", "progress"))
+    name, checkpoint = raw.get("name"), raw.get("checkpoint")
+    if name is not None and not isinstance(name, str):
+        raise ConfigError(f"shaping.name: got {name!r}; must be a potential's name")
+    if potential == "value" and kind == "potential" and not isinstance(checkpoint, str):
+        raise ConfigError(f"shaping.checkpoint: got {checkpoint!r}; potential 'value' needs "
+                          "the path of a checkpoint whose value function is the potential")
+    base, grid = {}, {}
+    for f in dataclasses.fields(ShapingHParams):
+        value = raw.get(f.name)
+        if f.name == "schedule":
+            value = value if value is not None else "constant"
+            names = list(value) if isinstance(value, Sequence) and not isinstance(value, str) \
+                else [value]
+            rule = Rule("str", choices=SHAPING_SCHEDULES)
+            index = [float(SHAPING_SCHEDULES.index(rule.check(f"shaping.schedule[{i}]", n)))
+                     for i, n in enumerate(names)] if names else None
+            if not index:
+                raise ConfigError("shaping.schedule: got []; must be a schedule or a non-empty "
+                                  "list of: " + ", ".join(SHAPING_SCHEDULES))
+            value = index if len(index) > 1 else index[0]
+        if value is None:
+            continue
+        if isinstance(value, (Mapping, list, tuple)):
+            grid[f.name] = parse_grid(f"shaping.{f.name}", value, f.metadata["rule"])
+        else:
+            base[f.name] = f.metadata["rule"].check(f"shaping.{f.name}", value)
+    hparams = ShapingHParams(**base)
+    if "return_low" not in grid and "return_high" not in grid and \
+            not hparams.return_low < hparams.return_high:
+        raise ConfigError(f"shaping.return_high: got {hparams.return_high!r}; must be > "
+                          f"shaping.return_low = {hparams.return_low!r}")
+    threshold = raw.get("threshold")
+    return ShapingConfig(kind=kind, potential=potential, name=name, checkpoint=checkpoint,
+                         hparams=hparams, grid=grid,
+                         threshold=None if threshold is None else Rule("float").check(
+                             "shaping.threshold", threshold))
+
+
 def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Validates a composed config mapping (e.g. Hydra's) into an ExperimentConfig."""
     raw = _mapping("config", raw)
     top = ("experiment_name", "agent", "env", "train", "runs", "sweep", "output_root",
-           "progress", "plot", "transfer", "save_checkpoint")
+           "progress", "plot", "transfer", "save_checkpoint", "shaping")
     _reject_unknown("config", raw, top)
     agent = _parse_agent(raw.get("agent"))
 
@@ -642,4 +727,5 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
         plot=BOOL.check("plot", raw.get("plot", True)),
         transfer=_parse_transfer(raw.get("transfer"), agent),
         save_checkpoint=BOOL.check("save_checkpoint", raw.get("save_checkpoint", False)),
+        shaping=_parse_shaping(raw.get("shaping")),
     )

@@ -7,7 +7,10 @@ settings and the env spec are closed over by the agent's `make`:
     act(state, obs [N, ...], key, hparams, explore) -> (action [N, ...], aux)
     update(state, batch: Transition [T, N], key, hparams) -> (state, metrics: dict of scalars)
 
-`aux` is whatever `update` later needs from acting time (log-probs, values).
+    value(state, obs [..., *obs_shape]) -> V(obs) [...]   (critic, or max_a Q)
+
+`aux` is whatever `update` later needs from acting time (log-probs, values). `value`
+serves learned shaping potentials.
 """
 
 from __future__ import annotations
@@ -19,3 +22,4 @@ class Agent(NamedTuple):
     init: Callable[..., Any]
     act: Callable[..., tuple[Any, Any]]
     update: Callable[..., tuple[Any, dict]]
+    value: Callable[..., Any]

@@ -173,4 +173,7 @@ def make(config: DQNConfig, spec: EnvSpec, total_updates: int,
         metrics = {**jax.tree.map(jnp.mean, metrics), "epsilon": epsilon(state, hparams)}
         return state.replace(num_updates=state.num_updates + 1), metrics
 
-    return Agent(init=init, act=act, update=update)
+    def value(state, obs: jax.Array) -> jax.Array:
+        return network.apply(state.params, obs).max(-1)
+
+    return Agent(init=init, act=act, update=update, value=value)

@@ -94,4 +94,7 @@ def make(config: PPOConfig, spec: EnvSpec, total_updates: int,
         new_state = PPOState(params, opt_state, obs_stats, state.num_updates + 1)
         return new_state, jax.tree.map(jnp.mean, metrics)
 
-    return Agent(init=init, act=act, update=update)
+    def value(state, obs: jax.Array) -> jax.Array:
+        return policy.value(state.params, state.obs_stats, obs)
+
+    return Agent(init=init, act=act, update=update, value=value)

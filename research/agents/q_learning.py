@@ -95,4 +95,7 @@ def make(config: QLearningConfig, spec: EnvSpec, total_updates: int) -> Agent:
         metrics = {"abs_td_error": jnp.abs(td).mean(), "epsilon": epsilon(state, hparams)}
         return QLearningState(q, state.num_updates + 1), metrics
 
-    return Agent(init=init, act=act, update=update)
+    def value(state, obs: jax.Array) -> jax.Array:
+        return state.q[obs].max(-1)
+
+    return Agent(init=init, act=act, update=update, value=value)

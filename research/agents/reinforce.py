@@ -111,4 +111,7 @@ def make(config: ReinforceConfig, spec: EnvSpec, total_updates: int,
             metrics["baseline"] = baseline
         return new_state, metrics
 
-    return Agent(init=init, act=act, update=update)
+    def value(state, obs: jax.Array) -> jax.Array:
+        return policy.value(state.params, state.obs_stats, obs)
+
+    return Agent(init=init, act=act, update=update, value=value)

@@ -13,11 +13,12 @@ import yaml
 from research import checkpoint, results
 from research.agents import Agent, make_agent
 from research.analysis.curves import aggregate, ci_markdown, plot_learning_curves, summary_table
-from research.analysis.transfer import drop_and_recovery
-from research.config import ConfigError, ExperimentConfig, FinetuneConfig
+from research.analysis.transfer import area_under_curve, drop_and_recovery, time_to_threshold
+from research.config import ConfigError, ExperimentConfig, FinetuneConfig, parse_experiment
 from research.envs import Env, check_fields
+from research.envs.shaping import goal_distance, progress_potential
 from research.rl.optim import Optimizer
-from research.runner import BatchResult, Trainer, make_train, run_batch
+from research.runner import BatchResult, Shaping, Trainer, make_train, run_batch
 from research.runner.runs import RunsAxis, build_runs
 
 
@@ -64,6 +65,36 @@ def shift_updates(config: ExperimentConfig, num_updates: int) -> tuple[int, int]
     return start, min(num_updates, start + round(shift.drift * num_updates))
 
 
+def load_checkpoint(prepared: Prepared, path: Path, indices=None) -> Any:
+    """States of a checkpoint's runs (all if indices is None) for the prepared agent."""
+    template = jax.eval_shape(prepared.agent.init, jax.random.key(0),
+                              prepared.config.agent.hparams)
+    return checkpoint.load(path, template, agent=prepared.config.agent.name,
+                           spec=prepared.env.spec, agent_config=prepared.config.agent.config,
+                           indices=indices)
+
+
+def make_shaping(config: ExperimentConfig, env: Env) -> Shaping | None:
+    """The static shaping function of the config: a progress potential, a learned value
+    (run 0 of a checkpoint, closed over as constants), or a distance for the bonus."""
+    cfg = config.shaping
+    if cfg is None:
+        return None
+    if cfg.kind == "bonus":
+        return Shaping("bonus", goal_distance(config.env.id))
+    if cfg.potential == "progress":
+        return Shaping("potential", progress_potential(config.env.id, cfg.name))
+    path = Path(cfg.checkpoint)
+    checkpoint.read_info(path)
+    source = prepare(parse_experiment(yaml.safe_load((path / "config.yaml").read_text())))
+    if source.env.spec.obs_shape != env.spec.obs_shape:
+        raise ConfigError(f"shaping.checkpoint: its agent sees observations of shape "
+                          f"{source.env.spec.obs_shape}, {config.env.id} gives "
+                          f"{env.spec.obs_shape}")
+    state = jax.tree.map(lambda x: x[0], load_checkpoint(source, path, indices=[0]))
+    return Shaping("potential", lambda obs, env_params: source.agent.value(state, obs))
+
+
 def prepare(config: ExperimentConfig, finetune: FinetuneConfig | None = None,
             checkpoints: int = 0) -> Prepared:
     """Validates everything that needs the environment or devices; compiles nothing.
@@ -83,6 +114,9 @@ def prepare(config: ExperimentConfig, finetune: FinetuneConfig | None = None,
         env_variants={k: v.values for k, v in config.env.variants.items()},
         env_shift=None if shift is None else shift.params,
         checkpoints=checkpoints,
+        shaping=None if config.shaping is None else config.shaping.hparams,
+        shaping_grid=None if config.shaping is None else {
+            k: v.values for k, v in config.shaping.grid.items()},
     )
     devices = jax.devices()
     if config.runs.num_devices is not None:
@@ -96,7 +130,7 @@ def prepare(config: ExperimentConfig, finetune: FinetuneConfig | None = None,
     agent = make_agent(config.agent.name, config.agent.config, env.spec, num_updates, optimizer)
     trainer = make_train(agent, env, config.agent.config.num_envs, config.agent.config.num_steps,
                          num_updates, config.train.num_logs, finetune=finetune,
-                         env_shift=env_shift)
+                         env_shift=env_shift, shaping=make_shaping(config, env))
     return Prepared(config, env, agent, trainer, runs, num_updates, devices, env_shift)
 
 
@@ -139,6 +173,8 @@ def write_run_dir(run_dir: str | Path, prepared: Prepared, result: BatchResult,
     summary = summary_table(runs.table, result.metrics, by)
     results.write_csv(run_dir / "summary.csv", summary)
     results.write_text(run_dir / "summary.md", summary.to_markdown(index=False, floatfmt=".4g"))
+    if config.shaping is not None:
+        write_shaping_summary(run_dir, prepared, result, by)
     marks = ()
     if prepared.shift is not None:
         marks = write_adaptation(run_dir, prepared, result, by)
@@ -146,6 +182,22 @@ def write_run_dir(run_dir: str | Path, prepared: Prepared, result: BatchResult,
         plot_learning_curves(runs.table, result.metrics, by, run_dir / "learning_curve.png",
                              title=f"{config.agent.name} on {config.env.id}", marks=marks)
     return run_dir
+
+
+def write_shaping_summary(run_dir: Path, prepared: Prepared, result: BatchResult,
+                          by: list[str]) -> None:
+    """shaping.csv/md: per setting, the true (unshaped) final return, area under the curve,
+    steps to shaping.threshold, and the shaped final return, with 95% bootstrap CIs."""
+    m, threshold = result.metrics, prepared.config.shaping.threshold
+    values = {"final_return": m["episode_return"][:, -1],
+              "auc": area_under_curve(m["episode_return"]),
+              "final_shaped_return": m["shaped_return"][:, -1]}
+    if threshold is not None:
+        values["steps_to_threshold"] = time_to_threshold(m["episode_return"], m["env_steps"][0],
+                                                         threshold)
+    table = aggregate(prepared.runs.table, values, by)
+    results.write_csv(run_dir / "shaping.csv", table)
+    results.write_text(run_dir / "shaping.md", ci_markdown(table))
 
 
 def write_adaptation(run_dir: Path, prepared: Prepared, result: BatchResult,

@@ -30,8 +30,8 @@ from research.analysis import transfer as metrics_lib
 from research.analysis.curves import aggregate, ci_markdown, plot_facets
 from research.config import ConfigError, ExperimentConfig, parse_experiment
 from research.envs import stack_params, variant_grid
-from research.pipelines.train import Prepared, execute, prepare, write_run_dir
-from research.runner import evaluate_batch, initial_agent_states, make_evaluate
+from research.pipelines.train import Prepared, execute, load_checkpoint, prepare, write_run_dir
+from research.runner import Shaped, evaluate_batch, initial_agent_states, make_evaluate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,14 +96,6 @@ def _longest_episode(prepared: Prepared) -> int:
     return int(np.max(limit))
 
 
-def load_checkpoint(prepared: Prepared, path: Path, indices=None) -> Any:
-    template = jax.eval_shape(prepared.agent.init, jax.random.key(0),
-                              prepared.config.agent.hparams)
-    return checkpoint.load(path, template, agent=prepared.config.agent.name,
-                           spec=prepared.env.spec, agent_config=prepared.config.agent.config,
-                           indices=indices)
-
-
 def _take(tree: Any, index: np.ndarray) -> Any:
     return jax.tree.map(lambda x: np.asarray(x)[index], tree)
 
@@ -115,8 +107,8 @@ def _evaluations(plan: TransferPlan, prepared: Prepared, initial: Any, final: An
     seeds = runs.seeds + np.uint32(1_000_003)  # evaluation episodes differ from training's
     on = lambda states, params, noise=0.0: evaluate_batch(ev, states, runs.hparams, params,
                                                           seeds, noise)
-    out = {"initial_return": on(initial, runs.env_params),
-           "final_return": on(final, runs.env_params)}
+    target = runs.env_params.env if isinstance(runs.env_params, Shaped) else runs.env_params
+    out = {"initial_return": on(initial, target), "final_return": on(final, target)}
     env = prepared.env
     for point in plan.held_out:
         params = stack_params(env.env_id, env.default_params, [point] * len(runs))
@@ -124,7 +116,7 @@ def _evaluations(plan: TransferPlan, prepared: Prepared, initial: Any, final: An
                          if k in plan.finetune.config.transfer.evaluation.held_out)
         out[f"heldout[{label}]"] = on(final, params)
     for noise in plan.finetune.config.transfer.evaluation.obs_noise:
-        out[f"noise[{noise:g}]"] = on(final, runs.env_params, noise)
+        out[f"noise[{noise:g}]"] = on(final, target, noise)
     return out
 
 

@@ -45,6 +45,10 @@ class Policy:
         action = dist.sample(key) if explore else dist.mode()
         return action, {"log_prob": dist.log_prob(action), "value": value}
 
+    def value(self, params: Any, obs_stats: RunningMeanStd, obs: jax.Array) -> jax.Array:
+        """The critic's V(obs) [...] for obs [..., *obs_shape]."""
+        return self.network.apply(params, self.observe(obs_stats, obs))[1]
+
     def update_stats(self, obs_stats: RunningMeanStd, obs: jax.Array) -> RunningMeanStd:
         """Merges a batch obs [..., *obs_shape]. Call after the update, so that acting and
         learning on this batch saw the same normalisation."""

@@ -2,7 +2,7 @@
 
 from research.runner.evaluate import evaluate_batch, make_evaluate
 from research.runner.execute import BatchResult, ExecutionInfo, initial_agent_states, run_batch
-from research.runner.train import RunnerState, Shift, Trainer, make_train
+from research.runner.train import RunnerState, Shaped, Shaping, Shift, Trainer, make_train
 
-__all__ = ["BatchResult", "ExecutionInfo", "RunnerState", "Shift", "Trainer", "evaluate_batch",
+__all__ = ["BatchResult", "ExecutionInfo", "RunnerState", "Shaped", "Shaping", "Shift", "Trainer", "evaluate_batch",
            "initial_agent_states", "make_evaluate", "make_train", "run_batch"]

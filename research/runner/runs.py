@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from research.envs import stack_params, variant_grid
-from research.runner.train import Shift
+from research.config import SHAPING_SCHEDULES
+from research.runner.train import Shaped, Shift
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class RunsAxis:
     hparams: Any  # hparams dataclass, every leaf [R]
     env_params: Any  # EnvParams, every leaf [R]
     table: pd.DataFrame
-    swept: tuple[str, ...]  # the hparam names that vary
+    swept: tuple[str, ...]  # the hparam names that vary (and "shaping.<field>" ones)
     varied: tuple[str, ...]  # the env fields that vary
     checkpoint: np.ndarray | None = None  # [R] index of the run's initial state, if any
 
@@ -41,6 +42,14 @@ def grid_points(grid: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
     """Cartesian product of named value lists, first name outermost; [{}] if empty."""
     names = list(grid)
     return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+
+
+def _stack(base: Any, points: Sequence[Mapping[str, float]]) -> Any:
+    """A dataclass of scalars -> the same with every field [len(points)] float32."""
+    return base.replace(**{
+        f.name: np.asarray([p.get(f.name, getattr(base, f.name)) for p in points], np.float32)
+        for f in dataclasses.fields(base)
+    })
 
 
 def build_runs(
@@ -55,43 +64,50 @@ def build_runs(
     env_variants: Mapping[str, Sequence[float]] | None = None,
     env_shift: Mapping[str, float] | None = None,
     checkpoints: int = 0,
+    shaping: Any = None,
+    shaping_grid: Mapping[str, Sequence[float]] | None = None,
 ) -> RunsAxis:
     """Stacks every (checkpoint, variant, hparam point, seed) combination into a RunsAxis.
 
     env_shift: overrides that take effect during training; env_params is then a
     `Shift(before, after)` with `after` = each variant with the overrides applied.
     checkpoints: K > 0 adds an outermost axis of K initial states (column "checkpoint").
+    shaping: base ShapingHParams, and shaping_grid the fields it sweeps: env_params is then
+    `Shaped(env, shaping)`, columns "shaping.<field>" (schedules by name).
     """
     sweep, env_variants = dict(sweep or {}), dict(env_variants or {})
     variants = variant_grid(env_id, default_env_params, env_fixed or {}, env_variants)
     points = grid_points(sweep)
-    rows, variant_index, hparam_rows, checkpoint = [], [], [], []
+    shaping_grid = dict(shaping_grid or {})
+    shaping_points = grid_points(shaping_grid)
+    rows, variant_index, hparam_rows, shaping_rows, checkpoint = [], [], [], [], []
     combos = itertools.product(range(max(checkpoints, 1)), enumerate(variants), points,
-                               range(num_seeds))
-    for c, (v, variant), point, seed_index in combos:
+                               shaping_points, range(num_seeds))
+    for c, (v, variant), point, shaping_point, seed_index in combos:
         rows.append({"run": len(rows), **({"checkpoint": c} if checkpoints else {}),
                      "seed": base_seed + seed_index,
                      **{k: point[k] for k in sweep},
+                     **{f"shaping.{k}": SHAPING_SCHEDULES[int(x)] if k == "schedule" else x
+                        for k, x in shaping_point.items()},
                      **{f"env.{k}": variant[k] for k in env_variants}})
         variant_index.append(v)
         hparam_rows.append(point)
+        shaping_rows.append(shaping_point)
         checkpoint.append(c)
-    hparams = base_hparams.replace(**{
-        f.name: np.asarray([p.get(f.name, getattr(base_hparams, f.name)) for p in hparam_rows],
-                           np.float32)
-        for f in dataclasses.fields(base_hparams)
-    })
+    hparams = _stack(base_hparams, hparam_rows)
     per_run = lambda params: jax.tree.map(lambda x: x[np.asarray(variant_index)], params)
     env_params = per_run(stack_params(env_id, default_env_params, variants))
     if env_shift:
         after = stack_params(env_id, default_env_params, [{**v, **env_shift} for v in variants])
         env_params = Shift(before=env_params, after=per_run(after))
+    if shaping is not None:
+        env_params = Shaped(env=env_params, shaping=_stack(shaping, shaping_rows))
     return RunsAxis(
         seeds=np.asarray([r["seed"] for r in rows], np.uint32),
         hparams=hparams,
         env_params=env_params,
         table=pd.DataFrame(rows),
-        swept=tuple(sweep),
+        swept=tuple(sweep) + tuple(f"shaping.{k}" for k in shaping_grid),
         varied=tuple(env_variants),
         checkpoint=np.asarray(checkpoint) if checkpoints else None,
     )

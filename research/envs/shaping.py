@@ -1,0 +1,85 @@
+"""What shaping knows about each environment: progress potentials and distances to the goal.
+
+Every function maps (obs [..., *obs_shape], env_params) -> [...], elementwise over the
+leading dims, and is jittable. Potentials are scaled to about [-1, 1] so that one
+shaping weight means something similar across environments.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax.numpy as jnp
+
+from research.config import ConfigError
+
+Fn = Callable[[Any, Any], Any]
+
+
+def _mountain_car_height(obs, params):
+    """Height of the car, sin(3 x) in [-1, 1]."""
+    return jnp.sin(3.0 * obs[..., 0])
+
+
+def _mountain_car_position(obs, params):
+    """Position scaled to [-1, 1] between min_position and goal_position."""
+    span = params.goal_position - params.min_position
+    return 2.0 * (obs[..., 0] - params.min_position) / span - 1.0
+
+
+def _cartpole_angle(obs, params):
+    """-|pole angle| / threshold: 0 upright, -1 where the episode ends."""
+    return -jnp.abs(obs[..., 2]) / params.theta_threshold_radians
+
+
+def _acrobot_tip_height(obs, params):
+    """Height of the tip over the pivot, -cos(t1) - cos(t1 + t2), halved to [-1, 1]."""
+    cos1, sin1, cos2, sin2 = obs[..., 0], obs[..., 1], obs[..., 2], obs[..., 3]
+    return 0.5 * (-cos1 - (cos1 * cos2 - sin1 * sin2))
+
+
+def _grid_distance(obs, params):
+    """Manhattan distance from the cell (obs = row * size + col) to the goal."""
+    row, col = obs // params.size, obs % params.size
+    return (jnp.abs(row - params.goal_row) + jnp.abs(col - params.goal_col)).astype(jnp.float32)
+
+
+def _grid_potential(obs, params):
+    """-distance to the goal / (2 (size - 1)): 0 at the goal, -1 in the far corner."""
+    return -_grid_distance(obs, params) / (2.0 * (params.size - 1))
+
+
+POTENTIALS: dict[str, dict[str, Fn]] = {
+    "MountainCar-v0": {"height": _mountain_car_height, "position": _mountain_car_position},
+    "MountainCarContinuous-v0": {"height": _mountain_car_height,
+                                 "position": _mountain_car_position},
+    "CartPole-v1": {"angle": _cartpole_angle},
+    "Acrobot-v1": {"tip_height": _acrobot_tip_height},
+    "GridWorld-tabular": {"distance": _grid_potential},
+}
+
+DISTANCES: dict[str, Fn] = {
+    "MountainCar-v0": lambda obs, p: jnp.maximum(p.goal_position - obs[..., 0], 0.0),
+    "MountainCarContinuous-v0": lambda obs, p: jnp.maximum(p.goal_position - obs[..., 0], 0.0),
+    "Acrobot-v1": lambda obs, p: 1.0 - _acrobot_tip_height(obs, p),
+    "GridWorld-tabular": _grid_distance,
+}
+
+
+def progress_potential(env_id: str, name: str | None) -> Fn:
+    """The env's potential `name` (its first one if None), or a ConfigError."""
+    options = POTENTIALS.get(env_id)
+    if not options:
+        raise ConfigError(f"shaping.potential: no progress potential for {env_id!r}; have: "
+                          f"{', '.join(POTENTIALS)} (or use potential: value with a checkpoint)")
+    name = name or next(iter(options))
+    if name not in options:
+        raise ConfigError(f"shaping.name: got {name!r}; {env_id} has: {', '.join(options)}")
+    return options[name]
+
+
+def goal_distance(env_id: str) -> Fn:
+    if env_id not in DISTANCES:
+        raise ConfigError(f"shaping.kind: 'bonus' needs a distance to the goal; {env_id!r} has "
+                          f"none; have: {', '.join(DISTANCES)}")
+    return DISTANCES[env_id]
