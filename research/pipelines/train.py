@@ -12,7 +12,8 @@ import yaml
 
 from research import checkpoint, results
 from research.agents import Agent, make_agent
-from research.analysis.curves import aggregate, ci_markdown, plot_learning_curves, summary_table
+from research.analysis.curves import (aggregate, ci_markdown, plot_facets, plot_learning_curves,
+                                      summary_table)
 from research.analysis.transfer import area_under_curve, drop_and_recovery, time_to_threshold
 from research.config import ConfigError, ExperimentConfig, FinetuneConfig, parse_experiment
 from research.envs import Env, check_fields
@@ -179,8 +180,14 @@ def write_run_dir(run_dir: str | Path, prepared: Prepared, result: BatchResult,
     if prepared.shift is not None:
         marks = write_adaptation(run_dir, prepared, result, by)
     if config.plot:
-        plot_learning_curves(runs.table, result.metrics, by, run_dir / "learning_curve.png",
-                             title=f"{config.agent.name} on {config.env.id}", marks=marks)
+        title = f"{config.agent.name} on {config.env.id}"
+        if "shaping.schedule" in by and len(by) > 1:  # a panel per schedule stays readable
+            plot_facets(runs.table, result.metrics, ["shaping.schedule"],
+                        [b for b in by if b != "shaping.schedule"],
+                        run_dir / "learning_curve.png", title=f"{title} (unshaped return)")
+        else:
+            plot_learning_curves(runs.table, result.metrics, by, run_dir / "learning_curve.png",
+                                 title=title, marks=marks)
     return run_dir
 
 
