@@ -18,17 +18,14 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from research.config import ConfigError, parse_experiment  # noqa: E402
-from research.pipelines.train import run_experiment  # noqa: E402
-from research.pipelines.transfer import run_transfer  # noqa: E402
+from research.pipelines.run import run  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig) -> None:
     raw = OmegaConf.to_container(cfg, resolve=True)
     try:
-        config = parse_experiment(raw)
-        run = run_experiment if config.transfer is None else run_transfer
-        run(config, raw, HydraConfig.get().runtime.output_dir)
+        run(parse_experiment(raw), raw, HydraConfig.get().runtime.output_dir)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,14 +137,17 @@ def prepare(config: ExperimentConfig, finetune: FinetuneConfig | None = None,
     return Prepared(config, env, agent, trainer, runs, num_updates, devices, env_shift)
 
 
-def execute(prepared: Prepared, init_state: Any = None) -> BatchResult:
+def execute(prepared: Prepared, init_state: Any = None, chunk_dir: Path | None = None,
+            fingerprint: str = "", keep_states: bool = True) -> BatchResult:
+    """Runs the prepared batch (see research.runner.run_batch for chunk_dir / keep_states)."""
     config = prepared.config
     budget = config.runs.memory_budget_gb
     return run_batch(
         prepared.trainer, prepared.runs.seeds, prepared.runs.hparams, prepared.runs.env_params,
         init_state, devices=prepared.devices, chunk_size=config.runs.max_runs_per_chunk,
         memory_budget_bytes=None if budget is None else budget * 2**30,
-        progress=config.progress, desc=config.name,
+        progress=config.progress, desc=config.name, chunk_dir=chunk_dir,
+        fingerprint=fingerprint, keep_states=keep_states,
     )
 
 
@@ -152,7 +157,7 @@ def write_run_dir(run_dir: str | Path, prepared: Prepared, result: BatchResult,
     run_dir = Path(run_dir)
     config, runs = prepared.config, prepared.runs
     info = result.info
-    results.write_text(run_dir / "config.yaml", yaml.safe_dump(raw_config, sort_keys=False))
+    write_config(run_dir, raw_config)
     results.write_json(run_dir / "run.json", {
         **results.provenance(),
         "experiment": config.name,
@@ -223,12 +228,27 @@ def write_adaptation(run_dir: Path, prepared: Prepared, result: BatchResult,
     return tuple(sorted({float(start * per_update), float(end * per_update)}))
 
 
+def write_config(run_dir: Path, raw_config: dict) -> str:
+    """config.yaml of the run directory; returns its fingerprint (sha256 of the text)."""
+    text = yaml.safe_dump(raw_config, sort_keys=False)
+    results.write_text(Path(run_dir) / "config.yaml", text)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def run_experiment(config: ExperimentConfig, raw_config: dict, run_dir: str | Path) -> Path:
-    """Trains the config's runs from scratch and writes `run_dir`."""
+    """Trains the config's runs from scratch and writes `run_dir`.
+
+    The config is written first and every finished chunk goes to run_dir/chunks, so a run
+    killed mid-way resumes (scripts/resume.py) without redoing finished chunks.
+    """
+    run_dir = Path(run_dir)
     prepared = prepare(config)
+    fingerprint = write_config(run_dir, raw_config)
     started = time.perf_counter()
-    result = execute(prepared)
+    result = execute(prepared, chunk_dir=run_dir / "chunks", fingerprint=fingerprint,
+                     keep_states=config.save_checkpoint)
     out = write_run_dir(run_dir, prepared, result, raw_config)
+    shutil.rmtree(run_dir / "chunks", ignore_errors=True)  # all of it is in metrics.npz now
     print(f"{len(prepared.runs)} runs in {time.perf_counter() - started:.1f}s "
           f"(compile {result.info.compile_s:.1f}s, {result.info.num_chunks} chunk(s) on "
           f"{result.info.num_devices} device(s)) -> {out}")

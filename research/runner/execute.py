@@ -10,10 +10,12 @@ alone, in a batch, sharded or chunked.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import jax
@@ -21,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from research import results
 from research.runner import progress as progress_module
 from research.runner.progress import ProgressBar
 from research.runner.train import Trainer
@@ -39,7 +42,7 @@ class ExecutionInfo:
 
 @dataclass(frozen=True)
 class BatchResult:
-    agent_states: Any  # pytree of numpy arrays, leaves [R, ...]
+    agent_states: Any  # pytree of numpy arrays, leaves [R, ...]; None if not kept
     metrics: dict[str, np.ndarray]  # name -> [R, num_logs]
     info: ExecutionInfo
 
@@ -107,10 +110,17 @@ def run_batch(
     memory_budget_bytes: float | None = None,
     progress: bool = False,
     desc: str = "train",
+    chunk_dir: str | Path | None = None,
+    fingerprint: str = "",
+    keep_states: bool = True,
 ) -> BatchResult:
     """Trains R runs; every leaf of hparams / env_params / init_state has leading [R].
 
     seeds: [R] integers; a run's PRNG key is jax.random.key(seed).
+    chunk_dir: each finished chunk is written there atomically, and chunks already there
+    (from an interrupted call with the same `fingerprint` and chunking) are loaded instead
+    of run again: a killed sweep resumes and loses nothing.
+    keep_states: False drops final agent states (metrics only), sparing host memory and disk.
     """
     seeds = np.asarray(seeds, np.uint32)
     num_runs = len(seeds)
@@ -152,27 +162,81 @@ def run_batch(
                       desc=desc, enabled=progress)
 
     num_chunks = math.ceil(num_runs / chunk)
+    store = None if chunk_dir is None else ChunkStore(
+        Path(chunk_dir), {"fingerprint": fingerprint, "num_runs": num_runs, "chunk_size": chunk,
+                          "keep_states": keep_states})
     states, metrics = [], []
     started = time.perf_counter()
     try:
         progress_module.ACTIVE = bar
         for c in range(num_chunks):
-            args = chunk_args(c * chunk, chunk)
-            tick0 = jax.device_put(np.int32(c * trainer.num_logs), replicated)
-            out_states, out_metrics = compiled(*args[:-1], tick0)
             keep = min(chunk, num_runs - c * chunk)
-            states.append(jax.tree.map(lambda x: np.asarray(x)[:keep], out_states))
-            metrics.append({k: np.asarray(v)[:keep] for k, v in out_metrics.items()})
+            done = None if store is None else store.load(c)
+            if done is None:
+                args = chunk_args(c * chunk, chunk)
+                tick0 = jax.device_put(np.int32(c * trainer.num_logs), replicated)
+                out_states, out_metrics = compiled(*args[:-1], tick0)
+                done = ({k: np.asarray(v)[:keep] for k, v in out_metrics.items()},
+                        jax.tree.map(lambda x: np.asarray(x)[:keep], out_states)
+                        if keep_states else None)
+                if store is not None:
+                    store.save(c, *done)
+            else:
+                bar.tick((c + 1) * trainer.num_logs - 1)  # a loaded chunk counts as done
+            metrics.append(done[0])
+            states.append(done[1])
     finally:
         progress_module.ACTIVE = None
         bar.close()
     run_s = time.perf_counter() - started
     cat = lambda *xs: np.concatenate(xs, axis=0)
+    if keep_states and store is not None:  # chunks loaded from disk are flat: rebuild trees
+        treedef = jax.tree.structure(
+            jax.eval_shape(_batched_program(trainer), *chunk_args(0, chunk))[0])
+        states = [s if not isinstance(s, list) else jax.tree.unflatten(treedef, s) for s in states]
     return BatchResult(
-        agent_states=jax.tree.map(cat, *states),
+        agent_states=jax.tree.map(cat, *states) if keep_states else None,
         metrics={k: cat(*(m[k] for m in metrics)) for k in metrics[0]},
         info=ExecutionInfo(num_runs, chunk, num_chunks, num_dev, compile_s, run_s, used),
     )
+
+
+class ChunkStore:
+    """Finished chunks of one batch, as chunk_<c>.npz files beside a manifest.
+
+    The manifest (fingerprint of the config, runs, chunk size) guards against mixing
+    chunks of different programs. Files are written atomically, so a kill leaves either
+    a whole chunk or none.
+    """
+
+    def __init__(self, path: Path, manifest: dict):
+        self.path = path
+        found = path / "manifest.json"
+        if found.exists():
+            old = json.loads(found.read_text())
+            if old != manifest:
+                raise ValueError(f"{path} holds chunks of another program ({old}); this one is "
+                                 f"{manifest}. Use a fresh run directory or delete them.")
+        else:
+            results.write_json(found, manifest)
+
+    def _file(self, c: int) -> Path:
+        return self.path / f"chunk_{c:05d}.npz"
+
+    def save(self, c: int, metrics: dict, states: Any) -> None:
+        arrays = {f"metric/{k}": v for k, v in metrics.items()}
+        if states is not None:
+            arrays.update({f"state/{i:04d}": x for i, x in enumerate(jax.tree.leaves(states))})
+        results.write_npz(self._file(c), arrays)
+
+    def load(self, c: int) -> tuple[dict, Any] | None:
+        """(metrics, flat list of state leaves or None), or None if chunk c is not done."""
+        if not self._file(c).exists():
+            return None
+        with np.load(self._file(c), allow_pickle=False) as data:
+            metrics = {k[7:]: data[k] for k in data.files if k.startswith("metric/")}
+            leaves = [data[k] for k in sorted(data.files) if k.startswith("state/")]
+        return metrics, leaves or None
 
 
 def initial_agent_states(trainer: Trainer, runs: Any, init_state: Any = None) -> Any:

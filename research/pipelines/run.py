@@ -1,0 +1,58 @@
+"""Run any experiment config, resume one, or reproduce one from its run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from research.config import ExperimentConfig, parse_experiment
+from research.pipelines.train import run_experiment
+from research.pipelines.transfer import run_transfer
+
+
+def run(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Path:
+    """The pipeline the config asks for: transfer if it has `transfer:`, else training."""
+    return (run_experiment if config.transfer is None else run_transfer)(config, raw, run_dir)
+
+
+def saved_config(run_dir: str | Path) -> tuple[ExperimentConfig, dict]:
+    """(parsed, raw) config saved in a run directory."""
+    raw = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    return parse_experiment(raw), raw
+
+
+def compare_runs(expected: str | Path, actual: str | Path) -> list[str]:
+    """Differences between the metrics of two run directories ([] = bit for bit equal):
+    every metrics.npz below `expected`, metric by metric."""
+    expected, actual = Path(expected), Path(actual)
+    problems = []
+    for path in sorted(expected.rglob("metrics.npz")):
+        rel = path.relative_to(expected)
+        other = actual / rel
+        if not other.exists():
+            problems.append(f"{rel}: missing from the reproduction")
+            continue
+        with np.load(path) as a, np.load(other) as b:
+            for name in a.files:
+                x, y = a[name], b[name] if name in b.files else None
+                if y is None or x.shape != y.shape:
+                    problems.append(f"{rel}:{name}: shape {x.shape} vs "
+                                    f"{None if y is None else y.shape}")
+                elif not np.array_equal(x, y, equal_nan=True):
+                    diff = np.abs(x.astype(np.float64) - y)
+                    problems.append(f"{rel}:{name}: {np.mean(x != y):.1%} of values differ, "
+                                    f"max |diff| {np.nanmax(diff):.3g}")
+    return problems
+
+
+def provenance_differences(expected: str | Path, actual: str | Path) -> list[str]:
+    """Versions, device and XLA flags that differ between two run directories' run.json."""
+    a, b = (json.loads((Path(d) / "run.json").read_text()) for d in (expected, actual))
+    out = []
+    for key in ("versions", "devices", "xla_flags", "python"):
+        if a.get(key) != b.get(key):
+            out.append(f"{key}: {a.get(key)} vs {b.get(key)}")
+    return out
