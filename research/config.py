@@ -373,19 +373,31 @@ class ShapingConfig:
 
 
 @dataclass(frozen=True)
+class SearchConfig:
+    """How `sweep` values combine: "grid" crosses them; "random" draws `num_samples` joint
+    points (a range {start, stop, log} is sampled uniformly, or log-uniformly; a list is
+    sampled among its values), all of them traced in one program."""
+
+    kind: str = _f("grid", Rule("str", choices=("grid", "random")))
+    num_samples: int = _f(16, POS_INT)
+    seed: int = _f(0, Rule("int", low=0))
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str
     agent: AgentSpec
     env: EnvConfig
     train: TrainConfig
     runs: RunsConfig
-    sweep: Mapping[str, ValueGrid]  # hparam name -> values, crossed as a grid
+    sweep: Mapping[str, ValueGrid]  # hparam name -> values, crossed (grid) or aligned (random)
     output_root: str
     progress: bool
     plot: bool
     transfer: TransferConfig | None = None
     save_checkpoint: bool = False
     shaping: ShapingConfig | None = None
+    search: SearchConfig = SearchConfig()
 
 
 # --------------------------------------------------------------------------- parsing
@@ -483,7 +495,37 @@ def _parse_agent(raw: Mapping[str, Any]) -> AgentSpec:
     return AgentSpec(name=name, config=config, hparams=hparams)
 
 
-def _parse_sweep(raw: Any, agent: AgentSpec) -> dict[str, ValueGrid]:
+def _parse_search(raw: Any) -> SearchConfig:
+    raw = _mapping("search", raw)
+    _reject_unknown("search", raw, [f.name for f in dataclasses.fields(SearchConfig)])
+    return _build_dataclass(SearchConfig, "search", raw)
+
+
+def sample_field(path: str, raw: Any, rule: Rule, rng: Any, num: int) -> ValueGrid:
+    """`num` random values of one swept field: from a range (uniform, or log-uniform with
+    log: true; `num` is ignored there) or among the values of a list."""
+    import numpy as np
+
+    if isinstance(raw, Mapping):
+        _reject_unknown(path, raw, ("start", "stop", "num", "log"))
+        start = Rule("float").check(f"{path}.start", raw.get("start"))
+        stop = Rule("float").check(f"{path}.stop", raw.get("stop"))
+        log = BOOL.check(f"{path}.log", raw.get("log", False))
+        if log and (start <= 0 or stop <= 0):
+            raise ConfigError(f"{path}: a log range needs start > 0 and stop > 0")
+        u = rng.uniform(size=num)
+        values = np.exp(np.log(start) + u * np.log(stop / start)) if log else start + u * (stop - start)
+    else:
+        choices = parse_grid(path, raw, rule).values
+        values = np.asarray(choices)[rng.integers(0, len(choices), size=num)]
+    return ValueGrid(tuple(rule.check(f"{path}[{i}]", float(v)) for i, v in enumerate(values)))
+
+
+def _parse_sweep(raw: Any, agent: AgentSpec, search: SearchConfig) -> dict[str, ValueGrid]:
+    """Field -> values: crossed as a grid, or (random search) aligned joint samples."""
+    import numpy as np
+
+    rng = np.random.default_rng(search.seed)
     hparams_cls = type(agent.hparams)
     names = [f.name for f in dataclasses.fields(hparams_cls)]
     static = [f.name for f in dataclasses.fields(type(agent.config))]
@@ -502,7 +544,9 @@ def _parse_sweep(raw: Any, agent: AgentSpec) -> dict[str, ValueGrid]:
                 f"sweep.{key}: not a hyperparameter of agent '{agent.name}'; "
                 f"sweepable: {', '.join(names)}"
             )
-        out[key] = parse_grid(f"sweep.{key}", values, _field_rule(hparams_cls, key))
+        rule = _field_rule(hparams_cls, key)
+        out[key] = (sample_field(f"sweep.{key}", values, rule, rng, search.num_samples)
+                    if search.kind == "random" else parse_grid(f"sweep.{key}", values, rule))
     return out
 
 
@@ -682,7 +726,7 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Validates a composed config mapping (e.g. Hydra's) into an ExperimentConfig."""
     raw = _mapping("config", raw)
     top = ("experiment_name", "agent", "env", "train", "runs", "sweep", "output_root",
-           "progress", "plot", "transfer", "save_checkpoint", "shaping")
+           "progress", "plot", "transfer", "save_checkpoint", "shaping", "search")
     _reject_unknown("config", raw, top)
     agent = _parse_agent(raw.get("agent"))
 
@@ -715,17 +759,19 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     output_root = raw.get("output_root", "results/runs")
     if not isinstance(output_root, str) or not output_root:
         raise ConfigError(f"output_root: got {output_root!r}; must be a directory path")
+    search = _parse_search(raw.get("search"))
     return ExperimentConfig(
         name=name,
         agent=agent,
         env=_parse_env(raw.get("env")),
         train=train,
         runs=runs,
-        sweep=_parse_sweep(raw.get("sweep"), agent),
+        sweep=_parse_sweep(raw.get("sweep"), agent, search),
         output_root=output_root,
         progress=BOOL.check("progress", raw.get("progress", True)),
         plot=BOOL.check("plot", raw.get("plot", True)),
         transfer=_parse_transfer(raw.get("transfer"), agent),
         save_checkpoint=BOOL.check("save_checkpoint", raw.get("save_checkpoint", False)),
         shaping=_parse_shaping(raw.get("shaping")),
+        search=search,
     )

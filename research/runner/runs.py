@@ -66,6 +66,7 @@ def build_runs(
     checkpoints: int = 0,
     shaping: Any = None,
     shaping_grid: Mapping[str, Sequence[float]] | None = None,
+    sweep_aligned: bool = False,
 ) -> RunsAxis:
     """Stacks every (checkpoint, variant, hparam point, seed) combination into a RunsAxis.
 
@@ -74,10 +75,12 @@ def build_runs(
     checkpoints: K > 0 adds an outermost axis of K initial states (column "checkpoint").
     shaping: base ShapingHParams, and shaping_grid the fields it sweeps: env_params is then
     `Shaped(env, shaping)`, columns "shaping.<field>" (schedules by name).
+    sweep_aligned: the sweep's value lists are joint points (random search), not a grid.
     """
     sweep, env_variants = dict(sweep or {}), dict(env_variants or {})
     variants = variant_grid(env_id, default_env_params, env_fixed or {}, env_variants)
-    points = grid_points(sweep)
+    points = ([dict(zip(sweep, values)) for values in zip(*sweep.values())]
+              if sweep_aligned and sweep else grid_points(sweep))
     shaping_grid = dict(shaping_grid or {})
     shaping_points = grid_points(shaping_grid)
     rows, variant_index, hparam_rows, shaping_rows, checkpoint = [], [], [], [], []
