@@ -27,7 +27,7 @@ def test_train_app_writes_a_complete_run_directory(tmp_path):
     (run_dir,) = [p for p in tmp_path.glob("*/*") if p.is_dir()]
     names = {p.name for p in run_dir.iterdir()}
     assert {"config.yaml", "run.json", "runs.csv", "metrics.npz", "metrics.csv", "summary.csv",
-            "summary.md", "learning_curve.png"} <= names
+            "summary.md", "learning_curve.png", "sensitivity.png", "heatmap.png"} <= names
     assert not [n for n in names if n.endswith(".tmp")]
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["num_runs"] == 8 and meta["versions"]["jax"] and meta["devices"]["platform"]

@@ -239,6 +239,7 @@ def test_first_episode_returns():
 PIPELINE = ("progress=false", "agent.num_envs=4", "agent.num_steps=32",
             "train.total_timesteps=1024", "train.num_logs=2", "runs.seeds=2",
             "env.variants.length=[0.5,1.0]", "+transfer.source.total_timesteps=1024",
+            "+transfer.source.variants.length=[0.5,0.75]",
             "+transfer.source.seeds=2", "+transfer.evaluation.num_envs=2",
             "+transfer.evaluation.num_steps=64", "+transfer.evaluation.obs_noise=[0.1]",
             "+transfer.evaluation.held_out.length=[2.0]", "+transfer.threshold=30",
@@ -250,7 +251,8 @@ def test_transfer_pipeline_writes_every_metric_and_reloads_its_checkpoint(tmp_pa
     out = run_transfer(parse_experiment(raw), raw, tmp_path / "a")
     runs = pd.read_csv(out / "transfer_runs.csv")
     ft, sc = runs[runs.kind == "finetune"], runs[runs.kind == "scratch"]
-    assert len(ft) == 2 * 2 * 2 * 2 and len(sc) == 2 * 2  # ckpts x targets x l2 x seeds
+    assert len(ft) == 4 * 2 * 2 * 2 and len(sc) == 2 * 2  # ckpts x targets x l2 x seeds
+    assert set(ft["source.length"]) == {0.5, 0.75}  # 2 source variants x 2 seeds = 4 ckpts
     for col in ("initial_return", "final_return", "auc", "steps_to_threshold", "jumpstart",
                 "transfer_ratio", "final_gain", "forgetting", "heldout[length=2]", "noise[0.1]"):
         assert col in runs.columns, col
@@ -259,10 +261,11 @@ def test_transfer_pipeline_writes_every_metric_and_reloads_its_checkpoint(tmp_pa
     np.testing.assert_allclose(ft.jumpstart,
                                ft.initial_return - scratch_initial[ft["env.length"]].to_numpy())
     summary = pd.read_csv(out / "transfer_summary.csv")
-    assert set(summary.kind) == {"finetune", "scratch"} and len(summary) == 2 * 2 + 2
+    assert set(summary.kind) == {"finetune", "scratch"} and len(summary) == 2 * 2 * 2 + 2
     for name in ("source", "checkpoint", "finetune", "scratch"):
         assert (out / name).is_dir()
     assert (out / "transfer_curves.png").stat().st_size > 0
+    assert (out / "transfer_matrix.png").stat().st_size > 0
     # Fine-tuning again from the saved checkpoint: no pretraining, same checkpoint states.
     raw2 = compose_raw(*PIPELINE, f"+transfer.checkpoint={out / 'checkpoint'}",
                        "+transfer.scratch=false")

@@ -127,3 +127,52 @@ def plot_facets(runs: pd.DataFrame, metrics: dict[str, np.ndarray], facet_by: Se
         ax.axis("off")
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def final_values(metrics: dict[str, np.ndarray], metric: str = "episode_return") -> np.ndarray:
+    """Each run's last logged value of `metric`, [R]."""
+    return np.asarray(metrics[metric])[:, -1]
+
+
+def plot_sensitivity(runs: pd.DataFrame, values: np.ndarray, param: str, path: str | Path,
+                     by: Sequence[str] = (), ylabel: str = "final return",
+                     title: str = "") -> Path:
+    """Mean of per-run `values` [R] against the swept `param`, 95% bootstrap band; a line per
+    setting of the `by` columns. Log x-axis when the values span over a decade."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, index in groups(runs, by):
+        sub = runs.iloc[index]
+        xs = np.sort(sub[param].unique())
+        stats = [bootstrap_mean_ci(values[index][sub[param].to_numpy() == x]) for x in xs]
+        mean, low, high = (np.array([s[i] for s in stats]) for i in range(3))
+        line, = ax.plot(xs, mean, marker="o", label=label)
+        ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
+    xs = runs[param].to_numpy(dtype=float)
+    if (xs > 0).all() and xs.max() / xs.min() > 10:
+        ax.set_xscale("log")
+    ax.set_xlabel(param)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_heatmap(runs: pd.DataFrame, values: np.ndarray, x: str, y: str, path: str | Path,
+                 label: str = "final return", title: str = "") -> Path:
+    """Mean of per-run `values` [R] on the grid of two swept columns (e.g. two
+    hyperparameters, or source x target variants: a transfer matrix)."""
+    table = runs.assign(_value=values).pivot_table(index=y, columns=x, values="_value",
+                                                   aggfunc="mean")
+    fig, ax = plt.subplots(figsize=(1.2 * table.shape[1] + 3, 0.8 * table.shape[0] + 2))
+    image = ax.imshow(table.to_numpy(), cmap="viridis", aspect="auto", origin="lower")
+    fmt = lambda v: f"{v:g}" if isinstance(v, (int, float, np.number)) else str(v)
+    ax.set_xticks(range(table.shape[1]), [fmt(v) for v in table.columns])
+    ax.set_yticks(range(table.shape[0]), [fmt(v) for v in table.index])
+    for (i, j), v in np.ndenumerate(table.to_numpy()):
+        ax.text(j, i, f"{v:.3g}", ha="center", va="center", color="white", fontsize=8)
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label=label)
+    return _save(fig, path)

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import pandas as pd
 import yaml
 
 from research import checkpoint, results
 from research.agents import Agent, make_agent
-from research.analysis.curves import (aggregate, ci_markdown, plot_facets, plot_learning_curves,
+from research.analysis.curves import (aggregate, ci_markdown, final_values, plot_facets,
+                                      plot_heatmap, plot_learning_curves, plot_sensitivity,
                                       summary_table)
 from research.analysis.transfer import area_under_curve, drop_and_recovery, time_to_threshold
 from research.config import ConfigError, ExperimentConfig, FinetuneConfig, parse_experiment
@@ -194,7 +196,24 @@ def write_run_dir(run_dir: str | Path, prepared: Prepared, result: BatchResult,
         else:
             plot_learning_curves(runs.table, result.metrics, by, run_dir / "learning_curve.png",
                                  title=title, marks=marks)
+        plot_sweep(run_dir, runs, result.metrics, title)
     return run_dir
+
+
+def plot_sweep(run_dir: Path, runs: RunsAxis, metrics: dict, title: str) -> None:
+    """sensitivity.png (final return against each numeric swept value) and, for two or more
+    swept values, heatmap.png of the first two."""
+    numeric = [c for c in runs.swept + tuple(f"env.{k}" for k in runs.varied)
+               if c in runs.table and pd.api.types.is_numeric_dtype(runs.table[c])
+               and runs.table[c].nunique() > 1]
+    if not numeric:
+        return
+    final = final_values(metrics)
+    plot_sensitivity(runs.table, final, numeric[0], run_dir / "sensitivity.png",
+                     by=numeric[1:2], title=title)
+    if len(numeric) >= 2:
+        plot_heatmap(runs.table, final, numeric[0], numeric[1], run_dir / "heatmap.png",
+                     title=title)
 
 
 def write_shaping_summary(run_dir: Path, prepared: Prepared, result: BatchResult,

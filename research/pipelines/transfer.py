@@ -27,7 +27,7 @@ import yaml
 
 from research import checkpoint, results
 from research.analysis import transfer as metrics_lib
-from research.analysis.curves import aggregate, ci_markdown, plot_facets
+from research.analysis.curves import aggregate, ci_markdown, plot_facets, plot_heatmap
 from research.config import ConfigError, ExperimentConfig, parse_experiment
 from research.envs import stack_params, variant_grid
 from research.pipelines.train import Prepared, execute, load_checkpoint, prepare, write_run_dir
@@ -193,6 +193,11 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
                                               "seconds": time.perf_counter() - started})
     if config.plot:
         plot_transfer(run_dir)
+        if source_cols and target_cols:  # the transfer matrix: source x target
+            plot_heatmap(ft_table.assign(run=np.arange(len(ft_table))),
+                         ft_table["final_return"].to_numpy(), target_cols[0],
+                         "source." + source_cols[0][4:], run_dir / "transfer_matrix.png",
+                         label="final return after fine-tuning", title=config.name)
     print(f"transfer: {len(ft.runs)} fine-tuning runs from {len(src_runs)} checkpoint(s)"
           f"{'' if p.scratch is None else f', {len(p.scratch.runs)} from scratch'} in "
           f"{time.perf_counter() - started:.1f}s -> {run_dir}")
