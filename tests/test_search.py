@@ -39,3 +39,46 @@ def test_random_search_config_errors():
         parse_experiment(compose_raw("search.kind=random", "sweep.lr={start: 0, stop: 1, log: true}"))
     with pytest.raises(ConfigError, match=r"sweep.lr\[\d+\]: got .*; must be a float with 0 < x"):
         parse_experiment(compose_raw("search.kind=random", "sweep.lr={start: -1, stop: 1}"))
+
+
+# ------------------------------------------------------------------ shape-changing sweeps
+
+from pathlib import Path  # noqa: E402
+
+import yaml  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from research.pipelines.search import check_study, run_study  # noqa: E402
+from tests.conftest import CONFIGS  # noqa: E402
+
+
+def test_slurm_launcher_config_composes_and_validates():
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "agent.num_envs=16"],
+                      return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.timeout_min == 240
+    parse_experiment(compose_raw("hydra/launcher=slurm", "agent.num_envs=16"))
+
+
+def test_shipped_optuna_study_validates_and_bad_ones_do_not():
+    spec = yaml.safe_load((CONFIGS / "optuna" / "ppo_cartpole_shapes.yaml").read_text())
+    check_study(spec)
+    with pytest.raises(ConfigError, match="agent.num_minibatches: got 3; must divide"):
+        check_study({**spec, "space": {"agent.num_minibatches": [2, 3]}})
+    with pytest.raises(ConfigError, match="study.trials: unknown field"):
+        check_study({**spec, "trials": 3})
+
+
+def test_optuna_study_runs_and_resumes_from_its_storage(tmp_path):
+    spec = {"study_name": "tiny", "storage": f"sqlite:///{tmp_path / 'tiny.db'}",
+            "direction": "maximize", "seed": 0,
+            "overrides": ["runs.seeds=2", "agent.num_steps=16", "train.total_timesteps=512",
+                          "train.num_logs=2", "progress=false", "plot=false"],
+            "space": {"agent.num_envs": [2, 4], "agent.hidden_sizes": [[16, 16], [32, 32]]}}
+    study = run_study(spec, num_trials=2, root=tmp_path / "runs")
+    assert len(study.trials) == 2 and all(t.value is not None for t in study.trials)
+    again = run_study(spec, num_trials=1, root=tmp_path / "runs")  # same storage: resumes
+    assert len(again.trials) == 3
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "trial_0000", "trial_0001", "trial_0002"]
