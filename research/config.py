@@ -15,6 +15,7 @@ Two kinds of agent settings exist, and the split is the heart of batching:
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -383,6 +384,106 @@ class SearchConfig:
     seed: int = _f(0, Rule("int", low=0))
 
 
+# sink -> (the module it imports, the pip extra that installs it)
+SINK_PACKAGES = {"tensorboard": ("tensorboardX", "tensorboard"), "wandb": ("wandb", "wandb")}
+
+
+@dataclass(frozen=True)
+class SinksConfig:
+    """Optional metric sinks, written from the finished run directory (research/sinks.py)."""
+
+    tensorboard: bool = _f(False, BOOL)  # event files in <run dir>/tensorboard/
+    wandb: bool = _f(False, BOOL)  # an offline wandb run in <run dir>/wandb/
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """optimality_threshold: the score the optimality gap is measured to (e.g. the env's
+    maximum return); None: the best final return of any run in the run directory."""
+
+    optimality_threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class FieldRange:
+    """A distribution over one scalar: uniform on [low, high] (log-uniform with `log`), or,
+    when `values` is given, uniform among those values."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    values: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReptileConfig:
+    """First-order Reptile: `iterations` outer steps; each fine-tunes the initialisation on
+    `meta_batch` sampled variants for `inner_timesteps` env steps and moves it by
+    outer_lr (linearly annealed to 0 with `anneal`) towards the mean fine-tuned params."""
+
+    iterations: int = _f(20, POS_INT)
+    meta_batch: int = _f(4, POS_INT)
+    inner_timesteps: int = _f(8192, POS_INT)
+    outer_lr: float = _f(1.0, UNIT_OPEN)
+    anneal: bool = _f(True, BOOL)
+
+
+ES_ALGORITHMS = ("snes", "open_es")
+
+
+@dataclass(frozen=True)
+class ESConfig:
+    """Evolution strategies (evosax) over fine-tuning hyperparameters and shaping parameters.
+
+    Each generation: `population` candidates, each fine-tuned (from the pretrained source,
+    or from scratch) on `variants` sampled variants x `seeds` seeds for `inner_timesteps`;
+    fitness = the unshaped training return (mean over logs: "auc", or the last log: "final").
+    search: field -> range; agent hyperparameters by name, shaping ones as shaping.<field>.
+    """
+
+    algorithm: str = _f("snes", Rule("str", choices=ES_ALGORITHMS))
+    generations: int = _f(10, POS_INT)
+    population: int = _f(8, Rule("int", low=2))
+    variants: int = _f(2, POS_INT)
+    seeds: int = _f(1, POS_INT)
+    inner_timesteps: int = _f(16384, POS_INT)
+    std_init: float = _f(1.0, POS_FLOAT)  # of the search distribution, in sigmoid space
+    lr: float = _f(1.0, POS_FLOAT)  # SGD step of the search distribution's mean
+    fitness: str = _f("auc", Rule("str", choices=("auc", "final")))
+    init: str = _f("source", Rule("str", choices=("source", "scratch")))
+    search: Mapping[str, FieldRange] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetaEvaluationConfig:
+    """Greedy evaluation before and after fine-tuning on the held-out variants."""
+
+    num_envs: int = _f(8, POS_INT)
+    num_steps: int | None = None  # None: the env's max_steps_in_episode
+    threshold: float | None = None  # steps to this training return, if given
+
+
+@dataclass(frozen=True)
+class MetaConfig:
+    """Meta-learning (research/pipelines/meta.py): `method` meta-trains `seeds` independent
+    times on variants drawn from `variants`, then every initialisation (meta-learned,
+    scratch, single-source pretraining on `source`, multi-task pretraining on the
+    variant distribution) is fine-tuned on the `held_out` grid for train.total_timesteps.
+    pretrain_timesteps: the pretraining budget of the baselines, and of the source that ES
+    fine-tunes (Reptile only, None: the same as Reptile's inner env steps in all)."""
+
+    method: str
+    seeds: int
+    seed: int
+    variants: Mapping[str, FieldRange]
+    held_out: Mapping[str, ValueGrid]
+    source: Mapping[str, float]
+    pretrain_timesteps: int | None
+    reptile: ReptileConfig
+    es: ESConfig
+    evaluation: MetaEvaluationConfig
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     name: str
@@ -398,6 +499,9 @@ class ExperimentConfig:
     save_checkpoint: bool = False
     shaping: ShapingConfig | None = None
     search: SearchConfig = SearchConfig()
+    sinks: SinksConfig = SinksConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
+    meta: MetaConfig | None = None
 
 
 # --------------------------------------------------------------------------- parsing
@@ -493,6 +597,34 @@ def _parse_agent(raw: Mapping[str, Any]) -> AgentSpec:
         raise ConfigError(f"agent.batch_size: got {config.batch_size}; must be <= "
                           f"agent.buffer_size = {config.buffer_size}")
     return AgentSpec(name=name, config=config, hparams=hparams)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules holds None or a spec-less stub
+        return False
+
+
+def _parse_sinks(raw: Any) -> SinksConfig:
+    """The sinks block; an enabled sink whose package is missing is an error now, before
+    anything compiles, rather than after the runs."""
+    raw = _mapping("sinks", raw)
+    _reject_unknown("sinks", raw, list(SINK_PACKAGES))
+    sinks = _build_dataclass(SinksConfig, "sinks", raw)
+    for name, (module, extra) in SINK_PACKAGES.items():
+        if getattr(sinks, name) and not _installed(module):
+            raise ConfigError(f"sinks.{name}: got True; the {name} sink needs the '{module}' "
+                              f"package: pip install -e '.[{extra}]', or set sinks.{name}=false")
+    return sinks
+
+
+def _parse_analysis(raw: Any) -> AnalysisConfig:
+    raw = _mapping("analysis", raw)
+    _reject_unknown("analysis", raw, ("optimality_threshold",))
+    threshold = raw.get("optimality_threshold")
+    return AnalysisConfig(optimality_threshold=None if threshold is None else Rule("float").check(
+        "analysis.optimality_threshold", threshold))
 
 
 def _parse_search(raw: Any) -> SearchConfig:
@@ -722,11 +854,143 @@ def _parse_shaping(raw: Any) -> ShapingConfig | None:
                              "shaping.threshold", threshold))
 
 
+def _parse_range(path: str, raw: Any, rule: Rule, allow_list: bool = True) -> FieldRange:
+    """{low, high, log} (uniform, or log-uniform) or, if allowed, a list to draw from."""
+    if isinstance(raw, Mapping):
+        _reject_unknown(path, raw, ("low", "high", "log"))
+        for key in ("low", "high"):
+            if raw.get(key) is None:
+                raise ConfigError(f"{path}.{key}: missing; a range needs low and high")
+        low, high = rule.check(f"{path}.low", raw["low"]), rule.check(f"{path}.high", raw["high"])
+        log = BOOL.check(f"{path}.log", raw.get("log", False))
+        if not low < high:
+            raise ConfigError(f"{path}.high: got {high!r}; must be > low = {low!r}")
+        if log and low <= 0:
+            raise ConfigError(f"{path}.low: got {low!r}; a log range needs low > 0")
+        return FieldRange(low=float(low), high=float(high), log=log)
+    if allow_list and isinstance(raw, Sequence) and not isinstance(raw, (str, bytes)) and raw:
+        return FieldRange(values=tuple(float(rule.check(f"{path}[{i}]", v))
+                                       for i, v in enumerate(raw)))
+    allowed = "a range {low: a, high: b, log: false}" + (" or a non-empty list of values"
+                                                          if allow_list else "")
+    raise ConfigError(f"{path}: got {raw!r}; must be {allowed}")
+
+
+def _search_rule(name: str, agent: AgentSpec) -> Rule:
+    """The rule of an ES search field: an agent hyperparameter, or shaping.<field>."""
+    hparams = [f.name for f in dataclasses.fields(type(agent.hparams))]
+    shaping = [f"shaping.{f.name}" for f in dataclasses.fields(ShapingHParams)
+               if f.name != "schedule"]
+    if name in hparams:
+        return _field_rule(type(agent.hparams), name)
+    if name in shaping:
+        return _field_rule(ShapingHParams, name[len("shaping."):])
+    raise ConfigError(f"meta.es.search.{name}: not a traced hyperparameter; allowed: "
+                      f"{', '.join(hparams + shaping)}")
+
+
+def _parse_meta(raw: Any, agent: AgentSpec) -> MetaConfig | None:
+    if raw is None:
+        return None
+    raw = _mapping("meta", raw)
+    _reject_unknown("meta", raw, ("method", "seeds", "seed", "variants", "held_out", "source",
+                                  "pretrain_timesteps", "reptile", "es", "evaluation"))
+    method = Rule("str", choices=("reptile", "es")).check("meta.method", raw.get("method"))
+    if agent.name == "q_learning":
+        raise ConfigError("agent.name: got 'q_learning'; meta-learning moves network "
+                          "parameters; allowed: " + ", ".join(n for n in AGENT_SCHEMAS
+                                                              if n != "q_learning"))
+    variants = {key: _parse_range(f"meta.variants.{key}", value, Rule("float"))
+                for key, value in _mapping("meta.variants", raw.get("variants")).items()
+                if value is not None}
+    if method == "reptile" and not variants:
+        raise ConfigError("meta.variants: missing; Reptile needs a distribution of training "
+                          "variants, e.g. {length: {low: 0.25, high: 1.5}}")
+    held_out = _parse_grids("meta.held_out", raw.get("held_out"))
+    if not held_out:
+        raise ConfigError("meta.held_out: missing; give the held-out variants to evaluate on, "
+                          "e.g. {length: [2.0]}")
+    batch = agent.config.num_envs * agent.config.num_steps
+
+    def timesteps(path: str, value: Any) -> int:
+        steps = POS_INT.check(path, value)
+        if steps < batch:
+            raise ConfigError(f"{path}: got {steps}; must be at least num_envs * num_steps = "
+                              f"{batch} (one update)")
+        return steps
+
+    reptile_raw = _mapping("meta.reptile", raw.get("reptile"))
+    _reject_unknown("meta.reptile", reptile_raw, [f.name for f in dataclasses.fields(ReptileConfig)])
+    reptile = _build_dataclass(ReptileConfig, "meta.reptile", reptile_raw)
+    es_raw = dict(_mapping("meta.es", raw.get("es")))
+    _reject_unknown("meta.es", es_raw, [f.name for f in dataclasses.fields(ESConfig)])
+    search_raw = dict(_mapping("meta.es.search", es_raw.pop("search", None)))
+    # shaping.<field> written as a dotted override arrives nested: {shaping: {field: ...}}
+    nested = search_raw.pop("shaping", None)
+    search_raw.update({f"shaping.{k}": v for k, v in _mapping("meta.es.search.shaping",
+                                                              nested).items()})
+    es = dataclasses.replace(_build_dataclass(ESConfig, "meta.es", es_raw), search={
+        name: _parse_range(f"meta.es.search.{name}", value, _search_rule(name, agent), False)
+        for name, value in search_raw.items() if value is not None})
+    pretrain = raw.get("pretrain_timesteps")
+    pretrain = None if pretrain is None else timesteps("meta.pretrain_timesteps", pretrain)
+    if method == "reptile":
+        timesteps("meta.reptile.inner_timesteps", reptile.inner_timesteps)
+    else:
+        timesteps("meta.es.inner_timesteps", es.inner_timesteps)
+        if not es.search:
+            raise ConfigError("meta.es.search: missing; give the fields to search, e.g. "
+                              "{lr: {low: 1e-5, high: 1e-3, log: true}}")
+        if es.algorithm == "open_es" and es.population % 2:
+            raise ConfigError(f"meta.es.population: got {es.population}; open_es samples "
+                              "antithetic pairs, so it must be even")
+        if pretrain is None:
+            raise ConfigError("meta.pretrain_timesteps: missing; ES has no inner budget to "
+                              "match, so give the baselines' pretraining budget in env steps")
+    ev_raw = _mapping("meta.evaluation", raw.get("evaluation"))
+    _reject_unknown("meta.evaluation", ev_raw, ("num_envs", "num_steps", "threshold"))
+    steps, threshold = ev_raw.get("num_steps"), ev_raw.get("threshold")
+    evaluation = MetaEvaluationConfig(
+        num_envs=POS_INT.check("meta.evaluation.num_envs", ev_raw.get("num_envs", 8)),
+        num_steps=None if steps is None else POS_INT.check("meta.evaluation.num_steps", steps),
+        threshold=None if threshold is None else Rule("float").check(
+            "meta.evaluation.threshold", threshold))
+    return MetaConfig(
+        method=method, seeds=POS_INT.check("meta.seeds", raw.get("seeds", 2)),
+        seed=Rule("int", low=0).check("meta.seed", raw.get("seed", 0)), variants=variants,
+        held_out=held_out, source=_parse_params("meta.source", raw.get("source")),
+        pretrain_timesteps=pretrain, reptile=reptile, es=es, evaluation=evaluation)
+
+
+def _check_meta(config: ExperimentConfig) -> ExperimentConfig:
+    """A meta experiment owns its variants and fine-tuning runs: what it cannot combine."""
+    meta = config.meta
+    if meta is None:
+        return config
+    clashes = [("transfer", config.transfer is not None, "null (meta fine-tunes its own "
+                "initialisations)"),
+               ("env.variants", bool(config.env.variants), "{} (meta samples meta.variants "
+                "and evaluates on meta.held_out)"),
+               ("env.shift", config.env.shift is not None, "null"),
+               ("sweep", bool(config.sweep), "{} (search traced values with meta.es.search)"),
+               ("shaping", config.shaping is not None and bool(config.shaping.grid),
+                "single values (search them with meta.es.search.shaping.<field>)")]
+    for path, bad, allowed in clashes:
+        if bad:
+            raise ConfigError(f"{path}: set in a meta experiment; allowed: {allowed}")
+    for name in meta.es.search if meta.method == "es" else ():
+        if name.startswith("shaping.") and config.shaping is None:
+            raise ConfigError(f"meta.es.search.{name}: the config has no shaping block; add "
+                              "shaping: {name: ...} or search agent hyperparameters only")
+    return config
+
+
 def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Validates a composed config mapping (e.g. Hydra's) into an ExperimentConfig."""
     raw = _mapping("config", raw)
     top = ("experiment_name", "agent", "env", "train", "runs", "sweep", "output_root",
-           "progress", "plot", "transfer", "save_checkpoint", "shaping", "search")
+           "progress", "plot", "transfer", "save_checkpoint", "shaping", "search",
+           "sinks", "analysis", "meta")
     _reject_unknown("config", raw, top)
     agent = _parse_agent(raw.get("agent"))
 
@@ -760,7 +1024,7 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     if not isinstance(output_root, str) or not output_root:
         raise ConfigError(f"output_root: got {output_root!r}; must be a directory path")
     search = _parse_search(raw.get("search"))
-    return ExperimentConfig(
+    return _check_meta(ExperimentConfig(
         name=name,
         agent=agent,
         env=_parse_env(raw.get("env")),
@@ -774,4 +1038,7 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
         save_checkpoint=BOOL.check("save_checkpoint", raw.get("save_checkpoint", False)),
         shaping=_parse_shaping(raw.get("shaping")),
         search=search,
-    )
+        sinks=_parse_sinks(raw.get("sinks")),
+        analysis=_parse_analysis(raw.get("analysis")),
+        meta=_parse_meta(raw.get("meta"), agent),
+    ))

@@ -122,6 +122,24 @@ def provenance() -> dict[str, Any]:
     }
 
 
+def peak_memory(devices=None) -> dict[str, float | None]:
+    """Peak memory of this process so far: host RSS and, where the backend reports it
+    (GPU, TPU), the largest peak bytes in use over `devices` (default: all local ones);
+    MiB, None where unknown."""
+    import resource
+    import sys
+
+    import jax
+
+    # Linux reports ru_maxrss in KiB, macOS in bytes.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (
+        2**20 if sys.platform == "darwin" else 2**10)
+    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use")
+             for d in (devices or jax.local_devices()) if d.platform != "cpu"]
+    peaks = [p for p in peaks if p is not None]
+    return {"peak_rss_mib": rss, "device_peak_mib": max(peaks) / 2**20 if peaks else None}
+
+
 def metrics_table(runs: pd.DataFrame, metrics: Mapping[str, np.ndarray]) -> pd.DataFrame:
     """Long format: one row per run per logged step, the run's columns repeated beside it.
 

@@ -32,6 +32,7 @@ def test_train_app_writes_a_complete_run_directory(tmp_path):
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["num_runs"] == 8 and meta["versions"]["jax"] and meta["devices"]["platform"]
     assert "commit" in meta["git"] and "xla_flags" in meta
+    assert meta["memory"]["peak_rss_mib"] > 100  # jax alone takes more; a wrong unit would not
     if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
         # the app makes one CPU device per core and shards the 8 runs over them
         assert meta["execution"]["num_devices"] == min(len(os.sched_getaffinity(0)), 8)

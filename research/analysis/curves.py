@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from research.analysis.stats import bootstrap_mean_ci  # noqa: E402
+from research.analysis.stats import bootstrap_mean_ci, iqm, stratified_bootstrap_ci  # noqa: E402
 
 
 def groups(runs: pd.DataFrame, by: Sequence[str]) -> list[tuple[str, np.ndarray]]:
@@ -43,10 +43,11 @@ def summary_table(runs: pd.DataFrame, metrics: dict[str, np.ndarray], by: Sequen
 
 
 def aggregate(runs: pd.DataFrame, values: dict[str, np.ndarray], by: Sequence[str],
-              extra: dict | None = None) -> pd.DataFrame:
+              extra: dict | None = None, iqm_of: Sequence[str] = ()) -> pd.DataFrame:
     """Per group of the `by` columns: runs, and for every per-run array in `values` ([R])
     its mean with a 95% bootstrap CI (NaNs ignored; +inf, e.g. a threshold never
-    reached, counted as the fraction `<name>_never`)."""
+    reached, counted as the fraction `<name>_never`); for the names in `iqm_of` also
+    `<name>_iqm`, the interquartile mean with its 95% bootstrap CI."""
     rows = []
     for label, index in groups(runs, by):
         row = {"group": label, "runs": len(index), **(extra or {})}
@@ -58,12 +59,22 @@ def aggregate(runs: pd.DataFrame, values: dict[str, np.ndarray], by: Sequence[st
             mean, low, high = bootstrap_mean_ci(x)
             row.update({name: float(mean), f"{name}_ci_low": float(low),
                         f"{name}_ci_high": float(high)})
+            if name in iqm_of:
+                point, low, high = stratified_bootstrap_ci(x[:, None], iqm)
+                row.update({f"{name}_iqm": float(point), f"{name}_iqm_ci_low": float(low),
+                            f"{name}_iqm_ci_high": float(high)})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def ci_markdown(table: pd.DataFrame) -> str:
     """A table from `aggregate` as markdown, each metric one "mean [low, high]" cell."""
+    return ci_cells(table).to_markdown(index=False, floatfmt=".4g")
+
+
+def ci_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with each column `x` that has `x_ci_low` / `x_ci_high` beside it turned
+    into text cells "x [low, high]" ("n/a" where x is NaN), the bound columns dropped."""
     out = table.copy()
     for name in [c for c in table.columns if f"{c}_ci_low" in table.columns]:
         cells = [f"{m:.4g} [{lo:.4g}, {hi:.4g}]" if np.isfinite(m) else "n/a"
@@ -71,7 +82,7 @@ def ci_markdown(table: pd.DataFrame) -> str:
                                       table[f"{name}_ci_high"])]
         out[name] = cells
         out = out.drop(columns=[f"{name}_ci_low", f"{name}_ci_high"])
-    return out.to_markdown(index=False, floatfmt=".4g")
+    return out
 
 
 def _draw_groups(ax, runs: pd.DataFrame, metrics: dict[str, np.ndarray], by: Sequence[str],

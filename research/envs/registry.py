@@ -14,11 +14,20 @@ import numpy as np
 from gymnax.environments import spaces
 
 from research.config import ConfigError
+from research.envs import trading
+from research.envs.arm import ARMS
 from research.envs.gridworld import GridWorld
 from research.envs.probes import PROBES
 from research.envs.tabular import ENCODED
 
-_OWN: dict[str, Any] = {**PROBES, "GridWorld-tabular": GridWorld, **ENCODED}
+_OWN: dict[str, Any] = {**PROBES, "GridWorld-tabular": GridWorld, **ENCODED, **ARMS,
+                        **trading.TRADING}
+
+# Per-episode statistics beyond the return, by env id: name -> fn(rewards [T] of one
+# episode from its start, zeros after its end; env params) -> []. Evaluation reports them.
+EPISODE_METRICS: dict[str, dict[str, Any]] = {
+    "Trading-v0": {"max_drawdown": trading.max_drawdown},
+}
 
 # Ids observed as state indices (a Discrete observation space), for tabular agents;
 # any flat continuous env becomes one with env.discretize.

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import jax.numpy as jnp
 
 from research.config import ConfigError
+from research.envs.arm import target_distance
 
 Fn = Callable[[Any, Any], Any]
 
@@ -49,6 +50,12 @@ def _grid_potential(obs, params):
     return -_grid_distance(obs, params) / (2.0 * (params.size - 1))
 
 
+def _arm_progress(obs, params):
+    """-distance from fingertip to target / reach (l1 + l2): 0 on the target, about -1 at
+    the far side of the workspace."""
+    return -target_distance(obs) / (params.link_length_1 + params.link_length_2)
+
+
 POTENTIALS: dict[str, dict[str, Fn]] = {
     "MountainCar-v0": {"height": _mountain_car_height, "position": _mountain_car_position},
     "MountainCarContinuous-v0": {"height": _mountain_car_height,
@@ -56,6 +63,8 @@ POTENTIALS: dict[str, dict[str, Fn]] = {
     "CartPole-v1": {"angle": _cartpole_angle},
     "Acrobot-v1": {"tip_height": _acrobot_tip_height},
     "GridWorld-tabular": {"distance": _grid_potential},
+    "ArmReach-v0": {"distance": _arm_progress},
+    "ArmReachDiscrete-v0": {"distance": _arm_progress},
 }
 
 DISTANCES: dict[str, Fn] = {
@@ -63,6 +72,8 @@ DISTANCES: dict[str, Fn] = {
     "MountainCarContinuous-v0": lambda obs, p: jnp.maximum(p.goal_position - obs[..., 0], 0.0),
     "Acrobot-v1": lambda obs, p: 1.0 - _acrobot_tip_height(obs, p),
     "GridWorld-tabular": _grid_distance,
+    "ArmReach-v0": target_distance,
+    "ArmReachDiscrete-v0": target_distance,
 }
 
 

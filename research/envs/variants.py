@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from research.config import ConfigError
-from research.envs import gridworld
+from research.envs import arm, gridworld, trading
 
 # Fields that gymnax stores but computes from others: set them and the variant
 # would be silently inconsistent, so they are recomputed and never set directly.
@@ -32,6 +32,9 @@ DERIVED: dict[str, dict[str, Callable[[Any], Any]]] = {
 # A goal outside the grid would silently make the task unsolvable.
 CHECKS: dict[str, Callable[[Any], tuple[str, str] | None]] = {
     "GridWorld-tabular": gridworld.check_params,
+    "ArmReach-v0": arm.check_params,
+    "ArmReachDiscrete-v0": arm.check_params,
+    "Trading-v0": trading.check_params,
 }
 
 

@@ -18,6 +18,9 @@ from research.agents import Agent, make_agent
 from research.analysis.curves import (aggregate, ci_markdown, final_values, plot_facets,
                                       plot_heatmap, plot_learning_curves, plot_sensitivity,
                                       summary_table)
+from research.analysis.profiles import plot_performance_profiles
+from research.analysis.tables import (aggregate_table, improvement_table, score_matrices,
+                                      write_table)
 from research.analysis.transfer import area_under_curve, drop_and_recovery, time_to_threshold
 from research.config import ConfigError, ExperimentConfig, FinetuneConfig, parse_experiment
 from research.envs import Env, check_fields
@@ -25,6 +28,7 @@ from research.envs.shaping import goal_distance, progress_potential
 from research.rl.optim import Optimizer
 from research.runner import BatchResult, Shaping, Trainer, make_train, run_batch
 from research.runner.runs import RunsAxis, build_runs
+from research.sinks import write_sinks
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,7 @@ def write_run_dir(run_dir: str | Path, prepared: Prepared, result: BatchResult,
         "num_updates": prepared.num_updates,
         "env_steps_per_run": prepared.trainer.steps_per_segment * prepared.trainer.num_logs,
         "execution": info.__dict__,
+        "memory": results.peak_memory(),
         "env_steps_per_second": len(runs) * prepared.trainer.steps_per_segment
         * prepared.trainer.num_logs / info.run_s,
     })
@@ -182,6 +187,7 @@ def write_run_dir(run_dir: str | Path, prepared: Prepared, result: BatchResult,
     summary = summary_table(runs.table, result.metrics, by)
     results.write_csv(run_dir / "summary.csv", summary)
     results.write_text(run_dir / "summary.md", summary.to_markdown(index=False, floatfmt=".4g"))
+    write_aggregates(run_dir, prepared, result)
     if config.shaping is not None:
         write_shaping_summary(run_dir, prepared, result, by)
     marks = ()
@@ -214,6 +220,23 @@ def plot_sweep(run_dir: Path, runs: RunsAxis, metrics: dict, title: str) -> None
     if len(numeric) >= 2:
         plot_heatmap(runs.table, final, numeric[0], numeric[1], run_dir / "heatmap.png",
                      title=title)
+
+
+def write_aggregates(run_dir: Path, prepared: Prepared, result: BatchResult) -> None:
+    """aggregates.{csv,md,tex}: IQM, mean, median and optimality gap of the final return per
+    setting of the swept values, with stratified-bootstrap 95% CIs (strata: env variants);
+    probability_of_improvement.{csv,md,tex} between settings when there are 2+; and
+    performance_profile.png."""
+    config, runs = prepared.config, prepared.runs
+    matrices = score_matrices(runs.table, final_values(result.metrics), list(runs.swept),
+                              [f"env.{k}" for k in runs.varied])
+    write_table(run_dir / "aggregates",
+                aggregate_table(matrices, config.analysis.optimality_threshold))
+    if len(matrices) > 1:
+        write_table(run_dir / "probability_of_improvement", improvement_table(matrices))
+    if config.plot:
+        plot_performance_profiles(matrices, run_dir / "performance_profile.png",
+                                  title=f"{config.agent.name} on {config.env.id}")
 
 
 def write_shaping_summary(run_dir: Path, prepared: Prepared, result: BatchResult,
@@ -269,7 +292,9 @@ def run_experiment(config: ExperimentConfig, raw_config: dict, run_dir: str | Pa
                      keep_states=config.save_checkpoint)
     out = write_run_dir(run_dir, prepared, result, raw_config)
     shutil.rmtree(run_dir / "chunks", ignore_errors=True)  # all of it is in metrics.npz now
+    write_sinks(out, config.sinks, raw_config)
     print(f"{len(prepared.runs)} runs in {time.perf_counter() - started:.1f}s "
-          f"(compile {result.info.compile_s:.1f}s, {result.info.num_chunks} chunk(s) on "
-          f"{result.info.num_devices} device(s)) -> {out}")
+          f"(compile {result.info.compile_s:.1f}s, {result.info.num_chunks} chunk(s) of "
+          f"{result.info.chunk_size} on {result.info.num_devices} device(s), peak RSS "
+          f"{results.peak_memory()['peak_rss_mib']:.0f} MiB) -> {out}")
     return out

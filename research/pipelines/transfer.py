@@ -30,8 +30,10 @@ from research.analysis import transfer as metrics_lib
 from research.analysis.curves import aggregate, ci_markdown, plot_facets, plot_heatmap
 from research.config import ConfigError, ExperimentConfig, parse_experiment
 from research.envs import stack_params, variant_grid
+from research.envs.registry import EPISODE_METRICS
 from research.pipelines.train import Prepared, execute, load_checkpoint, prepare, write_run_dir
 from research.runner import Shaped, evaluate_batch, initial_agent_states, make_evaluate
+from research.sinks import write_sinks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +48,8 @@ class TransferPlan:
     scratch: Prepared | None
     evaluate: Any
     held_out: list[dict[str, float]]
+    # the env's per-episode metrics beyond the return (EPISODE_METRICS): name -> evaluator
+    metric_evaluators: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def source_raw_config(raw: dict) -> dict:
@@ -79,36 +83,45 @@ def plan(config: ExperimentConfig, raw: dict) -> TransferPlan:
     loaded = None if path is None else load_checkpoint(finetune, path)
     scratch = prepare(dataclasses.replace(config, sweep={}, transfer=None)) if t.scratch else None
     env = finetune.env
-    num_steps = t.evaluation.num_steps or _longest_episode(finetune)
+    num_steps = t.evaluation.num_steps or longest_episode(finetune)
     evaluate = make_evaluate(finetune.agent, env, t.evaluation.num_envs, num_steps)
+    metric_evaluators = {
+        name: make_evaluate(finetune.agent, env, t.evaluation.num_envs, num_steps, metric)
+        for name, metric in EPISODE_METRICS.get(config.env.id, {}).items()}
     held_out = variant_grid(config.env.id, env.default_params, config.env.params,
                             {k: v.values for k, v in t.evaluation.held_out.items()}) \
         if t.evaluation.held_out else []
     return TransferPlan(source, source_raw, path, loaded, finetune, scratch, evaluate,
-                        held_out)
+                        held_out, metric_evaluators)
 
 
-def _longest_episode(prepared: Prepared) -> int:
+def longest_episode(prepared: Prepared, path: str = "transfer.evaluation.num_steps") -> int:
+    """The longest episode of the prepared runs' env params: a greedy evaluation's length
+    (ConfigError naming `path`, the setting to give instead, if the env has no limit)."""
     limit = getattr(prepared.runs.env_params, "max_steps_in_episode", None)
     if limit is None:
-        raise ConfigError(f"transfer.evaluation.num_steps: {prepared.config.env.id} has no "
+        raise ConfigError(f"{path}: {prepared.config.env.id} has no "
                           "max_steps_in_episode; set the evaluation length")
     return int(np.max(limit))
 
 
-def _take(tree: Any, index: np.ndarray) -> Any:
+def take(tree: Any, index: np.ndarray) -> Any:
+    """Every leaf of `tree` (numpy-convertible, leading axis) at `index`."""
     return jax.tree.map(lambda x: np.asarray(x)[index], tree)
 
 
 def _evaluations(plan: TransferPlan, prepared: Prepared, initial: Any, final: Any) -> dict:
-    """Per-run evaluations of initial and final states on the targets, held-out variants
-    and under observation noise, [R] each."""
-    ev, runs = plan.evaluate, prepared.runs
+    """Per-run evaluations of initial and final states on the targets (the return and the
+    env's episode metrics), held-out variants and under observation noise, [R] each."""
+    runs = prepared.runs
     seeds = runs.seeds + np.uint32(1_000_003)  # evaluation episodes differ from training's
-    on = lambda states, params, noise=0.0: evaluate_batch(ev, states, runs.hparams, params,
-                                                          seeds, noise)
+    on = lambda states, params, noise=0.0, ev=plan.evaluate: evaluate_batch(
+        ev, states, runs.hparams, params, seeds, noise)
     target = runs.env_params.env if isinstance(runs.env_params, Shaped) else runs.env_params
     out = {"initial_return": on(initial, target), "final_return": on(final, target)}
+    for name, ev_metric in plan.metric_evaluators.items():  # e.g. the max drawdown
+        out[f"initial_{name}"] = on(initial, target, ev=ev_metric)
+        out[f"final_{name}"] = on(final, target, ev=ev_metric)
     env = prepared.env
     for point in plan.held_out:
         params = stack_params(env.env_id, env.default_params, [point] * len(runs))
@@ -120,7 +133,8 @@ def _evaluations(plan: TransferPlan, prepared: Prepared, initial: Any, final: An
     return out
 
 
-def _curve_metrics(result, threshold: float | None) -> dict:
+def curve_metrics(result, threshold: float | None) -> dict:
+    """Per-run metrics of a BatchResult's training curves: auc, and steps_to_threshold."""
     curves, steps = result.metrics["episode_return"], result.metrics["env_steps"][0]
     out = {"auc": metrics_lib.area_under_curve(curves)}
     if threshold is not None:
@@ -145,7 +159,7 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
         ckpt, states = p.checkpoint_path, p.loaded
     # 2. Fine-tune every checkpoint on every target; 3. scratch on the same targets.
     ft = p.finetune
-    init = _take(states, ft.runs.checkpoint)
+    init = take(states, ft.runs.checkpoint)
     ft_result = execute(ft, init)
     write_run_dir(run_dir / "finetune", ft, ft_result, raw)
     phases = [("finetune", ft, ft_result, initial_agent_states(ft.trainer, ft.runs, init))]
@@ -158,7 +172,7 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
     tables = []
     for kind, prepared, result, initial in phases:
         values = {**_evaluations(p, prepared, initial, result.agent_states),
-                  **_curve_metrics(result, t.threshold)}
+                  **curve_metrics(result, t.threshold)}
         table = prepared.runs.table.copy()
         table.insert(0, "kind", kind)
         for name, v in values.items():
@@ -170,7 +184,7 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
         ft_table["source." + col[4:]] = p.source.runs.table[col].to_numpy()[ft.runs.checkpoint]
     # Forgetting: each checkpoint's return on its own source variant, before and after.
     src_runs = p.source.runs
-    src_params = _take(src_runs.env_params, ft.runs.checkpoint)
+    src_params = take(src_runs.env_params, ft.runs.checkpoint)
     before = evaluate_batch(p.evaluate, states, src_runs.hparams, src_runs.env_params,
                             src_runs.seeds + np.uint32(1_000_003))
     ft_table["source_return_before"] = before[ft.runs.checkpoint]
@@ -180,7 +194,7 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
     ft_table["forgetting"] = ft_table["source_return_before"] - ft_table["source_return_after"]
     target_cols = [f"env.{k}" for k in ft.runs.varied]
     if p.scratch is not None:
-        _against_scratch(ft_table, tables[1], target_cols)
+        against_scratch(ft_table, tables[1], target_cols)
     all_runs = pd.concat(tables, ignore_index=True)
     results.write_csv(run_dir / "transfer_runs.csv", all_runs)
     summary = _summary(tables, target_cols, ["source." + c[4:] for c in source_cols],
@@ -198,13 +212,14 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
                          ft_table["final_return"].to_numpy(), target_cols[0],
                          "source." + source_cols[0][4:], run_dir / "transfer_matrix.png",
                          label="final return after fine-tuning", title=config.name)
+    write_sinks(run_dir, config.sinks, raw)
     print(f"transfer: {len(ft.runs)} fine-tuning runs from {len(src_runs)} checkpoint(s)"
           f"{'' if p.scratch is None else f', {len(p.scratch.runs)} from scratch'} in "
           f"{time.perf_counter() - started:.1f}s -> {run_dir}")
     return run_dir
 
 
-def _against_scratch(ft: pd.DataFrame, scratch: pd.DataFrame, target_cols: list[str]) -> None:
+def against_scratch(ft: pd.DataFrame, scratch: pd.DataFrame, target_cols: list[str]) -> None:
     """Adds jumpstart, transfer ratio and final gain against the mean scratch run of the
     same target variant (columns of `ft`, in place)."""
     means = scratch.groupby(target_cols or (lambda _: 0))[
@@ -228,10 +243,11 @@ def _summary(tables: list[pd.DataFrame], target_cols: list[str], source_cols: li
     for table in tables:
         kind = table["kind"].iloc[0]
         by = target_cols + (source_cols + swept if kind == "finetune" else [])
-        cols = [c for c in table.columns if c in METRICS or c.startswith(("heldout[", "noise["))]
+        cols = [c for c in table.columns
+                if c in METRICS or c.startswith(("heldout[", "noise[", "initial_", "final_"))]
         runs = table.assign(run=np.arange(len(table)))
         frames.append(aggregate(runs, {c: table[c].to_numpy() for c in cols}, by,
-                                extra={"kind": kind}))
+                                extra={"kind": kind}, iqm_of=("final_return",)))
     return pd.concat(frames, ignore_index=True)
 
 

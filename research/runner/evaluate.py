@@ -27,11 +27,31 @@ def first_episode_returns(done: jax.Array, episode_return: jax.Array) -> jax.Arr
     return jnp.where(first.any(0), jnp.sum(jnp.where(first, episode_return, 0.0), 0), jnp.nan)
 
 
-def make_evaluate(agent: Agent, env: Env, num_envs: int, num_steps: int) -> Callable:
+def first_episode(done: jax.Array) -> jax.Array:
+    """[T, N] bool: the steps of each env's first episode, its last step included.
+
+    done: [T, N].
+    """
+    return jnp.cumsum(done, axis=0) - done == 0
+
+
+def first_episode_metric(metric: Callable, done: jax.Array, reward: jax.Array,
+                         env_params: Any) -> jax.Array:
+    """metric(rewards [T], env_params) -> [] of each env's first episode, [N] (NaN where none
+    ended); its rewards are zero after the episode's end. done, reward: [T, N]."""
+    rewards = jnp.where(first_episode(done), reward, 0.0)
+    values = jax.vmap(metric, in_axes=(1, None))(rewards, env_params)
+    return jnp.where(done.any(0), values, jnp.nan)
+
+
+def make_evaluate(agent: Agent, env: Env, num_envs: int, num_steps: int,
+                  metric: Callable | None = None) -> Callable:
     """evaluate(agent_state, hparams, env_params, key, obs_noise []) -> mean return [].
 
     obs_noise: std of Gaussian noise added to every observation the agent sees
     (robustness); integer (state-index) observations are never perturbed.
+    metric: score each first episode by metric(rewards [T], env_params) -> [] instead of
+    its return (e.g. the trading env's max drawdown, research.envs.registry.EPISODE_METRICS).
     """
 
     def evaluate(agent_state, hparams, env_params, key, obs_noise):
@@ -45,8 +65,10 @@ def make_evaluate(agent: Agent, env: Env, num_envs: int, num_steps: int) -> Call
             return agent.act(agent_state, obs, act_key, hparams, False)
 
         _, batch = rollout(env, act, env_params, env_state, obs, run_key, num_steps)
-        returns = first_episode_returns(batch.terminated | batch.truncated, batch.episode_return)
-        return jnp.nanmean(returns)
+        done = batch.terminated | batch.truncated
+        if metric is not None:
+            return jnp.nanmean(first_episode_metric(metric, done, batch.reward, env_params))
+        return jnp.nanmean(first_episode_returns(done, batch.episode_return))
 
     return evaluate
 
