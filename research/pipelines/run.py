@@ -9,13 +9,19 @@ import numpy as np
 import yaml
 
 from research.config import ExperimentConfig, parse_experiment
+from research.pipelines.meta import run_meta
 from research.pipelines.train import run_experiment
 from research.pipelines.transfer import run_transfer
 
 
 def run(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Path:
-    """The pipeline the config asks for: transfer if it has `transfer:`, else training."""
-    return (run_experiment if config.transfer is None else run_transfer)(config, raw, run_dir)
+    """The pipeline the config asks for: transfer if it has `transfer:`, meta-learning if
+    it has `meta:`, else training."""
+    if config.transfer is not None:
+        return run_transfer(config, raw, run_dir)
+    if config.meta is not None:
+        return run_meta(config, raw, run_dir)
+    return run_experiment(config, raw, run_dir)
 
 
 def saved_config(run_dir: str | Path) -> tuple[ExperimentConfig, dict]:
