@@ -60,6 +60,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -143,38 +144,42 @@ def tree_bytes(tree) -> int:
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
-def worker(runs: int, total_timesteps: int, num_logs: int, num_devices: int | None,
-           overrides: list[str]) -> dict:
-    """Trains `runs` runs of `total_timesteps` env steps each (at least one update per log),
-    configured by the Hydra `overrides`; returns one result row."""
-    import dataclasses
-    import resource
-
-    import jax
-    import numpy as np
-
+def prepared(runs: int, total_timesteps: int, num_logs: int, num_devices: int | None,
+             overrides: list[str]):
+    """`research.pipelines.train.prepare` of `runs` runs of `total_timesteps` env steps each
+    (at least one update per log), configured by the Hydra `overrides`: the program this
+    project would run, not yet compiled."""
     from research.config import parse_experiment
     from research.pipelines.train import prepare
-    from research.rl.replay import ReplayBuffer, buffer_bytes
-    from research.runner import run_batch
 
     raw = compose_raw("progress=false", "plot=false", *overrides, f"runs.seeds={runs}",
                       f"train.num_logs={num_logs}",
                       *([f"runs.num_devices={num_devices}"] if num_devices else []))
     batch = raw["agent"]["num_envs"] * raw["agent"]["num_steps"]
     raw["train"]["total_timesteps"] = max(total_timesteps, batch * num_logs)
-    p = prepare(parse_experiment(raw))
+    return prepare(parse_experiment(raw))
+
+
+def worker(runs: int, total_timesteps: int, num_logs: int, num_devices: int | None,
+           overrides: list[str]) -> dict:
+    """Trains `runs` runs of `total_timesteps` env steps each (at least one update per log),
+    configured by the Hydra `overrides`; returns one result row."""
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    from research.rl.replay import ReplayBuffer, buffer_bytes
+    from research.results import peak_memory
+    from research.runner import run_batch
+
+    p = prepared(runs, total_timesteps, num_logs, num_devices, overrides)
     trainer, devices = p.trainer, p.devices
     res = run_batch(trainer, p.runs.seeds, p.runs.hparams, p.runs.env_params, devices=devices,
                     progress=False)
     info = res.info
     steps_per_run = trainer.steps_per_segment * trainer.num_logs
     rate = runs * steps_per_run / info.run_s
-    device_peak = None
-    stats = devices[0].memory_stats() if hasattr(devices[0], "memory_stats") else None
-    if stats and "peak_bytes_in_use" in stats:
-        device_peak = max((d.memory_stats() or {}).get("peak_bytes_in_use", 0)
-                          for d in devices) / 2**20
     # One run's agent state (leaves [R, ...] after run_batch), and its replay buffer if any.
     one_run = jax.tree.map(lambda x: x[0], res.agent_states)
     buffers = [b for b in jax.tree.leaves(one_run, is_leaf=lambda x: isinstance(x, ReplayBuffer))
@@ -198,10 +203,7 @@ def worker(runs: int, total_timesteps: int, num_logs: int, num_devices: int | No
         "compile_s": info.compile_s,
         "run_s": info.run_s,
         "program_mib": info.program_bytes / 2**20,
-        # Linux reports ru_maxrss in KiB (macOS in bytes).
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        / (2**20 if sys.platform == "darwin" else 2**10),
-        "device_peak_mib": device_peak,
+        **peak_memory(devices),
         "state_kib_per_run": tree_bytes(one_run) / 2**10,
         "buffer_mib_per_run": sum(buffer_bytes(b) for b in buffers) / 2**20 if buffers else None,
         "final_return": float(np.nanmean(final)) if np.isfinite(final).any() else None,
@@ -237,7 +239,7 @@ def setting_label(args: argparse.Namespace, flags: str) -> str:
         parts.append(f"pinned to cpu {args.pin_cpus}")
     if args.num_devices:
         parts.append(f"{args.num_devices} device(s) used")
-    parts += args.override
+    parts += getattr(args, "override", [])
     if not parts and flags:
         parts.append(flags)
     return ", ".join(parts) or "default"
@@ -254,14 +256,16 @@ def parse_cpus(text: str | None) -> set[int] | None:
     return cpus
 
 
-def child(args: argparse.Namespace, flags: str, payload: list[str], timeout: float):
-    """Runs this script in a fresh process; returns (parsed JSON of its last line | None, error)."""
+def child(args: argparse.Namespace, flags: str, payload: list[str], timeout: float,
+          script: str | Path = __file__):
+    """Runs `script` (default: this one) in a fresh process with this interpreter; returns
+    (parsed JSON of its last stdout line | None, error)."""
     env = {**os.environ, "XLA_FLAGS": flags, "PYTHONUNBUFFERED": "1"}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     cpus = parse_cpus(args.pin_cpus)
     try:
         done = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), *payload], env=env, cwd=ROOT,
+            [sys.executable, str(Path(script).resolve()), *payload], env=env, cwd=ROOT,
             capture_output=True, text=True, timeout=timeout,
             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
@@ -337,9 +341,14 @@ def is_busy(load) -> bool:
     return load is not None and load == load and load > BUSY_CORES
 
 
-def markdown(frame, device: str) -> str:
-    """The whole table, then the fastest setting for each agent and R, the agents' settings
-    and the XLA settings."""
+INTRO = ("One batched program per row (`research.runner.run_batch`), built from the project's "
+         "Hydra config (`research.pipelines.train.prepare`, the agent's overrides below), each "
+         "row in a fresh process.  ")
+
+
+def markdown(frame, device: str, intro: str = INTRO, extra=None) -> str:
+    """The whole table, then `extra(frame)`'s lines (if given), the fastest setting for each
+    agent and R, the agents' settings and the XLA settings."""
     agents = list(dict.fromkeys(frame["agent"]))
     envs = list(dict.fromkeys(frame["env_id"]))
     what = ", ".join(agents) + " on " + ", ".join(envs)
@@ -348,9 +357,7 @@ def markdown(frame, device: str) -> str:
         f"# {what}: throughput of R parallel runs",
         "",
         f"Device: **{device}**.  ",
-        "One batched program per row (`research.runner.run_batch`), built from the project's "
-        "Hydra config (`research.pipelines.train.prepare`, the agent's overrides below), each "
-        "row in a fresh process.  ",
+        intro,
         "env-steps/s = R x env steps per run / run time (compile excluded). "
         "program = XLA's memory estimate per device (arguments + outputs + temporaries); "
         "RSS = the process's peak resident memory (compile included); "
@@ -386,6 +393,8 @@ def markdown(frame, device: str) -> str:
             f"| {fmt(num('peak_rss_mib'), 0)} | {fmt(num('state_kib_per_run'), 1)} "
             f"| {fmt(num('buffer_mib_per_run'), 2)} | {fmt(num('final_return'), 1)} "
             f"| {load} | {row['status']} |")
+    if extra is not None:
+        lines += extra(frame)
     ok = frame[frame["status"] == "ok"]
     if len(ok) and ok.groupby(["agent", "env"])["setting"].nunique().max() > 1:
         lines += ["", "## Fastest setting per agent and R", "",
@@ -419,7 +428,11 @@ def markdown(frame, device: str) -> str:
 KEY = ["agent", "env", "setting", "runs"]
 
 
-def write_tables(rows: list[dict], out: Path, name: str, append: bool, device: str) -> Path:
+def write_tables(rows: list[dict], out: Path, name: str, append: bool, device: str,
+                 order=AGENTS, intro: str = INTRO, extra=None) -> Path:
+    """<out>/<name>.csv and .md (atomically), merged with the existing table if `append`.
+    Rows are sorted by agent (in the order of `order`), env, R and setting; `intro` and
+    `extra` go to `markdown`."""
     import pandas as pd
 
     from research.results import write_csv, write_text
@@ -436,36 +449,40 @@ def write_tables(rows: list[dict], out: Path, name: str, append: bool, device: s
         frame = pd.concat(parts, ignore_index=True).reindex(columns=COLUMNS)
     text = [c for c in COLUMNS if c in TEXT_COLUMNS]
     frame[text] = frame[text].astype(object).where(frame[text].notna(), "").astype(str)
-    order = {a: i for i, a in enumerate(AGENTS)}
+    rank = {a: i for i, a in enumerate(order)}
     frame = frame.sort_values(["agent", "env", "runs", "setting"], kind="stable",
-                              key=lambda c: c.map(order) if c.name == "agent" else c)
+                              key=lambda c: c.map(rank) if c.name == "agent" else c)
     frame = frame.reset_index(drop=True)
     write_csv(csv, frame)
-    write_text(out / f"{name}.md", markdown(frame, device))
+    write_text(out / f"{name}.md", markdown(frame, device, intro, extra))
+    plot_scaling_of(frame, out / f"{name}.png", device)
     return csv
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--agent", nargs="+", default=["ppo"], choices=[*AGENTS, "all"],
-                        help="agent(s) to benchmark, each at every R (default: ppo): "
-                             "ppo, pqn (agent=dqn agent.mode=pqn), dqn (experiment="
-                             "dqn_cartpole: replay buffer + target network), q_learning, "
-                             "reinforce, or all")
-    parser.add_argument("--env", default=None,
-                        help="Hydra env config group, e.g. cartpole, cartpole_discrete, "
-                             "gridworld, acrobot (default: cartpole; cartpole_discrete for "
-                             "q_learning)")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra Hydra override for every run, repeatable, e.g. "
-                             "--override agent.buffer_size=10000")
-    parser.add_argument("--runs", type=int, nargs="+", default=[1, 64, 1024],
+def plot_scaling_of(frame, path: Path, device: str) -> None:
+    """<name>.png: env-steps/s and peak memory against R, a line per agent and setting (rows
+    that finished; only where some agent was measured at two or more R)."""
+    import pandas as pd
+
+    from research.analysis.curves import plot_scaling
+
+    ok = frame[frame["status"] == "ok"].copy()
+    ok["label"] = ok["agent"] + " (" + ok["env"] + ", " + ok["setting"] + ")"
+    for column in ("env_steps_per_s", "peak_rss_mib", "device_peak_mib", "runs"):
+        ok[column] = pd.to_numeric(ok[column], errors="coerce")
+    if len(ok) and ok.groupby("label")["runs"].nunique().max() >= 2:
+        plot_scaling(ok, path, f"throughput and memory against parallel runs: {device}")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, runs: list[int],
+                         total_timesteps: int, name_help: str) -> None:
+    """The options every benchmark script shares (R, step budget, XLA settings, load, output)."""
+    parser.add_argument("--runs", type=int, nargs="+", default=runs,
                         help="numbers of parallel runs R to benchmark, one subprocess each "
-                             "(default: 1 64 1024)")
-    parser.add_argument("--total-timesteps", type=int, default=100_000,
-                        help="env steps per run (default: 100000), rounded down to whole "
-                             "updates per log; capped by --max-batch-steps / R")
+                             f"(default: {' '.join(map(str, runs))})")
+    parser.add_argument("--total-timesteps", type=int, default=total_timesteps,
+                        help=f"env steps per run (default: {total_timesteps}), rounded down to "
+                             "whole updates per log; capped by --max-batch-steps / R")
     parser.add_argument("--max-batch-steps", type=int, default=25_000_000,
                         help="cap on R x env steps per run, so large batches finish in minutes "
                              "(default: 25000000; 0 = no cap). At least one update per log "
@@ -502,15 +519,96 @@ def main(argv: list[str] | None = None) -> int:
                              "recorded as a timeout (default: 900)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks",
                         help="output directory (default: results/benchmarks)")
-    parser.add_argument("--name", default=None,
-                        help="file stem of the CSV / markdown (default: <agent>_<env>_"
-                             "<platform> for one agent, agents_<platform> for several)")
+    parser.add_argument("--name", default=None, help=name_help)
     parser.add_argument("--append", action="store_true",
                         help="merge into an existing table: rows of other settings / R are "
                              "kept, rows of the same agent, env, setting and R are replaced")
     parser.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--_probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--_overrides", default="[]", help=argparse.SUPPRESS)
+
+
+class Session(NamedTuple):
+    """What every row of one benchmark invocation shares."""
+
+    info: dict  # probe(): platform, device, device_count, jax
+    flags: str  # XLA_FLAGS of the subprocesses
+    common: dict  # columns shared by all rows: setting, xla_flags, cpus, jax, commit, command
+
+
+def start_session(args: argparse.Namespace, argv: list[str] | None, script: str) -> Session:
+    """Probes JAX in a subprocess with the benchmark's XLA_FLAGS; exits with a message if
+    it cannot start or --num-devices asks for more devices than it sees."""
+    flags = xla_flags(args)
+    setting = setting_label(args, flags)
+    info, error = child(args, flags, ["--_probe"], timeout=120)
+    if info is None:
+        sys.exit(f"could not start JAX with XLA_FLAGS={flags!r}: {error}")
+    if args.num_devices and args.num_devices > info["device_count"]:
+        sys.exit(f"--num-devices {args.num_devices}: only {info['device_count']} "
+                 f"{info['platform']} device(s) visible")
+    common = {"setting": setting, "xla_flags": flags, "cpus": args.pin_cpus or "",
+              "jax": info["jax"], "git_commit": git_commit(),
+              "command": shlex.join(["python", script, *(argv or sys.argv[1:])])}
+    print(f"{info['device']}, {info['device_count']} device(s); setting: {setting}; "
+          f"XLA_FLAGS={flags!r}", flush=True)
+    return Session(info, flags, common)
+
+
+def measure(args: argparse.Namespace, session: Session, label: str, runs: int, steps: int,
+            payload: list[str], script: str | Path = __file__, **columns) -> dict:
+    """Runs one configuration (`script` with `payload`) in a fresh process and returns its
+    table row: the worker's result plus status, wall time, the cores other processes kept
+    busy meanwhile, a timestamp, session.common and `columns` (e.g. agent, env)."""
+    if args.wait_idle:
+        wait_idle(args.wait_idle)
+    busy0, own0 = busy_cpu_seconds(), children_cpu_seconds()
+    started = time.perf_counter()
+    result, error = child(args, session.flags, payload, args.timeout, script)
+    wall = time.perf_counter() - started
+    busy1, own1 = busy_cpu_seconds(), children_cpu_seconds()
+    # Cores that other processes kept busy meanwhile: they skew the numbers.
+    other = None if busy0 is None or busy1 is None else max(
+        0.0, (busy1 - busy0 - (own1 - own0)) / wall)
+    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    if result is None:
+        result = {"device": session.info["device"], "platform": session.info["platform"],
+                  "runs": runs, "env_steps_per_run": steps}
+        status = "timeout" if error.startswith("timeout") else "error"
+        print(f"{label} R={runs:>6}: {error}", file=sys.stderr, flush=True)
+    else:
+        status = "ok"
+        get = lambda k, d: fmt(result.get(k), d)
+        buffer = result.get("buffer_mib_per_run")
+        print(f"{label:>10} R={runs:>6}: {get('env_steps_per_s', 0):>12} env-steps/s"
+              f"  compile {get('compile_s', 1):>5} s  run {get('run_s', 1):>6} s  "
+              f"program {get('program_mib', 1):>8} MiB  RSS {get('peak_rss_mib', 0):>6} MiB  "
+              + (f"buffer {buffer:.2f} MiB/run  " if buffer else "")
+              + f"({result['env_steps_per_run']} steps/run, {get('num_devices', 0)} "
+              f"dev, {get('num_chunks', 0)} chunk(s), other load {other or 0:.2f})",
+              flush=True)
+    return {**session.common, **columns, **result, "status": status, "wall_s": wall,
+            "other_load": other, "timestamp": stamp}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agent", nargs="+", default=["ppo"], choices=[*AGENTS, "all"],
+                        help="agent(s) to benchmark, each at every R (default: ppo): "
+                             "ppo, pqn (agent=dqn agent.mode=pqn), dqn (experiment="
+                             "dqn_cartpole: replay buffer + target network), q_learning, "
+                             "reinforce, or all")
+    parser.add_argument("--env", default=None,
+                        help="Hydra env config group, e.g. cartpole, cartpole_discrete, "
+                             "gridworld, acrobot (default: cartpole; cartpole_discrete for "
+                             "q_learning)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra Hydra override for every run, repeatable, e.g. "
+                             "--override agent.buffer_size=10000")
+    add_common_arguments(parser, [1, 64, 1024], 100_000,
+                         "file stem of the CSV / markdown (default: <agent>_<env>_<platform> "
+                         "for one agent, agents_<platform> for several)")
     args = parser.parse_args(argv)
     agents = list(AGENTS) if "all" in args.agent else list(dict.fromkeys(args.agent))
 
@@ -523,71 +621,34 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row))
         return 0
 
-    flags = xla_flags(args)
-    setting = setting_label(args, flags)
-    info, error = child(args, flags, ["--_probe"], timeout=120)
-    if info is None:
-        print(f"could not start JAX with XLA_FLAGS={flags!r}: {error}", file=sys.stderr)
-        return 1
-    if args.num_devices and args.num_devices > info["device_count"]:
-        print(f"--num-devices {args.num_devices}: only {info['device_count']} "
-              f"{info['platform']} device(s) visible", file=sys.stderr)
-        return 2
+    session = start_session(args, argv, "scripts/benchmark.py")
     if args.name:
         name = args.name
     elif len(agents) == 1:
-        name = f"{agents[0]}_{args.env or AGENTS[agents[0]][1]}_{info['platform']}"
+        name = f"{agents[0]}_{args.env or AGENTS[agents[0]][1]}_{session.info['platform']}"
     else:
-        name = f"agents_{info['platform']}"
-    common = {"setting": setting, "xla_flags": flags, "cpus": args.pin_cpus or "",
-              "jax": info["jax"], "git_commit": git_commit(),
-              "command": shlex.join(["python", "scripts/benchmark.py", *(argv or sys.argv[1:])])}
-    print(f"{info['device']}, {info['device_count']} device(s); setting: {setting}; "
-          f"XLA_FLAGS={flags!r}", flush=True)
+        name = f"agents_{session.info['platform']}"
 
     rows = []
     for agent in agents:
         overrides = agent_overrides(agent, args.env, args.override)
-        env_group = args.env or AGENTS[agent][1]
         for runs in args.runs:
-            steps = steps_for(args, runs)
-            payload = ["--_worker", "--runs", str(runs), "--total-timesteps", str(steps),
-                       "--num-logs", str(args.num_logs), "--_overrides", json.dumps(overrides)]
-            if args.num_devices:
-                payload += ["--num-devices", str(args.num_devices)]
-            if args.wait_idle:
-                wait_idle(args.wait_idle)
-            busy0, own0 = busy_cpu_seconds(), children_cpu_seconds()
-            started = time.perf_counter()
-            result, error = child(args, flags, payload, args.timeout)
-            wall = time.perf_counter() - started
-            busy1, own1 = busy_cpu_seconds(), children_cpu_seconds()
-            # Cores that other processes kept busy meanwhile: they skew the numbers.
-            other = None if busy0 is None or busy1 is None else max(
-                0.0, (busy1 - busy0 - (own1 - own0)) / wall)
-            stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-            if result is None:
-                result = {"device": info["device"], "platform": info["platform"],
-                          "runs": runs, "env_steps_per_run": steps}
-                status = "timeout" if error.startswith("timeout") else "error"
-                print(f"{agent} R={runs:>6}: {error}", file=sys.stderr, flush=True)
-            else:
-                status = "ok"
-                buffer = result.get("buffer_mib_per_run")
-                print(f"{agent:>10} R={runs:>6}: {result['env_steps_per_s']:>12,.0f} env-steps/s"
-                      f"  compile {result['compile_s']:5.1f} s  run {result['run_s']:6.1f} s  "
-                      f"program {result['program_mib']:8.1f} MiB  "
-                      f"RSS {result['peak_rss_mib']:6.0f} MiB  "
-                      + (f"buffer {buffer:.2f} MiB/run  " if buffer else "")
-                      + f"({result['env_steps_per_run']} steps/run, {result['num_devices']} "
-                      f"dev, {result['num_chunks']} chunk(s), other load {other or 0:.2f})",
-                      flush=True)
-            rows.append({**common, "agent": agent, "env": env_group,
-                         "overrides": " ".join(overrides), **result, "status": status,
-                         "wall_s": wall, "other_load": other, "timestamp": stamp})
-            path = write_tables(rows, args.out, name, args.append, info["device"])
+            rows.append(measure(args, session, agent, runs, *ours_payload(args, runs, overrides),
+                                agent=agent, env=args.env or AGENTS[agent][1],
+                                overrides=" ".join(overrides)))
+            path = write_tables(rows, args.out, name, args.append, session.info["device"])
     print(f"-> {path} and {path.with_suffix('.md')}")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def ours_payload(args: argparse.Namespace, runs: int, overrides: list[str]) -> tuple[int, list]:
+    """(env steps per run, worker arguments) of one R for this project's agent."""
+    steps = steps_for(args, runs)
+    payload = ["--_worker", "--runs", str(runs), "--total-timesteps", str(steps),
+               "--num-logs", str(args.num_logs), "--_overrides", json.dumps(overrides)]
+    if args.num_devices:
+        payload += ["--num-devices", str(args.num_devices)]
+    return steps, payload
 
 
 if __name__ == "__main__":

@@ -187,3 +187,30 @@ def plot_heatmap(runs: pd.DataFrame, values: np.ndarray, x: str, y: str, path: s
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label=label)
     return _save(fig, path)
+
+
+def plot_scaling(frame: pd.DataFrame, path: str | Path, title: str) -> Path:
+    """Throughput and memory against the number of parallel runs R, a line per `label`.
+
+    frame: one row per measurement with columns label, runs, env_steps_per_s, peak_rss_mib
+    and device_peak_mib (NaN where the backend does not report it). Both axes are log scale:
+    ideal batching is a flat-then-rising throughput line and memory that grows with R only
+    once the batch dominates the program."""
+    fig, (speed, memory) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for label, rows in frame.sort_values("runs").groupby("label", sort=False):
+        line, = speed.plot(rows["runs"], rows["env_steps_per_s"], marker="o", label=label)
+        memory.plot(rows["runs"], rows["peak_rss_mib"], marker="o", color=line.get_color(),
+                    label=f"{label}: host RSS")
+        device = rows["device_peak_mib"].astype(float)
+        if device.notna().any():
+            memory.plot(rows["runs"], device, marker="s", linestyle="--",
+                        color=line.get_color(), label=f"{label}: device peak")
+    for ax, ylabel in ((speed, "env steps / s"), (memory, "peak memory (MiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("parallel runs R")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -1,0 +1,56 @@
+"""The benchmark scripts' tables: rows merged by key, the ours/peer ratios, the scaling plot.
+Pure table code on hand-made rows (the measurements themselves are the scripts' job)."""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import benchmark as bench  # noqa: E402
+import benchmark_peers as peers  # noqa: E402
+
+
+def row(agent: str, runs: int, rate: float, compile_s: float, rss: float, load=0.0) -> dict:
+    return {"agent": agent, "env": "cartpole", "setting": "default", "device": "cpu: test",
+            "platform": "cpu", "runs": runs, "env_steps_per_s": rate, "compile_s": compile_s,
+            "peak_rss_mib": rss, "device_peak_mib": None, "other_load": load, "status": "ok",
+            "env_id": "CartPole-v1"}
+
+
+def test_ratios_are_ours_over_the_peer_at_the_same_r(tmp_path):
+    rows = [row("ppo", 1, 90_000, 9.0, 800), row("rejax_ppo", 1, 60_000, 12.0, 700),
+            row("ppo", 64, 150_000, 10.0, 900), row("rejax_ppo", 64, 100_000, 10.0, 850, 0.5)]
+    bench.write_tables(rows, tmp_path, "peers", False, "cpu: test", order=peers.ORDER,
+                       intro=peers.INTRO, extra=peers.comparison)
+    text = (tmp_path / "peers.md").read_text()
+    lines = [l for l in text.splitlines() if l.startswith("| ppo | rejax_ppo |")]
+    assert len(lines) == 2
+    r1, r64 = lines
+    assert "| 1 |" in r1 and "| 1.50x |" in r1 and "| 0.75x |" in r1  # 90k/60k; 9 s/12 s
+    assert "| 64 |" in r64 and "| 1.50x |" in r64 and "| 1.00x |" in r64
+    assert "*busy*" in r64 and "*busy*" not in r1  # the peer's row ran under 0.5 cores of load
+
+
+def test_append_replaces_same_key_rows_and_keeps_others(tmp_path):
+    bench.write_tables([row("ppo", 1, 1.0, 1.0, 1.0), row("ppo", 64, 2.0, 1.0, 1.0)],
+                       tmp_path, "t", False, "cpu: test")
+    bench.write_tables([row("ppo", 64, 3.0, 1.0, 1.0)], tmp_path, "t", True, "cpu: test")
+    frame = pd.read_csv(tmp_path / "t.csv")
+    assert frame.sort_values("runs")["env_steps_per_s"].tolist() == [1.0, 3.0]
+
+
+def test_scaling_plot_only_when_some_agent_has_two_r(tmp_path):
+    bench.write_tables([row("ppo", 1, 1.0, 1.0, 1.0)], tmp_path, "one", False, "cpu: test")
+    assert not (tmp_path / "one.png").exists()
+    bench.write_tables([row("ppo", r, 10.0 * r, 1.0, 100.0 + r) for r in (1, 64, 1024)],
+                       tmp_path, "many", False, "cpu: test")
+    assert (tmp_path / "many.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("runs,expected", [(1, 51_200), (1024, 24_414)])
+def test_batch_step_cap(runs, expected):
+    class Args:
+        total_timesteps, max_batch_steps = 51_200, 25_000_000
+    assert bench.steps_for(Args, runs) == expected
