@@ -1,6 +1,17 @@
 """Shared test helpers: compose the project's real Hydra configs, train in memory, evaluate."""
 
+import os
+import tempfile
 from pathlib import Path
+
+# One persistent XLA compilation cache per test session, shared by the xdist workers (same
+# PYTEST_XDIST_TESTRUNUID) and the scripts the tests start (they inherit the environment):
+# many tests compile the same programs, and compiling is most of a short test's time on CPU.
+# Fresh per session, so a run never reads executables of an earlier checkout. Must be set
+# before jax is imported.
+_session = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+_OWN_CACHE = str(Path(tempfile.gettempdir()) / f"research-tests-xla-{_session}")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _OWN_CACHE)
 
 import jax
 import numpy as np
@@ -58,3 +69,12 @@ def check_probe(prepared, result, obs, best_action, value):
     if best_action is not None:
         assert (action == np.asarray(best_action)).all(), action
         assert (prob > 0.9).all(), prob
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The controller (not an xdist worker) removes the session's own compilation cache
+    (never one the user configured)."""
+    if not hasattr(session.config, "workerinput"):
+        import shutil
+
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)

@@ -132,9 +132,10 @@ def test_pqn_learns_minatar_breakout_clearly_above_random():
 def test_dqn_with_replay_solves_cartpole():
     """Replay mode (Double DQN targets, soft target network) solves CartPole in 300k steps.
 
-    Measured: final return 500 in all 8 runs for seeds 0-7 and for seeds 100-107.
+    Measured: final return 500 in all 8 runs for seeds 0-7 and for seeds 100-107; 4 seeds
+    here, as replay makes this the suite's slowest test.
     """
-    _, result = _train("experiment=dqn_cartpole", "runs.seeds=8")
+    _, result = _train("experiment=dqn_cartpole", "runs.seeds=4")
     final = result.metrics["episode_return"][:, -1]
     assert result.metrics["episode_return"][:, 0].mean() < 50  # it started near random play
     assert final.mean() >= 475, final

@@ -105,7 +105,9 @@ def make(config: DQNConfig, spec: EnvSpec, total_updates: int,
             explore: bool = True) -> tuple[jax.Array, dict]:
         q = network.apply(state.params, obs)
         action = epsilon_greedy(key, q, epsilon(state, hparams)) if explore else q.argmax(-1)
-        return action, {}
+        # PQN's targets need max_a Q(s_t, a) under the rollout's params: keep it rather than
+        # recompute the network over the whole batch in the update.
+        return action, ({} if replay else {"q_max": q.max(-1)})
 
     def learning_rate(state: DQNState, hparams: DQNHParams) -> jax.Array:
         return optim.annealed_lr(hparams.lr, state.num_updates, total_updates, config.anneal_lr)
@@ -125,10 +127,10 @@ def make(config: DQNConfig, spec: EnvSpec, total_updates: int,
         return (params, opt_state), {"td_loss": value, "grad_norm": grad_norm}
 
     def update_pqn(state: DQNState, batch, key, hparams: DQNHParams):
-        q = network.apply(state.params, batch.obs)  # [T, N, A]
-        next_q = network.apply(state.params, batch.next_obs)
-        targets = q_lambda_targets(batch.reward, q.max(-1), next_q.max(-1), batch.terminated,
-                                   batch.truncated, hparams.gamma, hparams.q_lambda)
+        next_q = network.apply(state.params, batch.next_obs)  # [T, N, A]
+        targets = q_lambda_targets(batch.reward, batch.aux["q_max"], next_q.max(-1),
+                                   batch.terminated, batch.truncated, hparams.gamma,
+                                   hparams.q_lambda)
         flat = flatten_time({"obs": batch.obs, "action": batch.action, "target": targets})
         lr = learning_rate(state, hparams)
         step = lambda c, mb: sgd_step(c, mb, lambda m: m["target"], hparams, lr)

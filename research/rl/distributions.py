@@ -23,7 +23,10 @@ class Categorical(NamedTuple):
 
     def log_prob(self, action: jax.Array) -> jax.Array:
         logp = jax.nn.log_softmax(self.logits)
-        return jnp.take_along_axis(logp, action[..., None].astype(jnp.int32), axis=-1)[..., 0]
+        # A one-hot product, not a gather: the same value for finite logits, and its
+        # gradient is elementwise where a gather's is a scatter-add (slow on XLA:CPU).
+        one_hot = jax.nn.one_hot(action, self.logits.shape[-1], dtype=logp.dtype)
+        return jnp.sum(logp * one_hot, axis=-1)
 
     def entropy(self) -> jax.Array:
         logp = jax.nn.log_softmax(self.logits)
