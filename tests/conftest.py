@@ -50,6 +50,16 @@ def train(*overrides: str):
     return prepared, execute(prepared)
 
 
+def train_alone(prepared, train, i: int) -> dict:
+    """Metrics of run `i` of `prepared`'s runs axis, trained alone by `train` (a jitted
+    `prepared.trainer.train`, made once by the caller so that runs share its compile)."""
+    r = prepared.runs
+    pick = lambda x: x[i]
+    _, metrics = train(jax.random.key(int(r.seeds[i])), jax.tree.map(pick, r.hparams),
+                       jax.tree.map(pick, r.env_params))
+    return {k: np.asarray(v) for k, v in metrics.items()}
+
+
 def evaluate_policy(prepared, result, obs_values):
     """Greedy action, its probability and V(obs) of every run at each 1-d observation,
     for agents whose `act` returns log_prob and value (PPO, REINFORCE). Arrays [R, len(obs)]."""

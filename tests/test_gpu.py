@@ -13,7 +13,7 @@ from research import results
 from research.config import parse_experiment
 from research.pipelines.train import execute, prepare
 from research.runner import run_batch
-from tests.conftest import compose_raw
+from tests.conftest import compose_raw, train_alone
 
 pytestmark = [
     pytest.mark.gpu,
@@ -42,12 +42,9 @@ def test_the_batch_runs_on_every_gpu(batch):
 
 def test_a_run_alone_equals_the_same_run_in_the_gpu_batch(batch):
     prepared, result = batch
-    r = prepared.runs
     train = jax.jit(prepared.trainer.train)
     for i in (0, 9):
-        pick = lambda x: x[i]
-        _, alone = train(jax.random.key(int(r.seeds[i])), jax.tree.map(pick, r.hparams),
-                         jax.tree.map(pick, r.env_params))
+        alone = train_alone(prepared, train, i)
         np.testing.assert_array_equal(result.metrics["episodes"][i, 0], alone["episodes"][0])
         np.testing.assert_allclose(result.metrics["value_loss"][i, 0], alone["value_loss"][0],
                                    rtol=1e-4)

@@ -21,7 +21,7 @@ import pytest
 from research.config import parse_experiment
 from research.pipelines.train import execute, prepare
 from research.runner import run_batch
-from tests.conftest import compose_raw
+from tests.conftest import compose_raw, train_alone
 
 TINY = ("progress=false", "agent.num_envs=4", "agent.num_steps=32", "train.total_timesteps=4096",
         "train.num_logs=4", "runs.seeds=3", "sweep.lr=[1e-3,3e-4]")
@@ -98,14 +98,10 @@ def test_memory_budget_splits_into_chunks(tiny):
 
 def test_one_run_alone_equals_the_same_run_in_a_batch(tiny):
     prepared, result = tiny
-    r = prepared.runs
     train = jax.jit(prepared.trainer.train)
     for i in (0, 4):
-        pick = lambda x: x[i]
-        _, alone = train(jax.random.key(int(r.seeds[i])), jax.tree.map(pick, r.hparams),
-                         jax.tree.map(pick, r.env_params))
         _assert_same({k: v[i] for k, v in result.metrics.items()},
-                     {k: np.asarray(v) for k, v in alone.items()})
+                     train_alone(prepared, train, i))
 
 
 def test_sharded_over_cpu_devices_equals_one_device(tiny, tmp_path):
@@ -116,7 +112,7 @@ def test_sharded_over_cpu_devices_equals_one_device(tiny, tmp_path):
         "import sys, numpy as np, jax\n"
         "from research.config import parse_experiment\n"
         "from research.pipelines.train import prepare, execute\n"
-        "from tests.conftest import compose_raw\n"
+        "from tests.conftest import compose_raw, train_alone\n"
         "assert len(jax.devices()) == 8, jax.devices()\n"
         f"p = prepare(parse_experiment(compose_raw(*{TINY!r})))\n"
         "r = execute(p)\n"
