@@ -49,8 +49,8 @@ from research.envs import Env, check_fields, stack_params
 from research.meta import (SearchSpace, finetune_fitness, make_es, make_reptile,
                            make_sequential, sample_variants, shard_over)
 from research.pipelines.train import Prepared, execute, prepare, write_config, write_run_dir
-from research.pipelines.transfer import against_scratch, curve_metrics, longest_episode, take
-from research.runner import Shaped, evaluate_batch, initial_agent_states, make_evaluate
+from research.pipelines.transfer import against_scratch, curve_metrics, longest_episode
+from research.runner import Shaped, evaluate_batch, initial_agent_states, make_evaluate, take
 from research.sinks import write_sinks
 
 BASELINES = ("scratch", "source", "multitask")

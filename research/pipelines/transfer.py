@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 import pandas as pd
 import yaml
@@ -32,7 +31,7 @@ from research.config import ConfigError, ExperimentConfig, parse_experiment
 from research.envs import stack_params, variant_grid
 from research.envs.registry import EPISODE_METRICS
 from research.pipelines.train import Prepared, execute, load_checkpoint, prepare, write_run_dir
-from research.runner import Shaped, evaluate_batch, initial_agent_states, make_evaluate
+from research.runner import Shaped, evaluate_batch, initial_agent_states, make_evaluate, take
 from research.sinks import write_sinks
 
 
@@ -103,11 +102,6 @@ def longest_episode(prepared: Prepared, path: str = "transfer.evaluation.num_ste
         raise ConfigError(f"{path}: {prepared.config.env.id} has no "
                           "max_steps_in_episode; set the evaluation length")
     return int(np.max(limit))
-
-
-def take(tree: Any, index: np.ndarray) -> Any:
-    """Every leaf of `tree` (numpy-convertible, leading axis) at `index`."""
-    return jax.tree.map(lambda x: np.asarray(x)[index], tree)
 
 
 def _evaluations(plan: TransferPlan, prepared: Prepared, initial: Any, final: Any) -> dict:

@@ -86,7 +86,8 @@ def _compiled_program(trainer: Trainer, args: tuple, devices: Sequence[jax.Devic
     return _COMPILED[key][0], 0.0
 
 
-def _take(tree: Any, index: np.ndarray) -> Any:
+def take(tree: Any, index: np.ndarray) -> Any:
+    """Every leaf of `tree` (numpy-convertible, runs axis first) at the runs `index`."""
     return jax.tree.map(lambda x: np.asarray(x)[index], tree)
 
 
@@ -139,8 +140,8 @@ def run_batch(
 
     def chunk_args(start: int, size: int):
         index = np.minimum(np.arange(start, start + size), num_runs - 1)  # pad with the last run
-        host = (seeds[index], _take(hparams, index), _take(env_params, index),
-                None if init_state is None else _take(init_state, index))
+        host = (seeds[index], take(hparams, index), take(env_params, index),
+                None if init_state is None else take(init_state, index))
         return jax.device_put(host, sharded) + (jax.device_put(np.int32(0), replicated),)
 
     def compile_for(size: int):
