@@ -1,4 +1,4 @@
-"""Process-level JAX settings, and the compiler options every program of this project uses."""
+"""Process-level JAX settings that must be made before the first computation."""
 
 from __future__ import annotations
 
@@ -24,26 +24,3 @@ def use_cpu_cores_as_devices() -> int:
     except RuntimeError:  # a backend already started: too late, keep what it has
         return 0
     return int(cores or 1)
-
-
-# XLA:CPU hands every kernel to LLVM at -O3 by default. For these programs (small dense
-# layers, elementwise env steps, nested scans) -O2 compiled 20-45% faster and trained as fast
-# (results/benchmarks/xla_opt_level_cpu.md). Compile time dominates short runs, sweeps of many
-# small programs and the test suite. GPU and TPU keep XLA's defaults: not measured there.
-CPU_BACKEND_OPTIMIZATION_LEVEL = 2
-
-
-def compiler_options(platform: str) -> dict[str, int]:
-    """The compiler options this project compiles with on `platform` ("cpu", "gpu", "tpu").
-
-    An --xla_backend_optimization_level in XLA_FLAGS wins: then nothing is overridden.
-    """
-    if platform != "cpu" or "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", ""):
-        return {}
-    return {"xla_backend_optimization_level": CPU_BACKEND_OPTIMIZATION_LEVEL}
-
-
-def jit(fn, platform: str | None = None, **kwargs):
-    """jax.jit(fn) with `compiler_options` for `platform` (default: JAX's default backend)."""
-    options = compiler_options(platform or jax.default_backend())
-    return jax.jit(fn, compiler_options=options or None, **kwargs)

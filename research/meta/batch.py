@@ -12,7 +12,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from research.config import FieldRange
 from research.envs import stack_params
-from research.platform import jit
 
 
 def sample_overrides(rng: np.random.Generator, distribution: Mapping[str, FieldRange],
@@ -48,7 +47,7 @@ def shard_over(fn: Callable, in_axes: Sequence[int | None],
     """jit(vmap(fn, in_axes)) whose mapped axis is split over `devices` when their number
     divides it (else it runs on the first device): independent meta-training runs use
     the cores as independent XLA devices, as the runner's runs axis does."""
-    program = jit(jax.vmap(fn, in_axes=tuple(in_axes)), devices[0].platform)
+    program = jax.jit(jax.vmap(fn, in_axes=tuple(in_axes)))
 
     def call(*args):
         size = next(jax.tree.leaves(a)[0].shape[0] for a, axis in zip(args, in_axes)

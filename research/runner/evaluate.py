@@ -15,7 +15,6 @@ import numpy as np
 
 from research.agents import Agent
 from research.envs import Env
-from research.platform import jit
 from research.rl.rollout import reset_envs, rollout
 
 
@@ -80,7 +79,7 @@ def evaluate_batch(evaluate: Callable, agent_states: Any, hparams: Any, env_para
 
     One compiled program per evaluator and shapes: new params, seeds or noise reuse it.
     """
-    batched = _BATCHED.setdefault(evaluate, jit(jax.vmap(evaluate, (0, 0, 0, 0, None))))
+    batched = _BATCHED.setdefault(evaluate, jax.jit(jax.vmap(evaluate, (0, 0, 0, 0, None))))
     keys = jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32))
     return np.asarray(batched(agent_states, hparams, env_params, keys, np.float32(obs_noise)))
 

@@ -24,7 +24,6 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from research import results
-from research.platform import compiler_options, jit
 from research.runner import progress as progress_module
 from research.runner.progress import ProgressBar
 from research.runner.train import Trainer
@@ -81,8 +80,7 @@ def _compiled_program(trainer: Trainer, args: tuple, devices: Sequence[jax.Devic
         if len(_COMPILED) >= _MAX_COMPILED:
             _COMPILED.pop(next(iter(_COMPILED)))
         started = time.perf_counter()
-        compiled = (jax.jit(_batched_program(trainer)).lower(*args)
-                    .compile(compiler_options(devices[0].platform) or None))
+        compiled = jax.jit(_batched_program(trainer)).lower(*args).compile()
         _COMPILED[key] = (compiled, time.perf_counter() - started)
         return _COMPILED[key]
     return _COMPILED[key][0], 0.0
@@ -249,4 +247,4 @@ def initial_agent_states(trainer: Trainer, runs: Any, init_state: Any = None) ->
     """
     init = jax.vmap(trainer.init, in_axes=(0, 0, 0, None if init_state is None else 0))
     keys = jax.vmap(jax.random.key)(np.asarray(runs.seeds, np.uint32))
-    return jit(init)(keys, runs.hparams, runs.env_params, init_state).agent_state
+    return jax.jit(init)(keys, runs.hparams, runs.env_params, init_state).agent_state
