@@ -13,8 +13,8 @@ _session = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
 _OWN_CACHE = str(Path(tempfile.gettempdir()) / f"research-tests-xla-{_session}")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _OWN_CACHE)
 # LLVM at -O2 instead of XLA's -O3: the suite is mostly compiling, and -O2 compiled the
-# batched programs 35-50% faster (results/benchmarks/xla_opt_level_cpu.md). Runs keep the
-# default, since PQN trained 13% slower at -O2. Tests check behaviour, not codegen.
+# batched programs 29-48% faster (results/benchmarks/xla_opt_level_cpu_analysis.md). Runs keep
+# the default, since PQN trained 13% slower at -O2. Tests check behaviour, not codegen.
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = " ".join(
         [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=2"]).strip()

@@ -54,3 +54,18 @@ def test_batch_step_cap(runs, expected):
     class Args:
         total_timesteps, max_batch_steps = 51_200, 25_000_000
     assert bench.steps_for(Args, runs) == expected
+
+
+def test_compile_levels_benchmark_times_each_level_on_one_program(tmp_path):
+    import benchmark_compile_levels as levels
+
+    assert levels.main(["--agent", "ppo", "--runs", "2", "--levels", "1", "0", "--reps", "2",
+                        "--max-batch-steps", "1024", "--out", str(tmp_path), "--name", "t"]) == 0
+    frame = pd.read_csv(tmp_path / "t.csv")
+    assert frame.llvm_level.tolist() == [1, 0] and (frame.runs == 2).all()
+    assert (frame.compile_s > 0).all() and (frame.env_steps_per_s_best > 0).all()
+    assert (frame.env_steps_per_s_best >= frame.env_steps_per_s_median).all()
+    assert [len(c.split()) for c in frame.call_s] == [2, 2]
+    assert "| ppo | 2 | -O0 |" in (tmp_path / "t.md").read_text()
+    with pytest.raises(SystemExit):
+        levels.main(["--levels", "4"])
