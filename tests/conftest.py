@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 
 from research.config import parse_experiment
 from research.pipelines.train import execute, prepare
+from research.runner import take
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -60,9 +61,7 @@ def train_alone(prepared, train, i: int) -> dict:
     """Metrics of run `i` of `prepared`'s runs axis, trained alone by `train` (a jitted
     `prepared.trainer.train`, made once by the caller so that runs share its compile)."""
     r = prepared.runs
-    pick = lambda x: x[i]
-    _, metrics = train(jax.random.key(int(r.seeds[i])), jax.tree.map(pick, r.hparams),
-                       jax.tree.map(pick, r.env_params))
+    _, metrics = train(jax.random.key(int(r.seeds[i])), take(r.hparams, i), take(r.env_params, i))
     return {k: np.asarray(v) for k, v in metrics.items()}
 
 

@@ -112,15 +112,16 @@ def test_sharded_over_cpu_devices_equals_one_device(tiny, tmp_path):
         "import sys, numpy as np, jax\n"
         "from research.config import parse_experiment\n"
         "from research.pipelines.train import prepare, execute\n"
-        "from tests.conftest import compose_raw, train_alone\n"
+        "from tests.conftest import compose_raw\n"
         "assert len(jax.devices()) == 8, jax.devices()\n"
         f"p = prepare(parse_experiment(compose_raw(*{TINY!r})))\n"
         "r = execute(p)\n"
         "assert r.info.num_devices == 6 and r.info.chunk_size == 6, r.info\n"
         f"np.savez({str(out)!r}, **r.metrics)\n"
     )
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-           "JAX_PLATFORMS": "cpu"}
+    # The parent's XLA flags too (the suite's LLVM level): only the device count may differ.
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
+    env = {**os.environ, "XLA_FLAGS": flags.strip(), "JAX_PLATFORMS": "cpu"}
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", script], env=env, cwd=root, check=True, timeout=600)
     with np.load(out) as sharded:
