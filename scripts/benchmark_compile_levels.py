@@ -3,8 +3,9 @@
 scripts/benchmark.py starts a fresh process per row, and on a small shared machine the run
 time of the same program moves by about 10% between processes: too much to see what a
 compiler setting costs. Here one process builds the program once (the project's Hydra config
-+ the agent's overrides, as `scripts/benchmark.py` does), compiles it once per level
-(`xla_backend_optimization_level`, i.e. LLVM -O<level> on XLA:CPU), runs each executable
++ the agent's overrides, as `scripts/benchmark.py` does), compiles its training program once
+per level (`xla_backend_optimization_level`, i.e. LLVM -O<level> on XLA:CPU; the init
+program keeps the runner's own options, so compile s includes it), runs each executable
 once to warm up, then times --reps calls of each, alternating the order every repetition,
 on the same inputs. Reported: compile seconds, and env-steps/s at the median and best call.
 
@@ -39,11 +40,12 @@ def measure(agent: str, runs: int, total_timesteps: int, levels: list[int],
     p = bench.prepared(runs, total_timesteps, 1, None, bench.agent_overrides(agent, None, []))
     args = (jax.numpy.asarray(p.runs.seeds), jax.tree.map(jax.numpy.asarray, p.runs.hparams),
             jax.tree.map(jax.numpy.asarray, p.runs.env_params), None, jax.numpy.int32(0))
-    lowered = jax.jit(execute._batched_program(p.trainer)).lower(*args)
+    lowered = execute.lower(p.trainer, args)
     compiled, compile_s = {}, {}
-    for level in levels:
+    for level in levels:  # the init program keeps its own options; training gets `level`
         started = time.perf_counter()
-        compiled[level] = lowered.compile({"xla_backend_optimization_level": level})
+        compiled[level] = execute.compile_programs(
+            lowered, jax.default_backend(), {"xla_backend_optimization_level": level})
         compile_s[level] = time.perf_counter() - started
         jax.block_until_ready(compiled[level](*args))  # warm-up call, not timed
     seconds = {level: [] for level in levels}

@@ -75,6 +75,8 @@ def test_epsilon_greedy_rates():
         a = epsilon_greedy(jax.random.key(1), q, eps)
         # greedy with prob 1 - eps, plus eps / 4 by chance
         assert np.mean(a == 1) == pytest.approx(1 - eps + eps / 4, abs=0.01)
+    # exploring picks each action uniformly
+    np.testing.assert_allclose(np.bincount(np.asarray(a), minlength=4) / len(a), 0.25, atol=0.01)
 
 
 def test_continuous_actions_are_refused_before_compiling():

@@ -88,10 +88,10 @@ def _recording_agent(num_steps, num_envs):
         value=None)
 
 
-def _record(weight, num_steps=64, num_envs=8):
+def _record(weight, num_steps=128, num_envs=8):
     env = Env("GridWorld-tabular")
     params = variant_params(env.env_id, env.default_params,
-                            {"size": 4, "goal_row": 3, "goal_col": 3, "max_steps_in_episode": 7})
+                            {"size": 4, "goal_row": 2, "goal_col": 2, "max_steps_in_episode": 7})
     table = jnp.asarray(np.random.default_rng(0).normal(size=env.spec.num_states), jnp.float32)
     trainer = make_train(_recording_agent(num_steps, num_envs), env, num_envs, num_steps,
                          num_updates=4, num_logs=2,

@@ -281,12 +281,13 @@ def test_finetuning_on_the_source_task_starts_at_the_checkpoints_return(tmp_path
     raw = compose_raw("progress=false", "plot=false", "train.total_timesteps=4096",
                       "train.num_logs=2", "runs.seeds=4", "agent.lr=1e-5",
                       "+transfer.source.total_timesteps=150000", "+transfer.source.seeds=2",
-                      "+transfer.evaluation.num_envs=8")
+                      "+transfer.evaluation.num_envs=64")
     out = run_transfer(parse_experiment(raw), raw, tmp_path)
     runs = pd.read_csv(out / "transfer_runs.csv")
     ft, sc = runs[runs.kind == "finetune"], runs[runs.kind == "scratch"]
     before = ft.source_return_before.mean()
     assert before > 100, before  # the checkpoints learned something to transfer
-    # Same task, same parameters: the fine-tuning start is the checkpoint's policy.
+    # Same task, same parameters: the fine-tuning start is the checkpoint's policy. Its
+    # greedy return differs only by the evaluation episodes' start states (64 per run).
     np.testing.assert_allclose(ft.initial_return.mean(), before, rtol=0.1)
     assert ft.jumpstart.min() > 0 and ft.initial_return.mean() > 2 * sc.initial_return.mean()

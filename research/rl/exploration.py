@@ -26,9 +26,13 @@ def schedule(kind: str, start: jax.Array, end: jax.Array, fraction: jax.Array,
 
 
 def epsilon_greedy(key: jax.Array, q_values: jax.Array, epsilon: jax.Array) -> jax.Array:
-    """Greedy action of q_values [..., A] with probability 1 - epsilon, else uniform. -> [...]"""
-    explore_key, action_key = jax.random.split(key)
+    """Greedy action of q_values [..., A] with probability 1 - epsilon, else uniform. -> [...]
+
+    One uniform draw [2, ...] decides both (explore?, which action): each random call is
+    compiled on its own, and acting sits inside every rollout step.
+    """
     greedy = jnp.argmax(q_values, axis=-1)
-    random = jax.random.randint(action_key, greedy.shape, 0, q_values.shape[-1])
-    explore = jax.random.uniform(explore_key, greedy.shape) < epsilon
-    return jnp.where(explore, random, greedy)
+    num_actions = q_values.shape[-1]
+    u = jax.random.uniform(key, (2, *greedy.shape))
+    random = jnp.minimum((u[1] * num_actions).astype(greedy.dtype), num_actions - 1)
+    return jnp.where(u[0] < epsilon, random, greedy)

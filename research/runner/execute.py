@@ -1,4 +1,8 @@
-"""Executes a batch of runs as one jitted program: vmapped, sharded, chunked.
+"""Executes a batch of runs as jitted programs: vmapped, sharded, chunked.
+
+Each chunk runs two executables: `init` (fresh, resumed or adopted agent states, env
+resets) and `train` (every update, logged segment by segment). They are compiled apart so
+that initialisation, which runs once, can be compiled cheaply (`init_compiler_options`).
 
 The runs axis R is sharded over the devices (one mesh axis, "runs"). When the
 batch does not fit (an explicit chunk size, or a memory budget checked against
@@ -16,7 +20,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,13 +51,21 @@ class BatchResult:
     info: ExecutionInfo
 
 
-def _batched_program(trainer: Trainer):
-    """(seeds [C], hparams [C], env_params [C], init_state [C] | None, tick0 []) -> results."""
+def _init_program(trainer: Trainer):
+    """(seeds [C], hparams [C], env_params [C], init_state [C] | None) -> RunnerState [C]."""
 
-    def program(seeds, hparams, env_params, init_state, tick0):
+    def init(seeds, hparams, env_params, init_state):
         keys = jax.vmap(jax.random.key)(seeds)
-        init = jax.vmap(trainer.init, in_axes=(0, 0, 0, None if init_state is None else 0))
-        runner = init(keys, hparams, env_params, init_state)
+        vinit = jax.vmap(trainer.init, in_axes=(0, 0, 0, None if init_state is None else 0))
+        return vinit(keys, hparams, env_params, init_state)
+
+    return init
+
+
+def _train_program(trainer: Trainer):
+    """(runner [C], hparams [C], env_params [C], tick0 []) -> (agent_state [C], metrics)."""
+
+    def train(runner, hparams, env_params, tick0):
         segment = jax.vmap(trainer.segment)
 
         def body(runner, i):
@@ -64,24 +76,74 @@ def _batched_program(trainer: Trainer):
         runner, metrics = jax.lax.scan(body, runner, jnp.arange(trainer.num_logs))
         return runner.agent_state, jax.tree.map(lambda m: jnp.swapaxes(m, 0, 1), metrics)
 
-    return program
+    return train
+
+
+def init_compiler_options(platform: str) -> dict | None:
+    """XLA options of the init program: LLVM -O1 on CPU, the defaults elsewhere.
+
+    Initialisation runs once per chunk but its random draws and Gram-Schmidt loops cost
+    seconds of LLVM -O3 time (measured: results/benchmarks/compile_split_cpu.md); at -O1
+    it compiles in less than half the time and runs as fast. Training keeps -O3.
+    """
+    return {"xla_backend_optimization_level": 1} if platform == "cpu" else None
+
+
+class Programs(NamedTuple):
+    """A batch's two executables: `init` builds the runners, `train` trains them."""
+
+    init: Any
+    train: Any
+
+    def __call__(self, seeds, hparams, env_params, init_state, tick0):
+        return self.train(self.init(seeds, hparams, env_params, init_state), hparams,
+                          env_params, tick0)
+
+
+def lower(trainer: Trainer, args: tuple, sharding: Any = None) -> tuple[Any, Any]:
+    """(init, train) lowered for args = (seeds, hparams, env_params, init_state, tick0),
+    each leaf with leading [C] but tick0; `sharding` is where the runners live (that of
+    the args' runs axis; None: wherever jit puts them)."""
+    seeds, hparams, env_params, init_state, tick0 = args
+    # Pinned: XLA would otherwise replicate constant leaves (zero biases) across devices.
+    init = jax.jit(_init_program(trainer), **({} if sharding is None else
+                                              {"out_shardings": sharding}))
+    runner = jax.eval_shape(init, seeds, hparams, env_params, init_state)
+    runner = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                          runner)
+    # The runners are the train program's to consume: donating them spares a second copy
+    # of the agent states (replay buffers included). Env states, obs and keys are not
+    # outputs, so their buffers cannot be reused, which XLA warns about; that is expected.
+    train = jax.jit(_train_program(trainer), donate_argnums=0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Some donated buffers were not usable")
+        lowered_train = train.lower(runner, hparams, env_params, tick0)
+    return init.lower(seeds, hparams, env_params, init_state), lowered_train
+
+
+def compile_programs(lowered: tuple[Any, Any], platform: str,
+                     train_options: dict | None = None) -> Programs:
+    """Compiles `lower`'s pair: init with init_compiler_options, train with train_options."""
+    init, train = lowered
+    return Programs(init.compile(init_compiler_options(platform)), train.compile(train_options))
 
 
 # Compiled executables by (trainer, devices, argument shapes): calling run_batch again with
-# new seeds, hyperparameter or env values reuses the program instead of recompiling.
+# new seeds, hyperparameter or env values reuses the programs instead of recompiling.
 _COMPILED: dict[Any, Any] = {}
 _MAX_COMPILED = 16
 
 
-def _compiled_program(trainer: Trainer, args: tuple, devices: Sequence[jax.Device]):
+def _compiled_program(trainer: Trainer, args: tuple, devices: Sequence[jax.Device],
+                      sharding: Any) -> tuple[Programs, float]:
     shapes = jax.tree.map(lambda x: (x.shape, x.dtype), args)
     key = (trainer, tuple(d.id for d in devices), jax.tree.structure(args), str(shapes))
     if key not in _COMPILED:
         if len(_COMPILED) >= _MAX_COMPILED:
             _COMPILED.pop(next(iter(_COMPILED)))
         started = time.perf_counter()
-        compiled = jax.jit(_batched_program(trainer)).lower(*args).compile()
-        _COMPILED[key] = (compiled, time.perf_counter() - started)
+        programs = compile_programs(lower(trainer, args, sharding), devices[0].platform)
+        _COMPILED[key] = (programs, time.perf_counter() - started)
         return _COMPILED[key]
     return _COMPILED[key][0], 0.0
 
@@ -91,12 +153,15 @@ def take(tree: Any, index: np.ndarray) -> Any:
     return jax.tree.map(lambda x: np.asarray(x)[index], tree)
 
 
-def program_bytes(compiled: Any) -> int:
-    stats = compiled.memory_analysis()
-    if stats is None:
-        return 0
-    return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
-               + stats.temp_size_in_bytes)
+def program_bytes(programs: Programs) -> int:
+    """XLA's estimate of the larger of the two programs: arguments + outputs + temporaries."""
+    used = 0
+    for compiled in programs:
+        stats = compiled.memory_analysis()
+        if stats is not None:
+            used = max(used, int(stats.argument_size_in_bytes + stats.output_size_in_bytes
+                                 + stats.temp_size_in_bytes))
+    return used
 
 
 def run_batch(
@@ -145,7 +210,7 @@ def run_batch(
         return jax.device_put(host, sharded) + (jax.device_put(np.int32(0), replicated),)
 
     def compile_for(size: int):
-        return _compiled_program(trainer, chunk_args(0, size), devices)
+        return _compiled_program(trainer, chunk_args(0, size), devices, sharded)
 
     compiled, compile_s = compile_for(chunk)
     used = program_bytes(compiled)
@@ -193,7 +258,7 @@ def run_batch(
     cat = lambda *xs: np.concatenate(xs, axis=0)
     if keep_states and store is not None:  # chunks loaded from disk are flat: rebuild trees
         treedef = jax.tree.structure(
-            jax.eval_shape(_batched_program(trainer), *chunk_args(0, chunk))[0])
+            jax.eval_shape(_init_program(trainer), *chunk_args(0, chunk)[:-1]).agent_state)
         states = [s if not isinstance(s, list) else jax.tree.unflatten(treedef, s) for s in states]
     return BatchResult(
         agent_states=jax.tree.map(cat, *states) if keep_states else None,
@@ -245,6 +310,6 @@ def initial_agent_states(trainer: Trainer, runs: Any, init_state: Any = None) ->
 
     runs: anything with seeds [R], hparams and env_params (e.g. a RunsAxis).
     """
-    init = jax.vmap(trainer.init, in_axes=(0, 0, 0, None if init_state is None else 0))
-    keys = jax.vmap(jax.random.key)(np.asarray(runs.seeds, np.uint32))
-    return jax.jit(init)(keys, runs.hparams, runs.env_params, init_state).agent_state
+    args = (np.asarray(runs.seeds, np.uint32), runs.hparams, runs.env_params, init_state)
+    init = jax.jit(_init_program(trainer)).lower(*args)
+    return init.compile(init_compiler_options(jax.default_backend()))(*args).agent_state
