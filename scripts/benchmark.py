@@ -359,7 +359,7 @@ def markdown(frame, device: str, intro: str = INTRO, extra=None) -> str:
         f"Device: **{device}**.  ",
         intro,
         "env-steps/s = R x env steps per run / run time (compile excluded). "
-        "program = XLA's memory estimate per device (arguments + outputs + temporaries); "
+        "program = XLA's memory estimate per device (arguments + outputs + temporaries, donated buffers once); "
         "RSS = the process's peak resident memory (compile included); "
         "state/run = one run's agent state (parameters, optimiser state, replay buffer), "
         "buffer/run = its replay buffer alone. "

@@ -154,13 +154,14 @@ def take(tree: Any, index: np.ndarray) -> Any:
 
 
 def program_bytes(programs: Programs) -> int:
-    """XLA's estimate of the larger of the two programs: arguments + outputs + temporaries."""
+    """XLA's estimate of the larger of the two programs: arguments + outputs + temporaries,
+    outputs written into donated arguments counted once."""
     used = 0
     for compiled in programs:
         stats = compiled.memory_analysis()
         if stats is not None:
             used = max(used, int(stats.argument_size_in_bytes + stats.output_size_in_bytes
-                                 + stats.temp_size_in_bytes))
+                                 - stats.alias_size_in_bytes + stats.temp_size_in_bytes))
     return used
 
 
