@@ -96,6 +96,16 @@ def test_memory_budget_splits_into_chunks(tiny):
     _assert_same(result.metrics, chunked.metrics)
 
 
+def test_memory_estimate_counts_the_states_runs_start_from(tiny):
+    # They stay alive while the train program runs: a budget must not leave them out.
+    prepared, result = tiny
+    r = prepared.runs
+    resumed = run_batch(prepared.trainer, r.seeds, r.hparams, r.env_params,
+                        init_state=result.agent_states, keep_states=False)
+    state_bytes = sum(x.nbytes for x in jax.tree.leaves(result.agent_states))
+    assert resumed.info.program_bytes >= result.info.program_bytes + state_bytes
+
+
 def test_one_run_alone_equals_the_same_run_in_a_batch(tiny):
     prepared, result = tiny
     train = jax.jit(prepared.trainer.train)

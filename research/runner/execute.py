@@ -6,8 +6,8 @@ that initialisation, which runs once, can be compiled cheaply (`init_compiler_op
 
 The runs axis R is sharded over the devices (one mesh axis, "runs"). When the
 batch does not fit (an explicit chunk size, or a memory budget checked against
-XLA's own memory analysis of the compiled program), runs execute in chunks of
-equal size through the same compiled executable; the last chunk is padded
+XLA's own memory analysis of the compiled programs), runs execute in chunks of
+equal size through the same two executables; the last chunk is padded
 with copies of a run and the padding is dropped. A run's results are the same
 alone, in a batch, sharded or chunked.
 """
@@ -41,7 +41,7 @@ class ExecutionInfo:
     num_devices: int
     compile_s: float
     run_s: float
-    program_bytes: int  # XLA's estimate for one chunk: arguments + outputs + temporaries
+    program_bytes: int  # XLA's estimate for one chunk (see `program_bytes`)
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def init_compiler_options(platform: str) -> dict | None:
     """XLA options of the init program: LLVM -O1 on CPU, the defaults elsewhere.
 
     Initialisation runs once per chunk but its random draws and Gram-Schmidt loops cost
-    seconds of LLVM -O3 time (measured: results/benchmarks/compile_split_cpu.md); at -O1
+    seconds of LLVM -O3 time (measured: results/benchmarks/peers_cpu_analysis.md); at -O1
     it compiles in less than half the time and runs as fast. Training keeps -O3.
     """
     return {"xla_backend_optimization_level": 1} if platform == "cpu" else None
@@ -103,7 +103,7 @@ class Programs(NamedTuple):
 def lower(trainer: Trainer, args: tuple, sharding: Any = None) -> tuple[Any, Any]:
     """(init, train) lowered for args = (seeds, hparams, env_params, init_state, tick0),
     each leaf with leading [C] but tick0; `sharding` is where the runners live (that of
-    the args' runs axis; None: wherever jit puts them)."""
+    the args' runs axis). None: jit's own placement, for arguments on one device only."""
     seeds, hparams, env_params, init_state, tick0 = args
     # Pinned: XLA would otherwise replicate constant leaves (zero biases) across devices.
     init = jax.jit(_init_program(trainer), **({} if sharding is None else
@@ -154,15 +154,20 @@ def take(tree: Any, index: np.ndarray) -> Any:
 
 
 def program_bytes(programs: Programs) -> int:
-    """XLA's estimate of the larger of the two programs: arguments + outputs + temporaries,
-    outputs written into donated arguments counted once."""
-    used = 0
+    """XLA's estimate of a chunk's peak: the larger of the two programs' arguments + outputs
+    + temporaries (outputs written into donated arguments counted once), where train's also
+    counts init's arguments, which stay alive while it runs (an `init_state` can be large;
+    the hyperparameters it counts twice are small)."""
+    totals = []
     for compiled in programs:
         stats = compiled.memory_analysis()
-        if stats is not None:
-            used = max(used, int(stats.argument_size_in_bytes + stats.output_size_in_bytes
-                                 - stats.alias_size_in_bytes + stats.temp_size_in_bytes))
-    return used
+        if stats is None:
+            return 0
+        totals.append((int(stats.argument_size_in_bytes + stats.output_size_in_bytes
+                           - stats.alias_size_in_bytes + stats.temp_size_in_bytes),
+                       int(stats.argument_size_in_bytes)))
+    (init_total, init_args), (train_total, _) = totals
+    return max(init_total, train_total + init_args)
 
 
 def run_batch(
