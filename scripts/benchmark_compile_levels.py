@@ -40,12 +40,12 @@ def measure(agent: str, runs: int, total_timesteps: int, levels: list[int],
     p = bench.prepared(runs, total_timesteps, 1, None, bench.agent_overrides(agent, None, []))
     args = (jax.numpy.asarray(p.runs.seeds), jax.tree.map(jax.numpy.asarray, p.runs.hparams),
             jax.tree.map(jax.numpy.asarray, p.runs.env_params), None, jax.numpy.int32(0))
-    lowered = execute.lower(p.trainer, args)
+    lowered = execute.lower(p.trainer, args, jax.default_backend())
     compiled, compile_s = {}, {}
     for level in levels:  # the init program keeps its own options; training gets `level`
         started = time.perf_counter()
         compiled[level] = execute.compile_programs(
-            lowered, jax.default_backend(), {"xla_backend_optimization_level": level})
+            lowered, {"xla_backend_optimization_level": level})
         compile_s[level] = time.perf_counter() - started
         jax.block_until_ready(compiled[level](*args))  # warm-up call, not timed
     seconds = {level: [] for level in levels}

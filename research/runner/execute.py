@@ -100,14 +100,21 @@ class Programs(NamedTuple):
                           env_params, tick0)
 
 
-def lower(trainer: Trainer, args: tuple, sharding: Any = None) -> tuple[Any, Any]:
-    """(init, train) lowered for args = (seeds, hparams, env_params, init_state, tick0),
-    each leaf with leading [C] but tick0; `sharding` is where the runners live (that of
-    the args' runs axis). None: jit's own placement, for arguments on one device only."""
+def _init_jit(trainer: Trainer, platform: str, **jit_kwargs):
+    """The jitted init program, compiled with `init_compiler_options(platform)`."""
+    return jax.jit(_init_program(trainer), compiler_options=init_compiler_options(platform),
+                   **jit_kwargs)
+
+
+def lower(trainer: Trainer, args: tuple, platform: str, sharding: Any = None) -> tuple[Any, Any]:
+    """(init, train) lowered for `platform` and args = (seeds, hparams, env_params,
+    init_state, tick0), each leaf with leading [C] but tick0; `sharding` is where the
+    runners live (that of the args' runs axis). None: jit's own placement, for arguments
+    on one device only."""
     seeds, hparams, env_params, init_state, tick0 = args
     # Pinned: XLA would otherwise replicate constant leaves (zero biases) across devices.
-    init = jax.jit(_init_program(trainer), **({} if sharding is None else
-                                              {"out_shardings": sharding}))
+    init = _init_jit(trainer, platform, **({} if sharding is None else
+                                           {"out_shardings": sharding}))
     runner = jax.eval_shape(init, seeds, hparams, env_params, init_state)
     runner = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                           runner)
@@ -121,11 +128,10 @@ def lower(trainer: Trainer, args: tuple, sharding: Any = None) -> tuple[Any, Any
     return init.lower(seeds, hparams, env_params, init_state), lowered_train
 
 
-def compile_programs(lowered: tuple[Any, Any], platform: str,
-                     train_options: dict | None = None) -> Programs:
-    """Compiles `lower`'s pair: init with init_compiler_options, train with train_options."""
+def compile_programs(lowered: tuple[Any, Any], train_options: dict | None = None) -> Programs:
+    """Compiles `lower`'s pair: init with its own options, train with train_options."""
     init, train = lowered
-    return Programs(init.compile(init_compiler_options(platform)), train.compile(train_options))
+    return Programs(init.compile(), train.compile(train_options))
 
 
 # Compiled executables by (trainer, devices, argument shapes): calling run_batch again with
@@ -142,7 +148,7 @@ def _compiled_program(trainer: Trainer, args: tuple, devices: Sequence[jax.Devic
         if len(_COMPILED) >= _MAX_COMPILED:
             _COMPILED.pop(next(iter(_COMPILED)))
         started = time.perf_counter()
-        programs = compile_programs(lower(trainer, args, sharding), devices[0].platform)
+        programs = compile_programs(lower(trainer, args, devices[0].platform, sharding))
         _COMPILED[key] = (programs, time.perf_counter() - started)
         return _COMPILED[key]
     return _COMPILED[key][0], 0.0
@@ -316,6 +322,6 @@ def initial_agent_states(trainer: Trainer, runs: Any, init_state: Any = None) ->
 
     runs: anything with seeds [R], hparams and env_params (e.g. a RunsAxis).
     """
-    args = (np.asarray(runs.seeds, np.uint32), runs.hparams, runs.env_params, init_state)
-    init = jax.jit(_init_program(trainer)).lower(*args)
-    return init.compile(init_compiler_options(jax.default_backend()))(*args).agent_state
+    init = _init_jit(trainer, jax.default_backend())
+    return init(np.asarray(runs.seeds, np.uint32), runs.hparams, runs.env_params,
+                init_state).agent_state
