@@ -85,6 +85,23 @@ def test_chunked_equals_unchunked(tiny):
     _assert_same(result.metrics, chunked.metrics)
 
 
+def test_cpu_chunks_by_default_gpu_does_not(tiny, monkeypatch):
+    from research.runner import execute as execute_module
+
+    assert execute_module.default_chunk_size("cpu", 2) == 2 * execute_module.CPU_RUNS_PER_DEVICE
+    assert execute_module.default_chunk_size("gpu", 8) is None
+    assert execute_module.default_chunk_size("tpu", 8) is None
+    prepared, result = tiny
+    r = prepared.runs
+    monkeypatch.setattr(execute_module, "CPU_RUNS_PER_DEVICE", 2)
+    chunked = run_batch(prepared.trainer, r.seeds, r.hparams, r.env_params)
+    assert chunked.info.num_chunks == 3 and chunked.info.chunk_size == 2
+    _assert_same(result.metrics, chunked.metrics)
+    # An explicit chunk size wins over the default.
+    assert run_batch(prepared.trainer, r.seeds, r.hparams, r.env_params,
+                     chunk_size=6).info.num_chunks == 1
+
+
 def test_memory_budget_splits_into_chunks(tiny):
     prepared, result = tiny
     r = prepared.runs
