@@ -169,14 +169,13 @@ def worker(runs: int, total_timesteps: int, num_logs: int, num_devices: int | No
     import jax
     import numpy as np
 
+    from research.pipelines.train import execute
     from research.rl.replay import ReplayBuffer, buffer_bytes
     from research.results import peak_memory
-    from research.runner import run_batch
 
     p = prepared(runs, total_timesteps, num_logs, num_devices, overrides)
     trainer, devices = p.trainer, p.devices
-    res = run_batch(trainer, p.runs.seeds, p.runs.hparams, p.runs.env_params, devices=devices,
-                    progress=False)
+    res = execute(p)  # as scripts/train.py runs it: the config's chunking and memory budget
     info = res.info
     steps_per_run = trainer.steps_per_segment * trainer.num_logs
     rate = runs * steps_per_run / info.run_s
