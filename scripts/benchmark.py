@@ -345,6 +345,13 @@ INTRO = ("One batched program per row (`research.runner.run_batch`), built from 
          "row in a fresh process.  ")
 
 
+def chunks(num) -> str:
+    """'<chunks> x <runs per chunk>' of a row (num: column -> value or None), '-' if unknown."""
+    if num("num_chunks") is None or num("chunk_size") is None:
+        return "-"
+    return f"{int(num('num_chunks'))} x {int(num('chunk_size'))}"
+
+
 def markdown(frame, device: str, intro: str = INTRO, extra=None) -> str:
     """The whole table, then `extra(frame)`'s lines (if given), the fastest setting for each
     agent and R, the agents' settings and the XLA settings."""
@@ -357,6 +364,7 @@ def markdown(frame, device: str, intro: str = INTRO, extra=None) -> str:
         "",
         f"Device: **{device}**.  ",
         intro,
+        "chunks = chunks x runs per chunk, run one after the other. "
         "env-steps/s = R x env steps per run / run time (compile excluded). "
         "program = XLA's memory estimate per device (arguments + outputs + temporaries, donated buffers once); "
         "RSS = the process's peak resident memory (compile included); "
@@ -375,17 +383,18 @@ def markdown(frame, device: str, intro: str = INTRO, extra=None) -> str:
             "",
         ]
     lines += [
-        "| agent | env | setting | R | devices | steps/run | env-steps/s | per run | compile s "
+        "| agent | env | setting | R | devices | chunks | steps/run | env-steps/s | per run "
+        "| compile s "
         "| run s | program MiB | peak RSS MiB | state KiB/run | buffer MiB/run | final return "
         "| other load | status |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in frame.to_dict("records"):
         num = lambda k: None if row.get(k) is None or row[k] != row[k] else row[k]
         load = fmt(num("other_load"), 2) + (" *busy*" if is_busy(num("other_load")) else "")
         lines.append(
             f"| {row['agent']} | {row['env']} | {row['setting']} | {int(row['runs'])} "
-            f"| {fmt(num('num_devices'), 0)} "
+            f"| {fmt(num('num_devices'), 0)} | {chunks(num)} "
             f"| {fmt(num('env_steps_per_run'), 0)} | {fmt(num('env_steps_per_s'), 0)} "
             f"| {fmt(num('env_steps_per_s_per_run'), 0)} | {fmt(num('compile_s'), 1)} "
             f"| {fmt(num('run_s'), 1)} | {fmt(num('program_mib'), 1)} "
