@@ -4,7 +4,8 @@ For each agent in --agent and each R in --runs, a fresh subprocess (with its own
 XLA_FLAGS, CPU affinity and a timeout) composes the project's Hydra config
 (configs/config.yaml + the agent's overrides + --env + --override), builds the runs
 with `research.pipelines.train.prepare` -- exactly as `scripts/train.py` does -- runs
-them with `research.runner.run_batch`, and reports
+them with `research.pipelines.train.execute` (the config's chunking and memory budget), and
+reports
 
     env-steps/s    R * env steps per run / run time (compile excluded)
     compile s      lowering + XLA compilation of the batched program

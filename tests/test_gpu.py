@@ -50,6 +50,15 @@ def test_a_run_alone_equals_the_same_run_in_the_gpu_batch(batch):
                                    rtol=1e-4)
 
 
+def test_the_cpu_chunking_default_leaves_gpu_batches_whole(batch, monkeypatch):
+    from research.runner import execute as execute_module
+
+    monkeypatch.setattr(execute_module, "CPU_RUNS_PER_DEVICE", 1)  # on CPU: 16 chunks
+    prepared, _ = batch
+    r = prepared.runs
+    assert run_batch(prepared.trainer, r.seeds, r.hparams, r.env_params).info.num_chunks == 1
+
+
 def test_chunked_on_the_gpu_equals_unchunked(batch):
     prepared, result = batch
     r = prepared.runs

@@ -85,21 +85,28 @@ def test_chunked_equals_unchunked(tiny):
     _assert_same(result.metrics, chunked.metrics)
 
 
-def test_cpu_chunks_by_default_gpu_does_not(tiny, monkeypatch):
+def test_cpu_chunks_by_default_in_balanced_chunks(tiny, monkeypatch):
     from research.runner import execute as execute_module
 
-    assert execute_module.default_chunk_size("cpu", 2) == 2 * execute_module.CPU_RUNS_PER_DEVICE
-    assert execute_module.default_chunk_size("gpu", 8) is None
-    assert execute_module.default_chunk_size("tpu", 8) is None
+    cap = execute_module.CPU_RUNS_PER_DEVICE
+    assert execute_module.default_chunk_size("cpu", cap, 1) == cap
+    assert execute_module.default_chunk_size("cpu", cap + 1, 1) == cap // 2 + 1  # 2 chunks
+    assert execute_module.default_chunk_size("cpu", 64 * cap, 2) == 2 * cap
+    assert execute_module.default_chunk_size("gpu", 64 * cap, 8) is None
+    assert execute_module.default_chunk_size("tpu", 64 * cap, 8) is None
     prepared, result = tiny
     r = prepared.runs
-    monkeypatch.setattr(execute_module, "CPU_RUNS_PER_DEVICE", 2)
+    num_dev = min(len(jax.devices()), len(r))
+    monkeypatch.setattr(execute_module, "CPU_RUNS_PER_DEVICE", 1)
     chunked = run_batch(prepared.trainer, r.seeds, r.hparams, r.env_params)
-    assert chunked.info.num_chunks == 3 and chunked.info.chunk_size == 2
+    assert chunked.info.chunk_size == num_dev
+    assert chunked.info.num_chunks == -(-len(r) // num_dev)
     _assert_same(result.metrics, chunked.metrics)
-    # An explicit chunk size wins over the default.
+    # An explicit chunk size or a memory budget wins over the default.
     assert run_batch(prepared.trainer, r.seeds, r.hparams, r.env_params,
-                     chunk_size=6).info.num_chunks == 1
+                     chunk_size=len(r)).info.num_chunks == 1
+    assert run_batch(prepared.trainer, r.seeds, r.hparams, r.env_params,
+                     memory_budget_bytes=2**40).info.num_chunks == 1
 
 
 def test_memory_budget_splits_into_chunks(tiny):

@@ -7,8 +7,8 @@ that initialisation, which runs once, can be compiled cheaply (`init_compiler_op
 The runs axis R is sharded over the devices (one mesh axis, "runs"). Runs execute
 in chunks of equal size through the same two executables when the caller asks (a
 chunk size, or a memory budget checked against XLA's own memory analysis of the
-compiled programs) and, by default, on CPU, where a chunk of more than
-`CPU_RUNS_PER_DEVICE` runs per device trains more slowly per run
+compiled programs) and, when they ask for neither, on CPU, where a chunk of
+more than `CPU_RUNS_PER_DEVICE` runs per device trains more slowly per run
 (`default_chunk_size`). The last chunk is padded with copies of a run and the
 padding is dropped. A run's results are the same alone, in a batch, sharded or
 chunked.
@@ -108,16 +108,18 @@ def _init_jit(trainer: Trainer, platform: str, **jit_kwargs):
                    **jit_kwargs)
 
 
-def lower(trainer: Trainer, args: tuple, platform: str, sharding: Any = None) -> tuple[Any, Any]:
-    """(init, train) lowered for `platform` and args = (seeds, hparams, env_params,
-    init_state, tick0), each leaf with leading [C] but tick0; `sharding` is where the
-    runners live (that of the args' runs axis). None: jit's own placement, for arguments
-    on one device only."""
-    seeds, hparams, env_params, init_state, tick0 = args
+def _lower_init(trainer: Trainer, args: tuple, platform: str, sharding: Any = None):
+    seeds, hparams, env_params, init_state, _ = args
     # Pinned: XLA would otherwise replicate constant leaves (zero biases) across devices.
     init = _init_jit(trainer, platform, **({} if sharding is None else
                                            {"out_shardings": sharding}))
-    runner = jax.eval_shape(init, seeds, hparams, env_params, init_state)
+    return init.lower(seeds, hparams, env_params, init_state)
+
+
+def _lower_train(trainer: Trainer, args: tuple, runner: Any, sharding: Any = None):
+    """The train program lowered for runners shaped like `runner` (the init program's
+    output, e.g. its lowered `out_info`)."""
+    _, hparams, env_params, _, tick0 = args
     runner = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                           runner)
     # The runners are the train program's to consume: donating them spares a second copy
@@ -126,8 +128,16 @@ def lower(trainer: Trainer, args: tuple, platform: str, sharding: Any = None) ->
     train = jax.jit(_train_program(trainer), donate_argnums=0)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Some donated buffers were not usable")
-        lowered_train = train.lower(runner, hparams, env_params, tick0)
-    return init.lower(seeds, hparams, env_params, init_state), lowered_train
+        return train.lower(runner, hparams, env_params, tick0)
+
+
+def lower(trainer: Trainer, args: tuple, platform: str, sharding: Any = None) -> tuple[Any, Any]:
+    """(init, train) lowered for `platform` and args = (seeds, hparams, env_params,
+    init_state, tick0), each leaf with leading [C] but tick0; `sharding` is where the
+    runners live (that of the args' runs axis). None: jit's own placement, for arguments
+    on one device only."""
+    init = _lower_init(trainer, args, platform, sharding)
+    return init, _lower_train(trainer, args, init.out_info, sharding)
 
 
 def compile_programs(lowered: tuple[Any, Any], train_options: dict | None = None) -> Programs:
@@ -178,18 +188,23 @@ def program_bytes(programs: Programs) -> int:
     return max(init_total, train_total + init_args)
 
 
-# Runs per device in one CPU chunk unless the caller chooses. Measured (PPO and PQN on
-# CartPole, 2-core EPYC, results/benchmarks/cpu_chunking_analysis.md): per-run speed is
-# flat from 32 to 256 runs per device, then falls as the batch outgrows the caches, to
-# 0.38x at 4096 runs in one chunk.
+# Runs per device in one CPU chunk unless the caller chooses. Measured on CartPole, 2-core
+# EPYC (results/benchmarks/cpu_chunking_analysis.md): 4096 runs trained in one program at
+# 0.68x (PPO) and 0.57x (PQN) of their speed in chunks of 64, and chunks of 256 or 16 were
+# slower than 64 for PPO, as the batch outgrows the caches.
 CPU_RUNS_PER_DEVICE = 64
 
 
-def default_chunk_size(platform: str, num_devices: int) -> int | None:
-    """Runs per chunk when the caller sets none: CPU_RUNS_PER_DEVICE per device on CPU;
-    None (all runs in one chunk) on GPU and TPU, where a larger batch only fills the
-    device better."""
-    return CPU_RUNS_PER_DEVICE * num_devices if platform == "cpu" else None
+def default_chunk_size(platform: str, num_runs: int, num_devices: int) -> int | None:
+    """Runs per chunk when the caller sets neither a chunk size nor a memory budget: on
+    CPU, as few chunks of at most CPU_RUNS_PER_DEVICE runs per device as hold the runs,
+    balanced so that little padding runs (65 runs on one device: two chunks of 33, not
+    64 + 64); None (one chunk) on GPU and TPU, where a larger batch
+    only fills the device better."""
+    if platform != "cpu":
+        return None
+    num_chunks = math.ceil(num_runs / (CPU_RUNS_PER_DEVICE * num_devices))
+    return math.ceil(num_runs / num_chunks)
 
 
 def run_batch(
@@ -211,8 +226,9 @@ def run_batch(
     """Trains R runs; every leaf of hparams / env_params / init_state has leading [R].
 
     seeds: [R] integers; a run's PRNG key is jax.random.key(seed).
-    chunk_size: runs per chunk; None: `default_chunk_size` (on CPU, 64 runs per device).
-    memory_budget_bytes: shrinks the chunk until XLA's estimate of its programs fits.
+    chunk_size: at most this many runs per chunk. memory_budget_bytes: shrinks the chunk
+    until XLA's estimate of its programs fits. Neither: `default_chunk_size` (on CPU, at
+    most 64 runs per device; elsewhere one chunk).
     chunk_dir: each finished chunk is written there atomically, and chunks already there
     (from an interrupted call with the same `fingerprint` and chunking) are loaded instead
     of run again: a killed sweep resumes and loses nothing.
@@ -223,7 +239,8 @@ def run_batch(
     # Never more devices than runs in a chunk: padding a device with copies is pure waste.
     devices = list(devices or jax.devices())[: min(chunk_size or num_runs, num_runs)]
     num_dev = len(devices)
-    chunk_size = chunk_size or default_chunk_size(devices[0].platform, num_dev)
+    if chunk_size is None and memory_budget_bytes is None:
+        chunk_size = default_chunk_size(devices[0].platform, num_runs, num_dev)
     mesh = Mesh(np.array(devices), ("runs",), axis_types=(AxisType.Auto,))
     sharded = NamedSharding(mesh, PartitionSpec("runs"))
     replicated = NamedSharding(mesh, PartitionSpec())
