@@ -108,36 +108,25 @@ def _init_jit(trainer: Trainer, platform: str, **jit_kwargs):
                    **jit_kwargs)
 
 
-def _lower_init(trainer: Trainer, args: tuple, platform: str, sharding: Any = None):
-    seeds, hparams, env_params, init_state, _ = args
+def lower(trainer: Trainer, args: tuple, platform: str, sharding: Any = None) -> tuple[Any, Any]:
+    """(init, train) lowered for `platform` and args = (seeds, hparams, env_params,
+    init_state, tick0), each leaf with leading [C] but tick0; `sharding` is where the
+    runners live (that of the args' runs axis). None: jit's own placement, for arguments
+    on one device only."""
+    seeds, hparams, env_params, init_state, tick0 = args
     # Pinned: XLA would otherwise replicate constant leaves (zero biases) across devices.
     init = _init_jit(trainer, platform, **({} if sharding is None else
-                                           {"out_shardings": sharding}))
-    return init.lower(seeds, hparams, env_params, init_state)
-
-
-def _lower_train(trainer: Trainer, args: tuple, runner: Any, sharding: Any = None):
-    """The train program lowered for runners shaped like `runner` (the init program's
-    output, e.g. its lowered `out_info`)."""
-    _, hparams, env_params, _, tick0 = args
+                                           {"out_shardings": sharding})).lower(
+        seeds, hparams, env_params, init_state)
     runner = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                          runner)
+                          init.out_info)
     # The runners are the train program's to consume: donating them spares a second copy
     # of the agent states (replay buffers included). Env states, obs and keys are not
     # outputs, so their buffers cannot be reused, which XLA warns about; that is expected.
     train = jax.jit(_train_program(trainer), donate_argnums=0)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Some donated buffers were not usable")
-        return train.lower(runner, hparams, env_params, tick0)
-
-
-def lower(trainer: Trainer, args: tuple, platform: str, sharding: Any = None) -> tuple[Any, Any]:
-    """(init, train) lowered for `platform` and args = (seeds, hparams, env_params,
-    init_state, tick0), each leaf with leading [C] but tick0; `sharding` is where the
-    runners live (that of the args' runs axis). None: jit's own placement, for arguments
-    on one device only."""
-    init = _lower_init(trainer, args, platform, sharding)
-    return init, _lower_train(trainer, args, init.out_info, sharding)
+        return init, train.lower(runner, hparams, env_params, tick0)
 
 
 def compile_programs(lowered: tuple[Any, Any], train_options: dict | None = None) -> Programs:
