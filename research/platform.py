@@ -1,8 +1,12 @@
-"""Process-level JAX settings that must be made before the first computation."""
+"""Process-level JAX settings: CPU devices (before the first computation) and how CPU
+programs lower their random draws."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
+from collections.abc import Iterator
 
 import jax
 
@@ -24,3 +28,38 @@ def use_cpu_cores_as_devices() -> int:
     except RuntimeError:  # a backend already started: too late, keep what it has
         return 0
     return int(cores or 1)
+
+
+@contextlib.contextmanager
+def straight_line_threefry() -> Iterator[bool]:
+    """Within the block, jit lowers jax's threefry2x32 hash for CPU as straight-line code,
+    as it does for GPU and TPU, instead of the CPU default: a 5-iteration rolled loop.
+
+    Why: every random draw then becomes an XLA while loop, which XLA compiles as separate
+    kernels and runs step by step. Straight-line, it fuses with its neighbours, and the
+    PPO train program (128 runs on 2 CPU devices) compiled in 3.6-5.4 s instead of 6.6-9.0 s
+    (results/benchmarks/peers_cpu_analysis.md). The bits are the same.
+
+    Only lowering inside the block is affected (call `.lower()` or a jitted function's
+    first call there); executables lowered before or after keep theirs. Programs other
+    threads lower meanwhile may get either form, which is harmless (the same bits). Uses
+    jax internals: where they moved, this warns and changes nothing. Yields whether the
+    straight-line form is in effect.
+    """
+    try:
+        from jax._src.interpreters import mlir
+        from jax._src.random.threefry2x32 import threefry2x32_p
+
+        cpu_rules = mlir._platform_specific_lowerings["cpu"]
+    except (ImportError, AttributeError) as error:
+        warnings.warn(f"straight_line_threefry: jax internals moved ({error}); CPU programs "
+                      "keep jax's rolled threefry and compile more slowly", stacklevel=3)
+        yield False
+        return
+    # Without a CPU-specific rule, lowering falls back to the platform-independent one.
+    rolled = cpu_rules.pop(threefry2x32_p, None)
+    try:
+        yield threefry2x32_p not in cpu_rules
+    finally:
+        if rolled is not None:
+            cpu_rules[threefry2x32_p] = rolled

@@ -228,9 +228,11 @@ def test_a_tiny_reptile_initialisation_fine_tunes_better_than_a_random_one(tmp_p
     """8 iterations x 2 variants x 4096 steps (16 updates) of Reptile from the scratch arm's
     own random initialisation; on the held-out pole (length 1.5, outside the training range
     0.25-1.0) its initialisation starts higher, learns faster (AUC) and ends higher after
-    16 fine-tuning updates than that random one. (Measured: initial 130 vs 16, final 136 vs
-    66, AUC 77 vs 48.)"""
-    raw = compose_raw(*PIPELINE, "plot=true", "save_checkpoint=true", "agent.num_steps=64",
+    16 fine-tuning updates than that random one, over 8 fine-tuning runs per arm (with 4,
+    the final margin moved from +70 to +16 between two initialisation streams). (Measured:
+    initial 118 vs 37, final 124 vs 88, AUC 79 vs 44.)"""
+    pipeline = [a for a in PIPELINE if not a.startswith("runs.seeds=")] + ["runs.seeds=4"]
+    raw = compose_raw(*pipeline, "plot=true", "save_checkpoint=true", "agent.num_steps=64",
                       "agent.num_minibatches=4", "agent.lr=1e-3", "train.total_timesteps=4096",
                       "+meta.method=reptile",
                       "+meta.reptile.iterations=8", "+meta.reptile.meta_batch=2",

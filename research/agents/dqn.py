@@ -18,7 +18,7 @@ from research.envs import EnvSpec
 from research.rl import optim
 from research.rl.exploration import epsilon_greedy, schedule
 from research.rl.minibatch import flatten_time, minibatch_epochs
-from research.rl.networks import QNetwork
+from research.rl.networks import QNetwork, init_params
 from research.rl.replay import ReplayBuffer, buffer_add, buffer_init, buffer_sample
 from research.rl.returns import gae
 
@@ -88,7 +88,7 @@ def make(config: DQNConfig, spec: EnvSpec, total_updates: int,
 
     def init(key: jax.Array, hparams: DQNHParams) -> DQNState:
         obs = jnp.zeros(spec.obs_shape, jnp.float32)
-        params = network.init(key, obs[None])
+        params = init_params(network, key, obs[None])
         buffer = None
         if replay:
             item = {"obs": obs, "action": jnp.zeros((), jnp.int32), "reward": jnp.zeros(()),

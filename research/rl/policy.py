@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from research.envs import EnvSpec
-from research.rl.networks import ActorCritic
+from research.rl.networks import ActorCritic, init_params
 from research.rl.normalization import RunningMeanStd
 
 
@@ -29,7 +29,7 @@ class Policy:
     def init(self, key: jax.Array, init_log_std: jax.Array) -> tuple[Any, RunningMeanStd]:
         """(params, empty observation statistics); init_log_std shifts a Gaussian's log_std."""
         spec = self.network.spec
-        params = self.network.init(key, jnp.zeros((1, *spec.obs_shape)))
+        params = init_params(self.network, key, jnp.zeros((1, *spec.obs_shape)))
         if not spec.discrete:
             params["params"]["log_std"] = params["params"]["log_std"] + init_log_std
         return params, RunningMeanStd.create(spec.obs_shape)

@@ -30,6 +30,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from research import results
+from research.platform import straight_line_threefry
 from research.runner import progress as progress_module
 from research.runner.progress import ProgressBar
 from research.runner.train import Trainer
@@ -116,16 +117,16 @@ def lower(trainer: Trainer, args: tuple, platform: str, sharding: Any = None) ->
     seeds, hparams, env_params, init_state, tick0 = args
     # Pinned: XLA would otherwise replicate constant leaves (zero biases) across devices.
     init = _init_jit(trainer, platform, **({} if sharding is None else
-                                           {"out_shardings": sharding})).lower(
-        seeds, hparams, env_params, init_state)
-    runner = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                          init.out_info)
+                                           {"out_shardings": sharding}))
     # The runners are the train program's to consume: donating them spares a second copy
     # of the agent states (replay buffers included). Env states, obs and keys are not
     # outputs, so their buffers cannot be reused, which XLA warns about; that is expected.
     train = jax.jit(_train_program(trainer), donate_argnums=0)
-    with warnings.catch_warnings():
+    with straight_line_threefry(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Some donated buffers were not usable")
+        init = init.lower(seeds, hparams, env_params, init_state)
+        runner = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), init.out_info)
         return init, train.lower(runner, hparams, env_params, tick0)
 
 
@@ -348,5 +349,6 @@ def initial_agent_states(trainer: Trainer, runs: Any, init_state: Any = None) ->
     runs: anything with seeds [R], hparams and env_params (e.g. a RunsAxis).
     """
     init = _init_jit(trainer, jax.default_backend())
-    return init(np.asarray(runs.seeds, np.uint32), runs.hparams, runs.env_params,
-                init_state).agent_state
+    with straight_line_threefry():
+        return init(np.asarray(runs.seeds, np.uint32), runs.hparams, runs.env_params,
+                    init_state).agent_state
