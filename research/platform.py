@@ -37,7 +37,7 @@ def straight_line_threefry() -> Iterator[bool]:
 
     Why: every random draw then becomes an XLA while loop, which XLA compiles as separate
     kernels and runs step by step. Straight-line, it fuses with its neighbours, and the
-    PPO train program (128 runs on 2 CPU devices) compiled in 3.6-5.4 s instead of 6.6-9.0 s
+    PPO train program (128 runs on 2 CPU devices) compiled in 3.8-5.9 s instead of 6.6-9.0 s
     (results/benchmarks/peers_cpu_analysis.md). The bits are the same.
 
     Only lowering inside the block is affected (call `.lower()` or a jitted function's
