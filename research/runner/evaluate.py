@@ -80,7 +80,9 @@ def evaluate_batch(evaluate: Callable, agent_states: Any, hparams: Any, env_para
 
     One compiled program per evaluator and shapes: new params, seeds or noise reuse it.
     """
-    batched = _BATCHED.setdefault(evaluate, jax.jit(jax.vmap(evaluate, (0, 0, 0, 0, None))))
+    if evaluate not in _BATCHED:
+        _BATCHED[evaluate] = jax.jit(jax.vmap(evaluate, (0, 0, 0, 0, None)))
+    batched = _BATCHED[evaluate]
     keys = jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32))
     with straight_line_threefry():  # the first call lowers the program
         return np.asarray(batched(agent_states, hparams, env_params, keys,
