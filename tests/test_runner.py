@@ -139,7 +139,8 @@ def test_one_run_alone_equals_the_same_run_in_a_batch(tiny):
 
 
 def test_sharded_over_cpu_devices_equals_one_device(tiny, tmp_path):
-    """8 forced CPU devices, 6 runs: one run per device on 6 of them."""
+    """8 forced CPU devices, 6 runs: one run per device on 6 of them. Runs are independent,
+    so the partitioned programs exchange nothing between devices (no collectives)."""
     _, result = tiny
     out = tmp_path / "sharded.npz"
     script = (
@@ -151,6 +152,12 @@ def test_sharded_over_cpu_devices_equals_one_device(tiny, tmp_path):
         f"p = prepare(parse_experiment(compose_raw(*{TINY!r})))\n"
         "r = execute(p)\n"
         "assert r.info.num_devices == 6 and r.info.chunk_size == 6, r.info\n"
+        "import re\n"
+        "from research.runner.execute import _COMPILED\n"
+        "texts = [prog.as_text() for programs, _ in _COMPILED.values() for prog in programs]\n"
+        "assert len(texts) == 2 and all('dot(' in t or 'convolution(' in t for t in texts[1:])\n"
+        "collective = r'(all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter)'\n"
+        "assert not any(re.search(collective + r'(-start)?\\(', t) for t in texts)\n"
         f"np.savez({str(out)!r}, **r.metrics)\n"
     )
     # The parent's XLA flags too (the suite's LLVM level): only the device count may differ.

@@ -65,15 +65,18 @@ def _init_program(trainer: Trainer):
     return init
 
 
-def _train_program(trainer: Trainer):
-    """(runner [C], hparams [C], env_params [C], tick0 []) -> (agent_state [C], metrics)."""
+def _train_program(trainer: Trainer, progress: bool = True):
+    """(runner [C], hparams [C], env_params [C], tick0 []) -> (agent_state [C], metrics).
+
+    progress: a host callback after every segment ticks the active progress bar."""
 
     def train(runner, hparams, env_params, tick0):
         segment = jax.vmap(trainer.segment)
 
         def body(runner, i):
             runner, metrics = segment(runner, hparams, env_params)
-            jax.debug.callback(progress_module.tick_active, tick0 + i)
+            if progress:
+                jax.debug.callback(progress_module.tick_active, tick0 + i)
             return runner, metrics
 
         runner, metrics = jax.lax.scan(body, runner, jnp.arange(trainer.num_logs))
@@ -109,11 +112,19 @@ def _init_jit(trainer: Trainer, platform: str, **jit_kwargs):
                    **jit_kwargs)
 
 
-def lower(trainer: Trainer, args: tuple, platform: str, sharding: Any = None) -> tuple[Any, Any]:
+def lower(trainer: Trainer, args: tuple, platform: str, sharding: Any = None, *,
+          lowering_platform: str | None = None) -> tuple[Any, Any]:
     """(init, train) lowered for `platform` and args = (seeds, hparams, env_params,
     init_state, tick0), each leaf with leading [C] but tick0; `sharding` is where the
     runners live (that of the args' runs axis). None: jit's own placement, for arguments
-    on one device only."""
+    on one device only.
+
+    lowering_platform: lower for another platform than the args' devices ("cuda", "rocm",
+    "tpu"), with `platform` the matching device platform ("gpu", "tpu"): such programs can
+    be inspected (`as_text()`) but not compiled here. This is how a machine without an
+    accelerator checks that the accelerator's programs lower (tests/test_platform.py).
+    They lack the progress callback: jax lowers host callbacks only for a backend present.
+    """
     seeds, hparams, env_params, init_state, tick0 = args
     # Pinned: XLA would otherwise replicate constant leaves (zero biases) across devices.
     init = _init_jit(trainer, platform, **({} if sharding is None else
@@ -121,13 +132,15 @@ def lower(trainer: Trainer, args: tuple, platform: str, sharding: Any = None) ->
     # The runners are the train program's to consume: donating them spares a second copy
     # of the agent states (replay buffers included). Env states, obs and keys are not
     # outputs, so their buffers cannot be reused, which XLA warns about; that is expected.
-    train = jax.jit(_train_program(trainer), donate_argnums=0)
+    train = jax.jit(_train_program(trainer, progress=lowering_platform is None),
+                    donate_argnums=0)
+    platforms = {} if lowering_platform is None else {"lowering_platforms": (lowering_platform,)}
     with straight_line_threefry(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Some donated buffers were not usable")
-        init = init.lower(seeds, hparams, env_params, init_state)
+        init = init.trace(seeds, hparams, env_params, init_state).lower(**platforms)
         runner = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), init.out_info)
-        return init, train.lower(runner, hparams, env_params, tick0)
+        return init, train.trace(runner, hparams, env_params, tick0).lower(**platforms)
 
 
 def compile_programs(lowered: tuple[Any, Any], train_options: dict | None = None) -> Programs:

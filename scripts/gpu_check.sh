@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Issue 9's GPU checks in one command, sized for one 10-minute call of a lent H100/H200:
+#   1. the GPU tests (pytest -m gpu, tests/test_gpu.py),
+#   2. PPO on CartPole: env-steps/s, compile time and device memory at 1 to 16,384 runs,
+#   3. PQN likewise at 64, 4096 and 16,384 runs.
+# Tables (CSV + markdown, device named) go to $OUT (the device tool's folder that comes back;
+# default /tmp/gpu_check; 7 files, within what the tool brings back) and the whole log to
+# $OUT/gpu_check.log. Copy the tables into
+# results/benchmarks/ after reading them.
+#
+# On the device machine (no package index there; its image has jax with CUDA, flax, optax,
+# chex, numpy, pandas, matplotlib, tqdm, pytest): build the missing wheels here first,
+#   ../shared/tools/gpu-wheels.sh evosax==0.3.2 dotmap
+# then run, carrying .whl:   bash scripts/gpu_check.sh
+# The project runs from the checkout (PYTHONPATH), with the jax the image has.
+#
+# DRY=1 runs the same steps on whatever backend is here with small sizes (the GPU tests
+# skip without a GPU): a check of this script, e.g. DRY=1 PYTHON=.venv/bin/python bash scripts/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/gpu_check}
+mkdir -p "$out"
+log=$out/gpu_check.log
+py=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+if [ -d .whl ] && [ -z "${DRY:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+
+if [ -n "${DRY:-}" ]; then
+  ppo_runs=(1 64); pqn_runs=(64); steps=4096; cap=1000000; each=300
+else
+  ppo_runs=(1 64 1024 4096 16384); pqn_runs=(64 4096 16384); steps=100000; cap=200000000; each=120
+fi
+
+status=0
+step() {  # step NAME SECONDS COMMAND...: runs it under a time limit, logs, remembers failure
+  local name=$1 limit=$2; shift 2
+  echo "=== $name ($(date -u +%T), limit ${limit}s): $*" | tee -a "$log"
+  timeout "$limit" "$@" 2>&1 | tee -a "$log"
+  local rc=${PIPESTATUS[0]}
+  echo "=== $name: exit $rc" | tee -a "$log"
+  [ "$rc" -eq 0 ] || status=1
+}
+
+step versions 120 "$py" -c "from importlib.metadata import version as v; import jax
+print({p: v(p) for p in ('jax', 'jaxlib', 'flax', 'optax', 'gymnax', 'hydra-core')}, jax.devices())"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$log"
+step gpu_tests 240 "$py" -m pytest -m gpu -o addopts="-ra" -p no:cacheprovider tests/test_gpu.py
+step ppo_scaling $((each * ${#ppo_runs[@]})) "$py" scripts/benchmark.py --agent ppo --runs "${ppo_runs[@]}" \
+  --total-timesteps $steps --max-batch-steps $cap --timeout $each --out "$out" --name ppo_scaling_gpu
+step pqn_scaling $((each * ${#pqn_runs[@]})) "$py" scripts/benchmark.py --agent pqn --runs "${pqn_runs[@]}" \
+  --total-timesteps $steps --max-batch-steps $cap --timeout $each --out "$out" --name pqn_scaling_gpu
+echo "=== done, exit $status" | tee -a "$log"
+exit $status
