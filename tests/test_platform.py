@@ -37,39 +37,53 @@ EXPERIMENTS = ["ppo_pendulum", "reinforce_cartpole", "pqn_cartpole", "dqn_cartpo
                "q_learning_gridworld"]
 SMALL = ["progress=false", "plot=false", "runs.seeds=4", "train.num_logs=2"]
 
-# Runs in a process with 2 CPU devices: the runs axis must really be split.
+# Runs in a process with 2 CPU devices: the runs axis must really be split. The first
+# experiment is also lowered starting from given agent states (resumed or adopted runs).
 ACCELERATOR_SCRIPT = """
-import json, re, sys
+import json, sys
 import jax, numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from research.config import parse_experiment
 from research.pipelines.train import prepare
-from research.runner.execute import lower
+from research.runner.execute import _init_program, lower
 from tests.conftest import compose_raw
 assert len(jax.devices()) == 2, jax.devices()
 mesh = Mesh(np.array(jax.devices()), ("runs",), axis_types=(AxisType.Auto,))
 runs_axis = NamedSharding(mesh, PartitionSpec("runs"))
 found = {}
-for experiment in json.loads(sys.argv[1]):
+for n, experiment in enumerate(json.loads(sys.argv[1])):
     p = prepare(parse_experiment(compose_raw(f"experiment={experiment}", *json.loads(sys.argv[2]))))
     r = p.runs
-    args = jax.device_put((np.asarray(r.seeds, np.uint32), r.hparams, r.env_params, None),
-                          runs_axis) + (jax.device_put(np.int32(0), NamedSharding(mesh, PartitionSpec())),)
-    for target, device_platform in (("cuda", "gpu"), ("tpu", "tpu")):
-        programs = lower(p.trainer, args, device_platform, runs_axis, lowering_platform=target)
-        found[f"{experiment}/{target}"] = [
-            {"main": next(line for line in prog.as_text().splitlines() if "func.func public @main" in line),
-             "custom_calls": sorted(set(re.findall(r"custom_call @(\\w+)", prog.as_text())))}
-            for prog in programs]
+    host = (np.asarray(r.seeds, np.uint32), r.hparams, r.env_params)
+    starts = {"fresh": None}
+    if n == 0:
+        states = jax.eval_shape(_init_program(p.trainer), *host, None).agent_state
+        starts["resumed"] = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=runs_axis), states)
+    for start, init_state in starts.items():
+        args = jax.device_put(host, runs_axis) + (init_state, jax.device_put(
+            np.int32(0), NamedSharding(mesh, PartitionSpec())))
+        for target, device_platform in (("cuda", "gpu"), ("tpu", "tpu")):
+            programs = lower(p.trainer, args, device_platform, runs_axis,
+                             lowering_platform=target)
+            found[f"{experiment}/{start}/{target}"] = [prog.as_text() for prog in programs]
 print(json.dumps(found))
 """
+
+
+def train_arguments(module_text: str) -> list[str]:
+    """The arguments of a lowered module's public main, each with its attributes."""
+    main = next(line for line in module_text.splitlines() if "func.func public @main" in line)
+    return re.findall(r"%arg\d+: [^%]*", main.split(") ->")[0])
 
 
 def test_every_agent_lowers_for_gpu_and_tpu_with_the_runs_axis_split():
     """Without an accelerator, the programs a GPU or TPU would run are lowered for it:
     no primitive lacks its rule there, no platform-specific library call (LAPACK, cuSOLVER)
-    is needed, and every argument of the train program (the runners, hyperparameters and env
-    parameters) is split over the devices along the runs axis."""
+    or other custom call is needed, and every argument of the train program (the runners,
+    hyperparameters and env parameters, all [C, ...]) is annotated as split over the
+    devices along the runs axis. (The scalar segment counter is not an argument there:
+    only the progress callback, left out of such programs, reads it.)"""
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
     env = {**os.environ, "XLA_FLAGS": flags.strip(), "JAX_PLATFORMS": "cpu"}
     root = Path(__file__).resolve().parents[1]
@@ -78,9 +92,28 @@ def test_every_agent_lowers_for_gpu_and_tpu_with_the_runs_axis_split():
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     found = json.loads(out.stdout.strip().splitlines()[-1])
-    assert sorted(found) == sorted(f"{e}/{t}" for e in EXPERIMENTS for t in ("cuda", "tpu"))
+    expected = [f"{e}/fresh/{t}" for e in EXPERIMENTS for t in ("cuda", "tpu")]
+    expected += [f"{EXPERIMENTS[0]}/resumed/{t}" for t in ("cuda", "tpu")]
+    assert sorted(found) == sorted(expected)
     for name, (init, train) in found.items():
-        assert init["custom_calls"] == train["custom_calls"] == [], name
-        arguments = re.findall(r"%arg\d+: tensor<[^>]*>( \{[^}]*\})?", train["main"])
-        split = [a for a in arguments if 'sdy.sharding<@mesh, [{"runs"}' in a]
-        assert len(arguments) > 10 and len(split) == len(arguments), (name, train["main"][:500])
+        assert "custom_call" not in init + train, name
+        arguments = train_arguments(train)
+        unsplit = [a for a in arguments if 'sdy.sharding<@mesh, [{"runs"}' not in a]
+        assert len(arguments) > 10 and not unsplit, (name, unsplit[:3])
+
+
+def test_the_custom_call_and_argument_checks_see_what_they_look_for():
+    """The two checks above, on a program that has what they must catch: a cuSOLVER call
+    (QR), and an argument left whole on every device."""
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("runs",),
+                             axis_types=(jax.sharding.AxisType.Auto,))
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
+    whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    args = (jax.ShapeDtypeStruct((4, 3, 3), np.float32, sharding=split),
+            jax.ShapeDtypeStruct((4, 3), np.float32, sharding=whole))
+    text = jax.jit(lambda a, b: jax.numpy.linalg.qr(a)[0].sum() + b.sum()).trace(
+        *args).lower(lowering_platforms=("cuda",)).as_text()
+    assert "custom_call" in text
+    arguments = train_arguments(text)
+    assert len(arguments) == 2
+    assert ['sdy.sharding<@mesh, [{"runs"}' in a for a in arguments] == [True, False]

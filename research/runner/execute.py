@@ -112,6 +112,10 @@ def _init_jit(trainer: Trainer, platform: str, **jit_kwargs):
                    **jit_kwargs)
 
 
+# jax's lowering platforms -> the platform of their devices (jax.Device.platform).
+_DEVICE_PLATFORM = {"cuda": "gpu", "rocm": "gpu"}
+
+
 def lower(trainer: Trainer, args: tuple, platform: str, sharding: Any = None, *,
           lowering_platform: str | None = None) -> tuple[Any, Any]:
     """(init, train) lowered for `platform` and args = (seeds, hparams, env_params,
@@ -120,11 +124,16 @@ def lower(trainer: Trainer, args: tuple, platform: str, sharding: Any = None, *,
     on one device only.
 
     lowering_platform: lower for another platform than the args' devices ("cuda", "rocm",
-    "tpu"), with `platform` the matching device platform ("gpu", "tpu"): such programs can
+    "tpu"), with `platform` its device platform ("gpu", "gpu", "tpu"): such programs can
     be inspected (`as_text()`) but not compiled here. This is how a machine without an
     accelerator checks that the accelerator's programs lower (tests/test_platform.py).
     They lack the progress callback: jax lowers host callbacks only for a backend present.
     """
+    if lowering_platform is not None:
+        expected = _DEVICE_PLATFORM.get(lowering_platform, lowering_platform)
+        if platform != expected:
+            raise ValueError(f"lower: lowering_platform {lowering_platform!r} runs on "
+                             f"{expected!r} devices, but platform is {platform!r}")
     seeds, hparams, env_params, init_state, tick0 = args
     # Pinned: XLA would otherwise replicate constant leaves (zero biases) across devices.
     init = _init_jit(trainer, platform, **({} if sharding is None else
