@@ -1,5 +1,6 @@
 """The benchmark scripts' tables: rows merged by key, the ours/peer ratios, the scaling plot.
-Pure table code on hand-made rows (the measurements themselves are the scripts' job)."""
+Pure table code on hand-made rows (the measurements themselves are the scripts' job), plus
+small end-to-end runs of the compile-level benchmark and of the GPU check script."""
 
 import sys
 from pathlib import Path
@@ -69,3 +70,25 @@ def test_compile_levels_benchmark_times_each_level_on_one_program(tmp_path):
     assert "| ppo | 2 | -O0 |" in (tmp_path / "t.md").read_text()
     with pytest.raises(SystemExit):
         levels.main(["--levels", "4"])
+
+
+def test_gpu_check_script_runs_every_step_in_its_dry_mode(tmp_path):
+    """scripts/gpu_check.sh, which a lent GPU machine runs in one call, checked here small:
+    every step runs and exits 0, and the tables come back in $OUT."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "DRY": "1", "PYTHON": sys.executable, "OUT": str(tmp_path)}
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    log = (tmp_path / "gpu_check.log").read_text()
+    assert proc.returncode == 0, log[-3000:]
+    for step in ("versions", "gpu_tests", "ppo_scaling", "pqn_scaling"):
+        assert f"=== {step}: exit 0" in log
+    assert "=== done, exit 0" in log
+    ppo = pd.read_csv(tmp_path / "ppo_scaling_gpu.csv")
+    pqn = pd.read_csv(tmp_path / "pqn_scaling_gpu.csv")
+    assert ppo.runs.tolist() == [1, 2] and pqn.runs.tolist() == [1]
+    assert (ppo.status == "ok").all() and (pqn.status == "ok").all()
+    assert (ppo.env_steps_per_s > 0).all() and ppo.device.notna().all()
