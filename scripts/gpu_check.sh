@@ -61,9 +61,13 @@ step versions 60 "$py" -c "from importlib.metadata import version as v; import j
 print({p: v(p) for p in ('jax', 'jaxlib', 'flax', 'optax', 'gymnax', 'hydra-core')}, jax.devices())"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$log"
 step gpu_tests 180 "$py" -m pytest -m gpu -o addopts="-ra" -p no:cacheprovider tests/test_gpu.py
-step ppo_scaling $((each * ${#ppo_runs[@]})) "$py" scripts/benchmark.py --agent ppo --runs "${ppo_runs[@]}" \
-  --total-timesteps $steps --max-batch-steps $cap --timeout $each --out "$out" --name ppo_scaling_gpu
-step pqn_scaling $((each * ${#pqn_runs[@]})) "$py" scripts/benchmark.py --agent pqn --runs "${pqn_runs[@]}" \
-  --total-timesteps $steps --max-batch-steps $cap --timeout $each --out "$out" --name pqn_scaling_gpu
+scaling() {  # scaling AGENT R...: env-steps/s and memory of AGENT at each R, one table
+  local agent=$1; shift
+  step "${agent}_scaling" $((each * $#)) "$py" scripts/benchmark.py --agent "$agent" --runs "$@" \
+    --total-timesteps $steps --max-batch-steps $cap --timeout $each --out "$out" \
+    --name "${agent}_scaling_gpu"
+}
+scaling ppo "${ppo_runs[@]}"
+scaling pqn "${pqn_runs[@]}"
 echo "=== done, exit $status" | tee -a "$log"
 exit $status
