@@ -50,8 +50,9 @@ def _leaves(tree: Any) -> dict[str, Any]:
 
 def _network_settings(agent_config: Any) -> dict[str, Any]:
     values = dataclasses.asdict(agent_config)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()
-            if k in NETWORK_FIELDS}
+    return {
+        k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if k in NETWORK_FIELDS
+    }
 
 
 def _spec_dict(spec: EnvSpec) -> dict[str, Any]:
@@ -59,8 +60,16 @@ def _spec_dict(spec: EnvSpec) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
-def save(path: str | Path, states: Any, *, agent: str, spec: EnvSpec, agent_config: Any,
-         runs: pd.DataFrame, raw_config: Mapping[str, Any]) -> Path:
+def save(
+    path: str | Path,
+    states: Any,
+    *,
+    agent: str,
+    spec: EnvSpec,
+    agent_config: Any,
+    runs: pd.DataFrame,
+    raw_config: Mapping[str, Any],
+) -> Path:
     """Writes K agent states (every leaf [K, ...]) as the checkpoint directory `path`."""
     arrays = {k: np.asarray(v) for k, v in _leaves(states).items()}
     sizes = {v.shape[0] for v in arrays.values()}
@@ -71,10 +80,13 @@ def save(path: str | Path, states: Any, *, agent: str, spec: EnvSpec, agent_conf
         "agent": agent,
         "env_spec": _spec_dict(spec),
         "network": _network_settings(agent_config),
-        "agent_config": {k: list(v) if isinstance(v, tuple) else v
-                         for k, v in dataclasses.asdict(agent_config).items()},
-        "leaves": {k: {"shape": list(v.shape[1:]), "dtype": str(v.dtype)}
-                   for k, v in arrays.items()},
+        "agent_config": {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(agent_config).items()
+        },
+        "leaves": {
+            k: {"shape": list(v.shape[1:]), "dtype": str(v.dtype)} for k, v in arrays.items()
+        },
         "num_runs": len(runs),
         "provenance": results.provenance(),
     }
@@ -90,28 +102,36 @@ def read_info(path: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
     """(checkpoint.json contents, runs table) of a checkpoint directory."""
     path = Path(path)
     if not (path / "checkpoint.json").is_file() or not (path / "arrays.npz").is_file():
-        raise ConfigError(f"checkpoint: {str(path)!r} is not a checkpoint directory "
-                          "(needs checkpoint.json and arrays.npz)")
+        raise ConfigError(
+            f"checkpoint: {str(path)!r} is not a checkpoint directory "
+            "(needs checkpoint.json and arrays.npz)"
+        )
     meta = json.loads((path / "checkpoint.json").read_text())
     if meta.get("format") != FORMAT:
-        raise ConfigError(f"checkpoint: {str(path)!r} has format {meta.get('format')!r}; "
-                          f"this version reads format {FORMAT}")
+        raise ConfigError(
+            f"checkpoint: {str(path)!r} has format {meta.get('format')!r}; "
+            f"this version reads format {FORMAT}"
+        )
     return meta, pd.read_csv(path / "runs.csv")
 
 
-def mismatches(meta: Mapping[str, Any], template: Any, *, agent: str, spec: EnvSpec,
-               agent_config: Any) -> list[str]:
+def mismatches(
+    meta: Mapping[str, Any], template: Any, *, agent: str, spec: EnvSpec, agent_config: Any
+) -> list[str]:
     """What differs between a checkpoint and the agent that wants to load it ([] = fits)."""
     if meta["agent"] != agent:
-        return [f"agent: the checkpoint holds a {meta['agent']!r} agent, the config asks "
-                f"for {agent!r}"]
+        return [
+            f"agent: the checkpoint holds a {meta['agent']!r} agent, the config asks for {agent!r}"
+        ]
     problems = []
     want_spec = _spec_dict(spec)
     for name in ("obs_shape", "discrete", "num_actions", "action_dim", "num_states"):
         have, want = meta["env_spec"].get(name), want_spec[name]
         if have != want:
-            problems.append(f"env {name}: checkpoint {have!r} ({meta['env_spec']['env_id']}), "
-                            f"target {want!r} ({spec.env_id})")
+            problems.append(
+                f"env {name}: checkpoint {have!r} ({meta['env_spec']['env_id']}), "
+                f"target {want!r} ({spec.env_id})"
+            )
     want_net = _network_settings(agent_config)
     for name, want in want_net.items():
         have = meta["network"].get(name)
@@ -130,8 +150,15 @@ def mismatches(meta: Mapping[str, Any], template: Any, *, agent: str, spec: EnvS
     return problems
 
 
-def load(path: str | Path, template: Any, *, agent: str, spec: EnvSpec, agent_config: Any,
-         indices: Sequence[int] | None = None) -> Any:
+def load(
+    path: str | Path,
+    template: Any,
+    *,
+    agent: str,
+    spec: EnvSpec,
+    agent_config: Any,
+    indices: Sequence[int] | None = None,
+) -> Any:
     """States of the checkpoint's runs `indices` (all if None): every leaf [K, ...].
 
     template: one run's state of the loading agent, e.g. jax.eval_shape(agent.init, ...).
@@ -140,12 +167,16 @@ def load(path: str | Path, template: Any, *, agent: str, spec: EnvSpec, agent_co
     meta, runs = read_info(path)
     problems = mismatches(meta, template, agent=agent, spec=spec, agent_config=agent_config)
     if problems:
-        raise ConfigError(f"checkpoint {str(path)!r} does not fit the configured agent:\n  "
-                          + "\n  ".join(problems))
+        raise ConfigError(
+            f"checkpoint {str(path)!r} does not fit the configured agent:\n  "
+            + "\n  ".join(problems)
+        )
     index = np.arange(len(runs)) if indices is None else np.asarray(indices, np.int64)
     if index.ndim != 1 or len(index) == 0 or index.min() < 0 or index.max() >= len(runs):
-        raise ConfigError(f"checkpoint runs: got {np.atleast_1d(index).tolist()}; the checkpoint "
-                          f"holds runs 0..{len(runs) - 1}")
+        raise ConfigError(
+            f"checkpoint runs: got {np.atleast_1d(index).tolist()}; the checkpoint "
+            f"holds runs 0..{len(runs) - 1}"
+        )
     with np.load(path / "arrays.npz", allow_pickle=False) as data:
         arrays = {k: data[k][index] for k in data.files}
     flat, treedef = jax.tree_util.tree_flatten_with_path(template)

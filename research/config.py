@@ -74,9 +74,7 @@ class Rule:
             raise bad
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
             raise bad
-        if self.high is not None and (
-            value > self.high or (self.high_open and value == self.high)
-        ):
+        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
             raise bad
         return value
 
@@ -199,6 +197,7 @@ class ReinforceConfig:
     baseline: str = _f("value", Rule("str", choices=("value", "mean", "none")))
     normalize_obs: bool = _f(False, BOOL)
     normalize_advantages: bool = _f(False, BOOL)  # G - b to zero mean, unit std per batch
+
 
 @struct.dataclass
 class ReinforceHParams:
@@ -518,9 +517,7 @@ def _mapping(path: str, raw: Any) -> Mapping[str, Any]:
 def _reject_unknown(path: str, raw: Mapping[str, Any], allowed: Sequence[str]) -> None:
     for key in raw:
         if key not in allowed:
-            raise ConfigError(
-                f"{path}.{key}: unknown field; allowed: {', '.join(sorted(allowed))}"
-            )
+            raise ConfigError(f"{path}.{key}: unknown field; allowed: {', '.join(sorted(allowed))}")
 
 
 def _field_rule(cls: type, name: str) -> Rule:
@@ -537,7 +534,8 @@ def _build_dataclass(cls: type, path: str, raw: Mapping[str, Any]) -> Any:
         if f.metadata.get("sequence"):
             if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
                 raise ConfigError(
-                    f"{path}.{f.name}: got {value!r}; must be a non-empty list of {rule.describe()}s"
+                    f"{path}.{f.name}: got {value!r}; "
+                    f"must be a non-empty list of {rule.describe()}s"
                 )
             value = tuple(rule.check(f"{path}.{f.name}[{i}]", v) for i, v in enumerate(value))
         else:
@@ -562,7 +560,10 @@ def parse_grid(path: str, raw: Any, rule: Rule | None = None) -> ValueGrid:
         if num == 1:
             values = [start]
         elif log:
-            values = [math.exp(math.log(start) + i * (math.log(stop / start)) / (num - 1)) for i in range(num)]
+            values = [
+                math.exp(math.log(start) + i * (math.log(stop / start)) / (num - 1))
+                for i in range(num)
+            ]
         else:
             values = [start + i * (stop - start) / (num - 1) for i in range(num)]
     elif isinstance(raw, Sequence) and not isinstance(raw, (str, bytes)) and len(raw) > 0:
@@ -594,8 +595,10 @@ def _parse_agent(raw: Mapping[str, Any]) -> AgentSpec:
             f"num_envs * num_steps = {config.num_envs} * {config.num_steps} = {batch}"
         )
     if hasattr(config, "buffer_size") and config.batch_size > config.buffer_size:
-        raise ConfigError(f"agent.batch_size: got {config.batch_size}; must be <= "
-                          f"agent.buffer_size = {config.buffer_size}")
+        raise ConfigError(
+            f"agent.batch_size: got {config.batch_size}; must be <= "
+            f"agent.buffer_size = {config.buffer_size}"
+        )
     return AgentSpec(name=name, config=config, hparams=hparams)
 
 
@@ -614,8 +617,10 @@ def _parse_sinks(raw: Any) -> SinksConfig:
     sinks = _build_dataclass(SinksConfig, "sinks", raw)
     for name, (module, extra) in SINK_PACKAGES.items():
         if getattr(sinks, name) and not _installed(module):
-            raise ConfigError(f"sinks.{name}: got True; the {name} sink needs the '{module}' "
-                              f"package: pip install -e '.[{extra}]', or set sinks.{name}=false")
+            raise ConfigError(
+                f"sinks.{name}: got True; the {name} sink needs the '{module}' "
+                f"package: pip install -e '.[{extra}]', or set sinks.{name}=false"
+            )
     return sinks
 
 
@@ -623,8 +628,11 @@ def _parse_analysis(raw: Any) -> AnalysisConfig:
     raw = _mapping("analysis", raw)
     _reject_unknown("analysis", raw, ("optimality_threshold",))
     threshold = raw.get("optimality_threshold")
-    return AnalysisConfig(optimality_threshold=None if threshold is None else Rule("float").check(
-        "analysis.optimality_threshold", threshold))
+    return AnalysisConfig(
+        optimality_threshold=None
+        if threshold is None
+        else Rule("float").check("analysis.optimality_threshold", threshold)
+    )
 
 
 def _parse_search(raw: Any) -> SearchConfig:
@@ -646,7 +654,9 @@ def sample_field(path: str, raw: Any, rule: Rule, rng: Any, num: int) -> ValueGr
         if log and (start <= 0 or stop <= 0):
             raise ConfigError(f"{path}: a log range needs start > 0 and stop > 0")
         u = rng.uniform(size=num)
-        values = np.exp(np.log(start) + u * np.log(stop / start)) if log else start + u * (stop - start)
+        values = (
+            np.exp(np.log(start) + u * np.log(stop / start)) if log else start + u * (stop - start)
+        )
     else:
         choices = parse_grid(path, raw, rule).values
         values = np.asarray(choices)[rng.integers(0, len(choices), size=num)]
@@ -677,8 +687,11 @@ def _parse_sweep(raw: Any, agent: AgentSpec, search: SearchConfig) -> dict[str, 
                 f"sweepable: {', '.join(names)}"
             )
         rule = _field_rule(hparams_cls, key)
-        out[key] = (sample_field(f"sweep.{key}", values, rule, rng, search.num_samples)
-                    if search.kind == "random" else parse_grid(f"sweep.{key}", values, rule))
+        out[key] = (
+            sample_field(f"sweep.{key}", values, rule, rng, search.num_samples)
+            if search.kind == "random"
+            else parse_grid(f"sweep.{key}", values, rule)
+        )
     return out
 
 
@@ -690,32 +703,44 @@ def _parse_discretize(raw: Any) -> Discretize | None:
     _reject_unknown("env.discretize", raw, names)
     for name in names:
         if raw.get(name) is None:
-            raise ConfigError(f"env.discretize.{name}: missing; discretize needs bins, low and "
-                              "high, one entry per observation dimension each")
+            raise ConfigError(
+                f"env.discretize.{name}: missing; discretize needs bins, low and "
+                "high, one entry per observation dimension each"
+            )
     spec = _build_dataclass(Discretize, "env.discretize", raw)
     if not len(spec.bins) == len(spec.low) == len(spec.high):
         raise ConfigError(
             "env.discretize: bins, low and high need one entry per observation dimension each; "
-            f"got {len(spec.bins)}, {len(spec.low)} and {len(spec.high)}")
+            f"got {len(spec.bins)}, {len(spec.low)} and {len(spec.high)}"
+        )
     for i, (low, high) in enumerate(zip(spec.low, spec.high)):
         if not low < high:
             raise ConfigError(
-                f"env.discretize.high[{i}]: got {high!r}; must be > low[{i}] = {low!r}")
+                f"env.discretize.high[{i}]: got {high!r}; must be > low[{i}] = {low!r}"
+            )
     if math.prod(spec.bins) > MAX_STATES:
-        raise ConfigError(f"env.discretize.bins: got {list(spec.bins)}, {math.prod(spec.bins)} "
-                          f"states; at most {MAX_STATES} (state indices are int32)")
+        raise ConfigError(
+            f"env.discretize.bins: got {list(spec.bins)}, {math.prod(spec.bins)} "
+            f"states; at most {MAX_STATES} (state indices are int32)"
+        )
     return spec
 
 
 def _parse_params(path: str, raw: Any) -> dict[str, float]:
     """EnvParams overrides {field: number}; null values mean 'default'."""
-    return {key: Rule("float").check(f"{path}.{key}", value)
-            for key, value in _mapping(path, raw).items() if value is not None}
+    return {
+        key: Rule("float").check(f"{path}.{key}", value)
+        for key, value in _mapping(path, raw).items()
+        if value is not None
+    }
 
 
 def _parse_grids(path: str, raw: Any) -> dict[str, ValueGrid]:
-    return {key: parse_grid(f"{path}.{key}", value)
-            for key, value in _mapping(path, raw).items() if value is not None}
+    return {
+        key: parse_grid(f"{path}.{key}", value)
+        for key, value in _mapping(path, raw).items()
+        if value is not None
+    }
 
 
 def _parse_shift(raw: Any) -> EnvShift | None:
@@ -725,10 +750,12 @@ def _parse_shift(raw: Any) -> EnvShift | None:
     _reject_unknown("env.shift", raw, ("params", "at", "drift"))
     params = _parse_params("env.shift.params", raw.get("params"))
     if not params:
-        raise ConfigError("env.shift.params: missing; name the EnvParams fields that change, "
-                          "e.g. {length: 2.0}")
+        raise ConfigError(
+            "env.shift.params: missing; name the EnvParams fields that change, e.g. {length: 2.0}"
+        )
     at = Rule("float", low=0.0, high=1.0, low_open=True, high_open=True).check(
-        "env.shift.at", raw.get("at"))
+        "env.shift.at", raw.get("at")
+    )
     drift = Rule("float", low=0.0, high=1.0 - at).check("env.shift.drift", raw.get("drift", 0.0))
     return EnvShift(params=params, at=at, drift=drift)
 
@@ -739,70 +766,93 @@ def _parse_env(raw: Any) -> EnvConfig:
     env_id = raw.get("id")
     if not isinstance(env_id, str) or not env_id:
         raise ConfigError(f"env.id: got {env_id!r}; must be an environment name")
-    return EnvConfig(id=env_id, params=_parse_params("env.params", raw.get("params")),
-                     variants=_parse_grids("env.variants", raw.get("variants")),
-                     discretize=_parse_discretize(raw.get("discretize")),
-                     shift=_parse_shift(raw.get("shift")))
+    return EnvConfig(
+        id=env_id,
+        params=_parse_params("env.params", raw.get("params")),
+        variants=_parse_grids("env.variants", raw.get("variants")),
+        discretize=_parse_discretize(raw.get("discretize")),
+        shift=_parse_shift(raw.get("shift")),
+    )
 
 
 def _parse_transfer(raw: Any, agent: AgentSpec) -> TransferConfig | None:
     if raw is None:
         return None
     raw = _mapping("transfer", raw)
-    _reject_unknown("transfer", raw, ("checkpoint", "source", "finetune", "scratch",
-                                      "evaluation", "threshold"))
+    _reject_unknown(
+        "transfer", raw, ("checkpoint", "source", "finetune", "scratch", "evaluation", "threshold")
+    )
     checkpoint = raw.get("checkpoint")
     if checkpoint is not None and (not isinstance(checkpoint, str) or not checkpoint):
-        raise ConfigError(f"transfer.checkpoint: got {checkpoint!r}; must be the path of a "
-                          "checkpoint directory, or null to pretrain on transfer.source")
+        raise ConfigError(
+            f"transfer.checkpoint: got {checkpoint!r}; must be the path of a "
+            "checkpoint directory, or null to pretrain on transfer.source"
+        )
     source = None
     if checkpoint is None:
         src = raw.get("source")
         if src is None:
-            raise ConfigError("transfer.source: missing; give a source task to pretrain on, "
-                              "or transfer.checkpoint to load one")
+            raise ConfigError(
+                "transfer.source: missing; give a source task to pretrain on, "
+                "or transfer.checkpoint to load one"
+            )
         src = _mapping("transfer.source", src)
-        _reject_unknown("transfer.source", src, ("params", "variants", "total_timesteps",
-                                                 "seeds"))
+        _reject_unknown("transfer.source", src, ("params", "variants", "total_timesteps", "seeds"))
         source = SourceConfig(
             params=_parse_params("transfer.source.params", src.get("params")),
             variants=_parse_grids("transfer.source.variants", src.get("variants")),
-            total_timesteps=POS_INT.check("transfer.source.total_timesteps",
-                                          src.get("total_timesteps")),
-            seeds=POS_INT.check("transfer.source.seeds", src.get("seeds", 1)))
+            total_timesteps=POS_INT.check(
+                "transfer.source.total_timesteps", src.get("total_timesteps")
+            ),
+            seeds=POS_INT.check("transfer.source.seeds", src.get("seeds", 1)),
+        )
     ft_raw = _mapping("transfer.finetune", raw.get("finetune"))
-    _reject_unknown("transfer.finetune", ft_raw, [f.name for f in dataclasses.fields(FinetuneConfig)])
+    _reject_unknown(
+        "transfer.finetune", ft_raw, [f.name for f in dataclasses.fields(FinetuneConfig)]
+    )
     finetune = _build_dataclass(FinetuneConfig, "transfer.finetune", ft_raw)
     tabular = agent.name == "q_learning"
     for name in ("load", "freeze"):
         if tabular and getattr(finetune, name) == "torso":
-            raise ConfigError(f"transfer.finetune.{name}: got 'torso'; agent 'q_learning' has "
-                              "a table, not a torso and heads; allowed: "
-                              + ("'all'" if name == "load" else "'none'"))
+            raise ConfigError(
+                f"transfer.finetune.{name}: got 'torso'; agent 'q_learning' has "
+                "a table, not a torso and heads; allowed: "
+                + ("'all'" if name == "load" else "'none'")
+            )
     ev = _mapping("transfer.evaluation", raw.get("evaluation"))
     _reject_unknown("transfer.evaluation", ev, ("num_envs", "num_steps", "held_out", "obs_noise"))
     noise = ev.get("obs_noise") or []
     if isinstance(noise, (str, bytes)) or not isinstance(noise, Sequence):
-        raise ConfigError(f"transfer.evaluation.obs_noise: got {noise!r}; must be a list of "
-                          "noise standard deviations >= 0")
-    noise = tuple(NONNEG_FLOAT.check(f"transfer.evaluation.obs_noise[{i}]", v)
-                  for i, v in enumerate(noise))
+        raise ConfigError(
+            f"transfer.evaluation.obs_noise: got {noise!r}; must be a list of "
+            "noise standard deviations >= 0"
+        )
+    noise = tuple(
+        NONNEG_FLOAT.check(f"transfer.evaluation.obs_noise[{i}]", v) for i, v in enumerate(noise)
+    )
     if tabular and any(noise):
-        raise ConfigError("transfer.evaluation.obs_noise: agent 'q_learning' sees state "
-                          "indices, which noise cannot perturb; allowed: []")
+        raise ConfigError(
+            "transfer.evaluation.obs_noise: agent 'q_learning' sees state "
+            "indices, which noise cannot perturb; allowed: []"
+        )
     steps = ev.get("num_steps")
     evaluation = EvaluationConfig(
         num_envs=POS_INT.check("transfer.evaluation.num_envs", ev.get("num_envs", 16)),
         num_steps=None if steps is None else POS_INT.check("transfer.evaluation.num_steps", steps),
         held_out=_parse_grids("transfer.evaluation.held_out", ev.get("held_out")),
-        obs_noise=noise)
+        obs_noise=noise,
+    )
     threshold = raw.get("threshold")
     return TransferConfig(
-        checkpoint=checkpoint, source=source, finetune=finetune,
+        checkpoint=checkpoint,
+        source=source,
+        finetune=finetune,
         scratch=BOOL.check("transfer.scratch", raw.get("scratch", True)),
         evaluation=evaluation,
-        threshold=None if threshold is None else Rule("float").check("transfer.threshold",
-                                                                      threshold))
+        threshold=None
+        if threshold is None
+        else Rule("float").check("transfer.threshold", threshold),
+    )
 
 
 def _parse_shaping(raw: Any) -> ShapingConfig | None:
@@ -810,31 +860,49 @@ def _parse_shaping(raw: Any) -> ShapingConfig | None:
         return None
     raw = _mapping("shaping", raw)
     numeric = [f.name for f in dataclasses.fields(ShapingHParams) if f.name != "schedule"]
-    _reject_unknown("shaping", raw, ("kind", "potential", "name", "checkpoint", "schedule",
-                                     "threshold", *numeric))
-    kind = Rule("str", choices=("potential", "bonus")).check("shaping.kind",
-                                                              raw.get("kind", "potential"))
+    _reject_unknown(
+        "shaping",
+        raw,
+        ("kind", "potential", "name", "checkpoint", "schedule", "threshold", *numeric),
+    )
+    kind = Rule("str", choices=("potential", "bonus")).check(
+        "shaping.kind", raw.get("kind", "potential")
+    )
     potential = Rule("str", choices=("progress", "value")).check(
-        "shaping.potential", raw.get("potential", "progress"))
+        "shaping.potential", raw.get("potential", "progress")
+    )
     name, checkpoint = raw.get("name"), raw.get("checkpoint")
     if name is not None and not isinstance(name, str):
         raise ConfigError(f"shaping.name: got {name!r}; must be a potential's name")
     if potential == "value" and kind == "potential" and not isinstance(checkpoint, str):
-        raise ConfigError(f"shaping.checkpoint: got {checkpoint!r}; potential 'value' needs "
-                          "the path of a checkpoint whose value function is the potential")
+        raise ConfigError(
+            f"shaping.checkpoint: got {checkpoint!r}; potential 'value' needs "
+            "the path of a checkpoint whose value function is the potential"
+        )
     base, grid = {}, {}
     for f in dataclasses.fields(ShapingHParams):
         value = raw.get(f.name)
         if f.name == "schedule":
             value = value if value is not None else "constant"
-            names = list(value) if isinstance(value, Sequence) and not isinstance(value, str) \
+            names = (
+                list(value)
+                if isinstance(value, Sequence) and not isinstance(value, str)
                 else [value]
+            )
             rule = Rule("str", choices=SHAPING_SCHEDULES)
-            index = [float(SHAPING_SCHEDULES.index(rule.check(f"shaping.schedule[{i}]", n)))
-                     for i, n in enumerate(names)] if names else None
+            index = (
+                [
+                    float(SHAPING_SCHEDULES.index(rule.check(f"shaping.schedule[{i}]", n)))
+                    for i, n in enumerate(names)
+                ]
+                if names
+                else None
+            )
             if not index:
-                raise ConfigError("shaping.schedule: got []; must be a schedule or a non-empty "
-                                  "list of: " + ", ".join(SHAPING_SCHEDULES))
+                raise ConfigError(
+                    "shaping.schedule: got []; must be a schedule or a non-empty "
+                    "list of: " + ", ".join(SHAPING_SCHEDULES)
+                )
             value = index if len(index) > 1 else index[0]
         if value is None:
             continue
@@ -843,15 +911,27 @@ def _parse_shaping(raw: Any) -> ShapingConfig | None:
         else:
             base[f.name] = f.metadata["rule"].check(f"shaping.{f.name}", value)
     hparams = ShapingHParams(**base)
-    if "return_low" not in grid and "return_high" not in grid and \
-            not hparams.return_low < hparams.return_high:
-        raise ConfigError(f"shaping.return_high: got {hparams.return_high!r}; must be > "
-                          f"shaping.return_low = {hparams.return_low!r}")
+    if (
+        "return_low" not in grid
+        and "return_high" not in grid
+        and not hparams.return_low < hparams.return_high
+    ):
+        raise ConfigError(
+            f"shaping.return_high: got {hparams.return_high!r}; must be > "
+            f"shaping.return_low = {hparams.return_low!r}"
+        )
     threshold = raw.get("threshold")
-    return ShapingConfig(kind=kind, potential=potential, name=name, checkpoint=checkpoint,
-                         hparams=hparams, grid=grid,
-                         threshold=None if threshold is None else Rule("float").check(
-                             "shaping.threshold", threshold))
+    return ShapingConfig(
+        kind=kind,
+        potential=potential,
+        name=name,
+        checkpoint=checkpoint,
+        hparams=hparams,
+        grid=grid,
+        threshold=None
+        if threshold is None
+        else Rule("float").check("shaping.threshold", threshold),
+    )
 
 
 def _parse_range(path: str, raw: Any, rule: Rule, allow_list: bool = True) -> FieldRange:
@@ -869,69 +949,104 @@ def _parse_range(path: str, raw: Any, rule: Rule, allow_list: bool = True) -> Fi
             raise ConfigError(f"{path}.low: got {low!r}; a log range needs low > 0")
         return FieldRange(low=float(low), high=float(high), log=log)
     if allow_list and isinstance(raw, Sequence) and not isinstance(raw, (str, bytes)) and raw:
-        return FieldRange(values=tuple(float(rule.check(f"{path}[{i}]", v))
-                                       for i, v in enumerate(raw)))
-    allowed = "a range {low: a, high: b, log: false}" + (" or a non-empty list of values"
-                                                          if allow_list else "")
+        return FieldRange(
+            values=tuple(float(rule.check(f"{path}[{i}]", v)) for i, v in enumerate(raw))
+        )
+    allowed = "a range {low: a, high: b, log: false}" + (
+        " or a non-empty list of values" if allow_list else ""
+    )
     raise ConfigError(f"{path}: got {raw!r}; must be {allowed}")
 
 
 def _search_rule(name: str, agent: AgentSpec) -> Rule:
     """The rule of an ES search field: an agent hyperparameter, or shaping.<field>."""
     hparams = [f.name for f in dataclasses.fields(type(agent.hparams))]
-    shaping = [f"shaping.{f.name}" for f in dataclasses.fields(ShapingHParams)
-               if f.name != "schedule"]
+    shaping = [
+        f"shaping.{f.name}" for f in dataclasses.fields(ShapingHParams) if f.name != "schedule"
+    ]
     if name in hparams:
         return _field_rule(type(agent.hparams), name)
     if name in shaping:
-        return _field_rule(ShapingHParams, name[len("shaping."):])
-    raise ConfigError(f"meta.es.search.{name}: not a traced hyperparameter; allowed: "
-                      f"{', '.join(hparams + shaping)}")
+        return _field_rule(ShapingHParams, name[len("shaping.") :])
+    raise ConfigError(
+        f"meta.es.search.{name}: not a traced hyperparameter; allowed: "
+        f"{', '.join(hparams + shaping)}"
+    )
 
 
 def _parse_meta(raw: Any, agent: AgentSpec) -> MetaConfig | None:
     if raw is None:
         return None
     raw = _mapping("meta", raw)
-    _reject_unknown("meta", raw, ("method", "seeds", "seed", "variants", "held_out", "source",
-                                  "pretrain_timesteps", "reptile", "es", "evaluation"))
+    _reject_unknown(
+        "meta",
+        raw,
+        (
+            "method",
+            "seeds",
+            "seed",
+            "variants",
+            "held_out",
+            "source",
+            "pretrain_timesteps",
+            "reptile",
+            "es",
+            "evaluation",
+        ),
+    )
     method = Rule("str", choices=("reptile", "es")).check("meta.method", raw.get("method"))
     if agent.name == "q_learning":
-        raise ConfigError("agent.name: got 'q_learning'; meta-learning moves network "
-                          "parameters; allowed: " + ", ".join(n for n in AGENT_SCHEMAS
-                                                              if n != "q_learning"))
-    variants = {key: _parse_range(f"meta.variants.{key}", value, Rule("float"))
-                for key, value in _mapping("meta.variants", raw.get("variants")).items()
-                if value is not None}
+        raise ConfigError(
+            "agent.name: got 'q_learning'; meta-learning moves network "
+            "parameters; allowed: " + ", ".join(n for n in AGENT_SCHEMAS if n != "q_learning")
+        )
+    variants = {
+        key: _parse_range(f"meta.variants.{key}", value, Rule("float"))
+        for key, value in _mapping("meta.variants", raw.get("variants")).items()
+        if value is not None
+    }
     if method == "reptile" and not variants:
-        raise ConfigError("meta.variants: missing; Reptile needs a distribution of training "
-                          "variants, e.g. {length: {low: 0.25, high: 1.5}}")
+        raise ConfigError(
+            "meta.variants: missing; Reptile needs a distribution of training "
+            "variants, e.g. {length: {low: 0.25, high: 1.5}}"
+        )
     held_out = _parse_grids("meta.held_out", raw.get("held_out"))
     if not held_out:
-        raise ConfigError("meta.held_out: missing; give the held-out variants to evaluate on, "
-                          "e.g. {length: [2.0]}")
+        raise ConfigError(
+            "meta.held_out: missing; give the held-out variants to evaluate on, "
+            "e.g. {length: [2.0]}"
+        )
     batch = agent.config.num_envs * agent.config.num_steps
 
     def timesteps(path: str, value: Any) -> int:
         steps = POS_INT.check(path, value)
         if steps < batch:
-            raise ConfigError(f"{path}: got {steps}; must be at least num_envs * num_steps = "
-                              f"{batch} (one update)")
+            raise ConfigError(
+                f"{path}: got {steps}; must be at least num_envs * num_steps = {batch} (one update)"
+            )
         return steps
 
     reptile_raw = _mapping("meta.reptile", raw.get("reptile"))
-    _reject_unknown("meta.reptile", reptile_raw, [f.name for f in dataclasses.fields(ReptileConfig)])
+    _reject_unknown(
+        "meta.reptile", reptile_raw, [f.name for f in dataclasses.fields(ReptileConfig)]
+    )
     reptile = _build_dataclass(ReptileConfig, "meta.reptile", reptile_raw)
     es_raw = dict(_mapping("meta.es", raw.get("es")))
     _reject_unknown("meta.es", es_raw, [f.name for f in dataclasses.fields(ESConfig)])
     search_raw = dict(_mapping("meta.es.search", es_raw.pop("search", None)))
     # shaping.<field> written as a dotted override arrives nested: {shaping: {field: ...}}
     nested = search_raw.pop("shaping", None)
-    search_raw.update({f"shaping.{k}": v for k, v in _mapping("meta.es.search.shaping",
-                                                              nested).items()})
-    es = dataclasses.replace(_build_dataclass(ESConfig, "meta.es", es_raw), search={
-        name: _parse_range(f"meta.es.search.{name}", value, _search_rule(name, agent), False)
-        for name, value in search_raw.items() if value is not None})
+    search_raw.update(
+        {f"shaping.{k}": v for k, v in _mapping("meta.es.search.shaping", nested).items()}
+    )
+    es = dataclasses.replace(
+        _build_dataclass(ESConfig, "meta.es", es_raw),
+        search={
+            name: _parse_range(f"meta.es.search.{name}", value, _search_rule(name, agent), False)
+            for name, value in search_raw.items()
+            if value is not None
+        },
+    )
     pretrain = raw.get("pretrain_timesteps")
     pretrain = None if pretrain is None else timesteps("meta.pretrain_timesteps", pretrain)
     if method == "reptile":
@@ -939,27 +1054,42 @@ def _parse_meta(raw: Any, agent: AgentSpec) -> MetaConfig | None:
     else:
         timesteps("meta.es.inner_timesteps", es.inner_timesteps)
         if not es.search:
-            raise ConfigError("meta.es.search: missing; give the fields to search, e.g. "
-                              "{lr: {low: 1e-5, high: 1e-3, log: true}}")
+            raise ConfigError(
+                "meta.es.search: missing; give the fields to search, e.g. "
+                "{lr: {low: 1e-5, high: 1e-3, log: true}}"
+            )
         if es.algorithm == "open_es" and es.population % 2:
-            raise ConfigError(f"meta.es.population: got {es.population}; open_es samples "
-                              "antithetic pairs, so it must be even")
+            raise ConfigError(
+                f"meta.es.population: got {es.population}; open_es samples "
+                "antithetic pairs, so it must be even"
+            )
         if pretrain is None:
-            raise ConfigError("meta.pretrain_timesteps: missing; ES has no inner budget to "
-                              "match, so give the baselines' pretraining budget in env steps")
+            raise ConfigError(
+                "meta.pretrain_timesteps: missing; ES has no inner budget to "
+                "match, so give the baselines' pretraining budget in env steps"
+            )
     ev_raw = _mapping("meta.evaluation", raw.get("evaluation"))
     _reject_unknown("meta.evaluation", ev_raw, ("num_envs", "num_steps", "threshold"))
     steps, threshold = ev_raw.get("num_steps"), ev_raw.get("threshold")
     evaluation = MetaEvaluationConfig(
         num_envs=POS_INT.check("meta.evaluation.num_envs", ev_raw.get("num_envs", 8)),
         num_steps=None if steps is None else POS_INT.check("meta.evaluation.num_steps", steps),
-        threshold=None if threshold is None else Rule("float").check(
-            "meta.evaluation.threshold", threshold))
+        threshold=None
+        if threshold is None
+        else Rule("float").check("meta.evaluation.threshold", threshold),
+    )
     return MetaConfig(
-        method=method, seeds=POS_INT.check("meta.seeds", raw.get("seeds", 2)),
-        seed=Rule("int", low=0).check("meta.seed", raw.get("seed", 0)), variants=variants,
-        held_out=held_out, source=_parse_params("meta.source", raw.get("source")),
-        pretrain_timesteps=pretrain, reptile=reptile, es=es, evaluation=evaluation)
+        method=method,
+        seeds=POS_INT.check("meta.seeds", raw.get("seeds", 2)),
+        seed=Rule("int", low=0).check("meta.seed", raw.get("seed", 0)),
+        variants=variants,
+        held_out=held_out,
+        source=_parse_params("meta.source", raw.get("source")),
+        pretrain_timesteps=pretrain,
+        reptile=reptile,
+        es=es,
+        evaluation=evaluation,
+    )
 
 
 def _check_meta(config: ExperimentConfig) -> ExperimentConfig:
@@ -967,30 +1097,54 @@ def _check_meta(config: ExperimentConfig) -> ExperimentConfig:
     meta = config.meta
     if meta is None:
         return config
-    clashes = [("transfer", config.transfer is not None, "null (meta fine-tunes its own "
-                "initialisations)"),
-               ("env.variants", bool(config.env.variants), "{} (meta samples meta.variants "
-                "and evaluates on meta.held_out)"),
-               ("env.shift", config.env.shift is not None, "null"),
-               ("sweep", bool(config.sweep), "{} (search traced values with meta.es.search)"),
-               ("shaping", config.shaping is not None and bool(config.shaping.grid),
-                "single values (search them with meta.es.search.shaping.<field>)")]
+    clashes = [
+        ("transfer", config.transfer is not None, "null (meta fine-tunes its own initialisations)"),
+        (
+            "env.variants",
+            bool(config.env.variants),
+            "{} (meta samples meta.variants and evaluates on meta.held_out)",
+        ),
+        ("env.shift", config.env.shift is not None, "null"),
+        ("sweep", bool(config.sweep), "{} (search traced values with meta.es.search)"),
+        (
+            "shaping",
+            config.shaping is not None and bool(config.shaping.grid),
+            "single values (search them with meta.es.search.shaping.<field>)",
+        ),
+    ]
     for path, bad, allowed in clashes:
         if bad:
             raise ConfigError(f"{path}: set in a meta experiment; allowed: {allowed}")
     for name in meta.es.search if meta.method == "es" else ():
         if name.startswith("shaping.") and config.shaping is None:
-            raise ConfigError(f"meta.es.search.{name}: the config has no shaping block; add "
-                              "shaping: {name: ...} or search agent hyperparameters only")
+            raise ConfigError(
+                f"meta.es.search.{name}: the config has no shaping block; add "
+                "shaping: {name: ...} or search agent hyperparameters only"
+            )
     return config
 
 
 def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Validates a composed config mapping (e.g. Hydra's) into an ExperimentConfig."""
     raw = _mapping("config", raw)
-    top = ("experiment_name", "agent", "env", "train", "runs", "sweep", "output_root",
-           "progress", "plot", "transfer", "save_checkpoint", "shaping", "search",
-           "sinks", "analysis", "meta")
+    top = (
+        "experiment_name",
+        "agent",
+        "env",
+        "train",
+        "runs",
+        "sweep",
+        "output_root",
+        "progress",
+        "plot",
+        "transfer",
+        "save_checkpoint",
+        "shaping",
+        "search",
+        "sinks",
+        "analysis",
+        "meta",
+    )
     _reject_unknown("config", raw, top)
     agent = _parse_agent(raw.get("agent"))
 
@@ -1002,8 +1156,9 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     )
     runs_raw = _mapping("runs", raw.get("runs"))
     _reject_unknown(
-        "runs", runs_raw, ("seeds", "base_seed", "max_runs_per_chunk", "memory_budget_gb",
-                           "num_devices"),
+        "runs",
+        runs_raw,
+        ("seeds", "base_seed", "max_runs_per_chunk", "memory_budget_gb", "num_devices"),
     )
 
     def optional(key: str, rule: Rule) -> Any:
@@ -1024,21 +1179,23 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     if not isinstance(output_root, str) or not output_root:
         raise ConfigError(f"output_root: got {output_root!r}; must be a directory path")
     search = _parse_search(raw.get("search"))
-    return _check_meta(ExperimentConfig(
-        name=name,
-        agent=agent,
-        env=_parse_env(raw.get("env")),
-        train=train,
-        runs=runs,
-        sweep=_parse_sweep(raw.get("sweep"), agent, search),
-        output_root=output_root,
-        progress=BOOL.check("progress", raw.get("progress", True)),
-        plot=BOOL.check("plot", raw.get("plot", True)),
-        transfer=_parse_transfer(raw.get("transfer"), agent),
-        save_checkpoint=BOOL.check("save_checkpoint", raw.get("save_checkpoint", False)),
-        shaping=_parse_shaping(raw.get("shaping")),
-        search=search,
-        sinks=_parse_sinks(raw.get("sinks")),
-        analysis=_parse_analysis(raw.get("analysis")),
-        meta=_parse_meta(raw.get("meta"), agent),
-    ))
+    return _check_meta(
+        ExperimentConfig(
+            name=name,
+            agent=agent,
+            env=_parse_env(raw.get("env")),
+            train=train,
+            runs=runs,
+            sweep=_parse_sweep(raw.get("sweep"), agent, search),
+            output_root=output_root,
+            progress=BOOL.check("progress", raw.get("progress", True)),
+            plot=BOOL.check("plot", raw.get("plot", True)),
+            transfer=_parse_transfer(raw.get("transfer"), agent),
+            save_checkpoint=BOOL.check("save_checkpoint", raw.get("save_checkpoint", False)),
+            shaping=_parse_shaping(raw.get("shaping")),
+            search=search,
+            sinks=_parse_sinks(raw.get("sinks")),
+            analysis=_parse_analysis(raw.get("analysis")),
+            meta=_parse_meta(raw.get("meta"), agent),
+        )
+    )

@@ -52,8 +52,11 @@ def straight_line_threefry() -> Iterator[bool]:
 
         cpu_rules = mlir._platform_specific_lowerings["cpu"]
     except (ImportError, AttributeError) as error:
-        warnings.warn(f"straight_line_threefry: jax internals moved ({error}); CPU programs "
-                      "keep jax's rolled threefry and compile more slowly", stacklevel=3)
+        warnings.warn(
+            f"straight_line_threefry: jax internals moved ({error}); CPU programs "
+            "keep jax's rolled threefry and compile more slowly",
+            stacklevel=3,
+        )
         yield False
         return
     # Without a CPU-specific rule, lowering falls back to the platform-independent one.

@@ -14,11 +14,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -92,8 +92,9 @@ def write_csv(path: str | Path, frame: pd.DataFrame) -> Path:
 def git_commit(cwd: str | Path | None = None) -> dict[str, Any]:
     """The commit of the checkout and whether it has uncommitted changes (None if no git)."""
     try:
-        run = lambda *a: subprocess.run(["git", *a], cwd=cwd, capture_output=True, text=True,
-                                        timeout=10, check=True).stdout.strip()
+        run = lambda *a: subprocess.run(
+            ["git", *a], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
         return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain"))}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
@@ -115,8 +116,11 @@ def provenance() -> dict[str, Any]:
         "platform": platform.platform(),
         "versions": versions,
         "git": git_commit(Path(__file__).parent),
-        "devices": {"platform": devices[0].platform, "kind": devices[0].device_kind,
-                    "count": len(devices)},
+        "devices": {
+            "platform": devices[0].platform,
+            "kind": devices[0].device_kind,
+            "count": len(devices),
+        },
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "argv": sys.argv,
     }
@@ -133,9 +137,13 @@ def peak_memory(devices=None) -> dict[str, float | None]:
 
     # Linux reports ru_maxrss in KiB, macOS in bytes.
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (
-        2**20 if sys.platform == "darwin" else 2**10)
-    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use")
-             for d in (devices or jax.local_devices()) if d.platform != "cpu"]
+        2**20 if sys.platform == "darwin" else 2**10
+    )
+    peaks = [
+        (d.memory_stats() or {}).get("peak_bytes_in_use")
+        for d in (devices or jax.local_devices())
+        if d.platform != "cpu"
+    ]
     peaks = [p for p in peaks if p is not None]
     return {"peak_rss_mib": rss, "device_peak_mib": max(peaks) / 2**20 if peaks else None}
 

@@ -26,8 +26,9 @@ Series = tuple[str, np.ndarray, dict[str, np.ndarray]]  # (tag prefix, env_steps
 _RUN_COLUMNS = ("run", "seed", "checkpoint")
 
 
-def setting_series(runs: pd.DataFrame, metrics: Mapping[str, np.ndarray]
-                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def setting_series(
+    runs: pd.DataFrame, metrics: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(env_steps [L], "<metric>/<setting>" -> mean over the setting's runs [L]) for every
     metric [R, L] but env_steps; settings are the distinct values of the runs table's
     setting columns (all but run, seed, checkpoint), e.g. "lr_0.001_env.length_0.5" or
@@ -41,8 +42,9 @@ def setting_series(runs: pd.DataFrame, metrics: Mapping[str, np.ndarray]
             if name != "env_steps":
                 with warnings.catch_warnings():  # a log where no run has a value stays NaN
                     warnings.simplefilter("ignore", RuntimeWarning)
-                    out[f"{name}/{setting}"] = np.nanmean(np.asarray(values, np.float64)[index],
-                                                          axis=0)
+                    out[f"{name}/{setting}"] = np.nanmean(
+                        np.asarray(values, np.float64)[index], axis=0
+                    )
     return np.asarray(metrics["env_steps"][0]), out
 
 
@@ -53,8 +55,9 @@ def run_series(run_dir: str | Path) -> list[Series]:
     if (run_dir / "metrics.npz").exists():
         parts = [("", run_dir)]
     else:
-        parts = [(f"{p.name}/", p) for p in sorted(run_dir.iterdir())
-                 if (p / "metrics.npz").exists()]
+        parts = [
+            (f"{p.name}/", p) for p in sorted(run_dir.iterdir()) if (p / "metrics.npz").exists()
+        ]
     return [(prefix, *setting_series(*results.load_metrics(path))) for prefix, path in parts]
 
 
@@ -80,18 +83,29 @@ def write_wandb(run_dir: str | Path, series: list[Series], raw_config: dict) -> 
     import wandb
 
     run_dir = Path(run_dir)
-    run = wandb.init(mode="offline", dir=str(run_dir), config=raw_config,
-                     project=str(raw_config.get("experiment_name", "research")),
-                     name=run_dir.name)
+    run = wandb.init(
+        mode="offline",
+        dir=str(run_dir),
+        config=raw_config,
+        project=str(raw_config.get("experiment_name", "research")),
+        name=run_dir.name,
+    )
     for prefix, steps, tags in series:
         step_key = f"{prefix}env_steps"
         run.define_metric(step_key)
         for metric in sorted({tag.split("/")[0] for tag in tags}):
             run.define_metric(f"{prefix}{metric}/*", step_metric=step_key)
         for i, step in enumerate(steps):
-            run.log({step_key: int(step), **{prefix + tag: float(values[i])
-                                             for tag, values in tags.items()
-                                             if np.isfinite(values[i])}})
+            run.log(
+                {
+                    step_key: int(step),
+                    **{
+                        prefix + tag: float(values[i])
+                        for tag, values in tags.items()
+                        if np.isfinite(values[i])
+                    },
+                }
+            )
     run.finish()
 
 

@@ -30,22 +30,29 @@ import benchmark as bench  # noqa: E402  (prepared(): the program scripts/train.
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(agent: str, runs: int, total_timesteps: int, levels: list[int],
-            reps: int) -> list[dict]:
+def measure(
+    agent: str, runs: int, total_timesteps: int, levels: list[int], reps: int
+) -> list[dict]:
     """One row per level: compile s, median / best env-steps/s over `reps` timed calls."""
     import jax
 
     from research.runner import execute
 
     p = bench.prepared(runs, total_timesteps, 1, None, bench.agent_overrides(agent, None, []))
-    args = (jax.numpy.asarray(p.runs.seeds), jax.tree.map(jax.numpy.asarray, p.runs.hparams),
-            jax.tree.map(jax.numpy.asarray, p.runs.env_params), None, jax.numpy.int32(0))
+    args = (
+        jax.numpy.asarray(p.runs.seeds),
+        jax.tree.map(jax.numpy.asarray, p.runs.hparams),
+        jax.tree.map(jax.numpy.asarray, p.runs.env_params),
+        None,
+        jax.numpy.int32(0),
+    )
     lowered = execute.lower(p.trainer, args, jax.default_backend())
     compiled, compile_s = {}, {}
     for level in levels:  # the init program keeps its own options; training gets `level`
         started = time.perf_counter()
         compiled[level] = execute.compile_programs(
-            lowered, {"xla_backend_optimization_level": level})
+            lowered, {"xla_backend_optimization_level": level}
+        )
         compile_s[level] = time.perf_counter() - started
         jax.block_until_ready(compiled[level](*args))  # warm-up call, not timed
     seconds = {level: [] for level in levels}
@@ -55,37 +62,57 @@ def measure(agent: str, runs: int, total_timesteps: int, levels: list[int],
             jax.block_until_ready(compiled[level](*args))
             seconds[level].append(time.perf_counter() - started)
     steps = runs * p.trainer.steps_per_segment * p.trainer.num_logs
-    return [{"agent": agent, "runs": runs, "llvm_level": level, "env_steps_per_run": steps // runs,
-             "compile_s": compile_s[level],
-             "env_steps_per_s_median": steps / float(np.median(seconds[level])),
-             "env_steps_per_s_best": steps / min(seconds[level]),
-             "call_s": " ".join(f"{s:.2f}" for s in seconds[level]),
-             "device": bench._device_name(jax), "jax": jax.__version__}
-            for level in levels]
+    return [
+        {
+            "agent": agent,
+            "runs": runs,
+            "llvm_level": level,
+            "env_steps_per_run": steps // runs,
+            "compile_s": compile_s[level],
+            "env_steps_per_s_median": steps / float(np.median(seconds[level])),
+            "env_steps_per_s_best": steps / min(seconds[level]),
+            "call_s": " ".join(f"{s:.2f}" for s in seconds[level]),
+            "device": bench._device_name(jax),
+            "jax": jax.__version__,
+        }
+        for level in levels
+    ]
 
 
 def markdown(frame: pd.DataFrame, command: str) -> str:
-    lines = [f"# One program at several LLVM levels, timed in one process ({frame.device[0]})", "",
-             f"`{command}` (jax {frame.jax[0]}, commit {bench.git_commit()}). "
-             "Calls alternate between levels on the same inputs; env-steps/s = R x env steps "
-             "per run / call time.", "",
-             "| agent | R | LLVM level | compile s | env-steps/s (median) | env-steps/s (best) "
-             "| call s |", "|---|---:|---:|---:|---:|---:|---|"]
-    lines += [f"| {r.agent} | {r.runs} | -O{r.llvm_level} | {r.compile_s:.1f} | "
-              f"{r.env_steps_per_s_median:,.0f} | {r.env_steps_per_s_best:,.0f} | {r.call_s} |"
-              for r in frame.itertuples()]
+    lines = [
+        f"# One program at several LLVM levels, timed in one process ({frame.device[0]})",
+        "",
+        f"`{command}` (jax {frame.jax[0]}, commit {bench.git_commit()}). "
+        "Calls alternate between levels on the same inputs; env-steps/s = R x env steps "
+        "per run / call time.",
+        "",
+        "| agent | R | LLVM level | compile s | env-steps/s (median) | env-steps/s (best) "
+        "| call s |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    lines += [
+        f"| {r.agent} | {r.runs} | -O{r.llvm_level} | {r.compile_s:.1f} | "
+        f"{r.env_steps_per_s_median:,.0f} | {r.env_steps_per_s_best:,.0f} | {r.call_s} |"
+        for r in frame.itertuples()
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--agent", nargs="+", default=["ppo", "pqn"], choices=["ppo", "pqn"])
     parser.add_argument("--runs", type=int, nargs="+", default=[64, 1024])
     parser.add_argument("--levels", type=int, nargs="+", default=[3, 2])
     parser.add_argument("--reps", type=int, default=4, help="timed calls per level (default 4)")
-    parser.add_argument("--max-batch-steps", type=int, default=1_048_576,
-                        help="R x env steps per run per call (default 1048576)")
+    parser.add_argument(
+        "--max-batch-steps",
+        type=int,
+        default=1_048_576,
+        help="R x env steps per run per call (default 1048576)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks")
     parser.add_argument("--name", default=None)
     args = parser.parse_args(argv)
@@ -96,14 +123,20 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for agent in args.agent:
         for runs in args.runs:
-            rows += measure(agent, runs, max(args.max_batch_steps // runs, 1), args.levels,
-                            args.reps)
+            rows += measure(
+                agent, runs, max(args.max_batch_steps // runs, 1), args.levels, args.reps
+            )
             frame = pd.DataFrame(rows)
             name = args.name or f"xla_opt_level_paired_{frame.device[0].split(':')[0]}"
             write_csv(args.out / f"{name}.csv", frame)
-            write_text(args.out / f"{name}.md", markdown(
-                frame, "python scripts/benchmark_compile_levels.py " + " ".join(
-                    sys.argv[1:] if argv is None else argv)))
+            write_text(
+                args.out / f"{name}.md",
+                markdown(
+                    frame,
+                    "python scripts/benchmark_compile_levels.py "
+                    + " ".join(sys.argv[1:] if argv is None else argv),
+                ),
+            )
             print(frame.tail(len(args.levels)).to_string(index=False), flush=True)
     return 0
 

@@ -17,15 +17,23 @@ from research.platform import use_cpu_cores_as_devices
 
 use_cpu_cores_as_devices()  # as scripts/train.py does, so programs match
 
-from research.pipelines.run import (compare_runs, provenance_differences, run,  # noqa: E402
-                                    saved_config)
+from research.pipelines.run import (
+    compare_runs,
+    provenance_differences,
+    run,  # noqa: E402
+    saved_config,
+)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--out", type=Path, default=None, help="where the re-run goes "
-                        "(default: a temporary directory)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where the re-run goes (default: a temporary directory)",
+    )
     args = parser.parse_args()
     config, raw = saved_config(args.run_dir)
     out = args.out or Path(tempfile.mkdtemp(prefix="reproduce_"))

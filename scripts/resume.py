@@ -1,6 +1,6 @@
 """Finish an interrupted run in its own directory, skipping the chunks it already finished.
 
-    python scripts/resume.py results/runs/<experiment>/<time>
+python scripts/resume.py results/runs/<experiment>/<time>
 """
 
 from __future__ import annotations

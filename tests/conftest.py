@@ -17,7 +17,8 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _OWN_CACHE)
 # the default, since PQN trained 13% slower at -O2. Tests check behaviour, not codegen.
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = " ".join(
-        [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=2"]).strip()
+        [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=2"]
+    ).strip()
 
 import jax
 import numpy as np

@@ -15,19 +15,41 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _app(tmp_path, *overrides, timeout=600):
-    cmd = [sys.executable, "scripts/train.py", f"output_root={tmp_path}", "progress=false",
-           *overrides]
+    cmd = [
+        sys.executable,
+        "scripts/train.py",
+        f"output_root={tmp_path}",
+        "progress=false",
+        *overrides,
+    ]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def test_train_app_writes_a_complete_run_directory(tmp_path):
-    proc = _app(tmp_path, "runs.seeds=2", "sweep.lr=[1e-3,3e-4]", "env.variants.length=[0.5,1.0]",
-                "agent.num_steps=32", "train.total_timesteps=2048", "train.num_logs=4")
+    proc = _app(
+        tmp_path,
+        "runs.seeds=2",
+        "sweep.lr=[1e-3,3e-4]",
+        "env.variants.length=[0.5,1.0]",
+        "agent.num_steps=32",
+        "train.total_timesteps=2048",
+        "train.num_logs=4",
+    )
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = [p for p in tmp_path.glob("*/*") if p.is_dir()]
     names = {p.name for p in run_dir.iterdir()}
-    assert {"config.yaml", "run.json", "runs.csv", "metrics.npz", "metrics.csv", "summary.csv",
-            "summary.md", "learning_curve.png", "sensitivity.png", "heatmap.png"} <= names
+    assert {
+        "config.yaml",
+        "run.json",
+        "runs.csv",
+        "metrics.npz",
+        "metrics.csv",
+        "summary.csv",
+        "summary.md",
+        "learning_curve.png",
+        "sensitivity.png",
+        "heatmap.png",
+    } <= names
     assert not [n for n in names if n.endswith(".tmp")]
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["num_runs"] == 8 and meta["versions"]["jax"] and meta["devices"]["platform"]

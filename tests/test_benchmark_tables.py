@@ -14,19 +14,42 @@ import benchmark_peers as peers  # noqa: E402
 
 
 def row(agent: str, runs: int, rate: float, compile_s: float, rss: float, load=0.0) -> dict:
-    return {"agent": agent, "env": "cartpole", "setting": "default", "device": "cpu: test",
-            "platform": "cpu", "runs": runs, "env_steps_per_s": rate, "compile_s": compile_s,
-            "peak_rss_mib": rss, "device_peak_mib": None, "other_load": load, "status": "ok",
-            "env_id": "CartPole-v1"}
+    return {
+        "agent": agent,
+        "env": "cartpole",
+        "setting": "default",
+        "device": "cpu: test",
+        "platform": "cpu",
+        "runs": runs,
+        "env_steps_per_s": rate,
+        "compile_s": compile_s,
+        "peak_rss_mib": rss,
+        "device_peak_mib": None,
+        "other_load": load,
+        "status": "ok",
+        "env_id": "CartPole-v1",
+    }
 
 
 def test_ratios_are_ours_over_the_peer_at_the_same_r(tmp_path):
-    rows = [row("ppo", 1, 90_000, 9.0, 800), row("rejax_ppo", 1, 60_000, 12.0, 700),
-            row("ppo", 64, 150_000, 10.0, 900), row("rejax_ppo", 64, 100_000, 10.0, 850, 0.5)]
-    bench.write_tables(rows, tmp_path, "peers", False, "cpu: test", order=peers.ORDER,
-                       intro=peers.INTRO, extra=peers.comparison)
+    rows = [
+        row("ppo", 1, 90_000, 9.0, 800),
+        row("rejax_ppo", 1, 60_000, 12.0, 700),
+        row("ppo", 64, 150_000, 10.0, 900),
+        row("rejax_ppo", 64, 100_000, 10.0, 850, 0.5),
+    ]
+    bench.write_tables(
+        rows,
+        tmp_path,
+        "peers",
+        False,
+        "cpu: test",
+        order=peers.ORDER,
+        intro=peers.INTRO,
+        extra=peers.comparison,
+    )
     text = (tmp_path / "peers.md").read_text()
-    lines = [l for l in text.splitlines() if l.startswith("| ppo | rejax_ppo |")]
+    lines = [line for line in text.splitlines() if line.startswith("| ppo | rejax_ppo |")]
     assert len(lines) == 2
     r1, r64 = lines
     assert "| 1 |" in r1 and "| 1.50x |" in r1 and "| 0.75x |" in r1  # 90k/60k; 9 s/12 s
@@ -35,8 +58,13 @@ def test_ratios_are_ours_over_the_peer_at_the_same_r(tmp_path):
 
 
 def test_append_replaces_same_key_rows_and_keeps_others(tmp_path):
-    bench.write_tables([row("ppo", 1, 1.0, 1.0, 1.0), row("ppo", 64, 2.0, 1.0, 1.0)],
-                       tmp_path, "t", False, "cpu: test")
+    bench.write_tables(
+        [row("ppo", 1, 1.0, 1.0, 1.0), row("ppo", 64, 2.0, 1.0, 1.0)],
+        tmp_path,
+        "t",
+        False,
+        "cpu: test",
+    )
     bench.write_tables([row("ppo", 64, 3.0, 1.0, 1.0)], tmp_path, "t", True, "cpu: test")
     frame = pd.read_csv(tmp_path / "t.csv")
     assert frame.sort_values("runs")["env_steps_per_s"].tolist() == [1.0, 3.0]
@@ -45,8 +73,13 @@ def test_append_replaces_same_key_rows_and_keeps_others(tmp_path):
 def test_scaling_plot_only_when_some_agent_has_two_r(tmp_path):
     bench.write_tables([row("ppo", 1, 1.0, 1.0, 1.0)], tmp_path, "one", False, "cpu: test")
     assert not (tmp_path / "one.png").exists()
-    bench.write_tables([row("ppo", r, 10.0 * r, 1.0, 100.0 + r) for r in (1, 64, 1024)],
-                       tmp_path, "many", False, "cpu: test")
+    bench.write_tables(
+        [row("ppo", r, 10.0 * r, 1.0, 100.0 + r) for r in (1, 64, 1024)],
+        tmp_path,
+        "many",
+        False,
+        "cpu: test",
+    )
     assert (tmp_path / "many.png").stat().st_size > 0
 
 
@@ -54,14 +87,35 @@ def test_scaling_plot_only_when_some_agent_has_two_r(tmp_path):
 def test_batch_step_cap(runs, expected):
     class Args:
         total_timesteps, max_batch_steps = 51_200, 25_000_000
+
     assert bench.steps_for(Args, runs) == expected
 
 
 def test_compile_levels_benchmark_times_each_level_on_one_program(tmp_path):
     import benchmark_compile_levels as levels
 
-    assert levels.main(["--agent", "ppo", "--runs", "2", "--levels", "1", "0", "--reps", "2",
-                        "--max-batch-steps", "1024", "--out", str(tmp_path), "--name", "t"]) == 0
+    assert (
+        levels.main(
+            [
+                "--agent",
+                "ppo",
+                "--runs",
+                "2",
+                "--levels",
+                "1",
+                "0",
+                "--reps",
+                "2",
+                "--max-batch-steps",
+                "1024",
+                "--out",
+                str(tmp_path),
+                "--name",
+                "t",
+            ]
+        )
+        == 0
+    )
     frame = pd.read_csv(tmp_path / "t.csv")
     assert frame.llvm_level.tolist() == [1, 0] and (frame.runs == 2).all()
     assert (frame.compile_s > 0).all() and (frame.env_steps_per_s_best > 0).all()
@@ -80,8 +134,14 @@ def test_gpu_check_script_runs_every_step_in_its_dry_mode(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "DRY": "1", "PYTHON": sys.executable, "OUT": str(tmp_path)}
-    proc = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        ["bash", "scripts/gpu_check.sh"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     log = (tmp_path / "gpu_check.log").read_text()
     assert proc.returncode == 0, log[-3000:]
     for step in ("versions", "gpu_tests", "ppo_scaling", "pqn_scaling"):

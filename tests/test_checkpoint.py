@@ -12,16 +12,33 @@ from tests.conftest import compose_raw, train
 
 TINY = ("progress=false", "runs.seeds=3", "train.num_logs=2")
 AGENTS = {
-    "ppo": ("agent=ppo", "agent.num_envs=4", "agent.num_steps=16",
-            "train.total_timesteps=256"),
-    "ppo_continuous": ("agent=ppo", "env=pendulum", "agent.normalize_obs=true",
-                       "agent.num_envs=4", "agent.num_steps=16", "train.total_timesteps=256"),
+    "ppo": ("agent=ppo", "agent.num_envs=4", "agent.num_steps=16", "train.total_timesteps=256"),
+    "ppo_continuous": (
+        "agent=ppo",
+        "env=pendulum",
+        "agent.normalize_obs=true",
+        "agent.num_envs=4",
+        "agent.num_steps=16",
+        "train.total_timesteps=256",
+    ),
     "pqn": ("agent=dqn", "agent.num_envs=4", "agent.num_steps=8", "train.total_timesteps=128"),
-    "dqn_replay": ("agent=dqn", "agent.mode=dqn", "agent.num_envs=4", "agent.num_steps=8",
-                   "agent.buffer_size=64", "agent.batch_size=8", "agent.learning_starts=16",
-                   "train.total_timesteps=128"),
-    "reinforce": ("agent=reinforce", "agent.baseline=mean", "agent.num_envs=4",
-                  "agent.num_steps=16", "train.total_timesteps=256"),
+    "dqn_replay": (
+        "agent=dqn",
+        "agent.mode=dqn",
+        "agent.num_envs=4",
+        "agent.num_steps=8",
+        "agent.buffer_size=64",
+        "agent.batch_size=8",
+        "agent.learning_starts=16",
+        "train.total_timesteps=128",
+    ),
+    "reinforce": (
+        "agent=reinforce",
+        "agent.baseline=mean",
+        "agent.num_envs=4",
+        "agent.num_steps=16",
+        "train.total_timesteps=256",
+    ),
     "q_learning": ("agent=q_learning", "env=gridworld", "train.total_timesteps=256"),
 }
 
@@ -32,15 +49,26 @@ def template(prepared):
 
 
 def save(prepared, result, path, raw=None):
-    return checkpoint.save(path, result.agent_states, agent=prepared.config.agent.name,
-                           spec=prepared.env.spec, agent_config=prepared.config.agent.config,
-                           runs=prepared.runs.table, raw_config=raw or {})
+    return checkpoint.save(
+        path,
+        result.agent_states,
+        agent=prepared.config.agent.name,
+        spec=prepared.env.spec,
+        agent_config=prepared.config.agent.config,
+        runs=prepared.runs.table,
+        raw_config=raw or {},
+    )
 
 
 def load(prepared, path, indices=None):
-    return checkpoint.load(path, template(prepared), agent=prepared.config.agent.name,
-                           spec=prepared.env.spec, agent_config=prepared.config.agent.config,
-                           indices=indices)
+    return checkpoint.load(
+        path,
+        template(prepared),
+        agent=prepared.config.agent.name,
+        spec=prepared.env.spec,
+        agent_config=prepared.config.agent.config,
+        indices=indices,
+    )
 
 
 def assert_trees_equal(a, b):
@@ -67,8 +95,14 @@ def test_continued_training_from_a_loaded_checkpoint_is_identical(name, tmp_path
     prepared, result = train(*TINY, *AGENTS[name])
     loaded = load(prepared, save(prepared, result, tmp_path / "ckpt"))
     runs = prepared.runs
-    go = lambda state: run_batch(prepared.trainer, runs.seeds + 7, runs.hparams, runs.env_params,
-                                 state, devices=prepared.devices)
+    go = lambda state: run_batch(
+        prepared.trainer,
+        runs.seeds + 7,
+        runs.hparams,
+        runs.env_params,
+        state,
+        devices=prepared.devices,
+    )
     a, b = go(result.agent_states), go(loaded)
     assert_trees_equal(a.agent_states, b.agent_states)
     for k in a.metrics:
@@ -96,21 +130,38 @@ def _loader(*overrides):
     return prepare(parse_experiment(compose_raw(*TINY, *overrides)))
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (("agent=dqn",), "the checkpoint holds a 'ppo' agent, the config asks for 'dqn'"),
-    (("agent=ppo", "env=acrobot"), "env obs_shape: checkpoint [4] (CartPole-v1), target [6] "
-                                   "(Acrobot-v1)"),
-    (("agent=ppo", "env=acrobot"), "env num_actions: checkpoint 2 (CartPole-v1), target 3"),
-    (("agent=ppo", "env=pendulum"), "env discrete: checkpoint True (CartPole-v1), target False"),
-    (("agent=ppo", "agent.hidden_sizes=[32,32]"), "agent.hidden_sizes: checkpoint [64, 64], "
-                                                  "config [32, 32]"),
-    (("agent=ppo", "agent.hidden_sizes=[32,32]"), "parameter params/params/actor_head/kernel:"
-                                                  " checkpoint shape [64, 2] float32, agent [32, 2]"),
-    (("agent=ppo", "agent.hidden_sizes=[64,64,64]"), "parameter params/params/actor_torso/"
-                                                     "Dense_2/bias: missing from the "
-                                                     "checkpoint"),
-    (("agent=ppo", "agent.activation=relu"), "agent.activation: checkpoint 'tanh', config 'relu'"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (("agent=dqn",), "the checkpoint holds a 'ppo' agent, the config asks for 'dqn'"),
+        (
+            ("agent=ppo", "env=acrobot"),
+            "env obs_shape: checkpoint [4] (CartPole-v1), target [6] (Acrobot-v1)",
+        ),
+        (("agent=ppo", "env=acrobot"), "env num_actions: checkpoint 2 (CartPole-v1), target 3"),
+        (
+            ("agent=ppo", "env=pendulum"),
+            "env discrete: checkpoint True (CartPole-v1), target False",
+        ),
+        (
+            ("agent=ppo", "agent.hidden_sizes=[32,32]"),
+            "agent.hidden_sizes: checkpoint [64, 64], config [32, 32]",
+        ),
+        (
+            ("agent=ppo", "agent.hidden_sizes=[32,32]"),
+            "parameter params/params/actor_head/kernel:"
+            " checkpoint shape [64, 2] float32, agent [32, 2]",
+        ),
+        (
+            ("agent=ppo", "agent.hidden_sizes=[64,64,64]"),
+            "parameter params/params/actor_torso/Dense_2/bias: missing from the checkpoint",
+        ),
+        (
+            ("agent=ppo", "agent.activation=relu"),
+            "agent.activation: checkpoint 'tanh', config 'relu'",
+        ),
+    ],
+)
 def test_each_mismatch_names_what_differs(ppo_checkpoint, overrides, message):
     with pytest.raises(ConfigError, match="does not fit the configured agent") as error:
         load(_loader(*overrides), ppo_checkpoint)
@@ -121,14 +172,18 @@ def test_bad_paths_and_run_indices(ppo_checkpoint, tmp_path):
     prepared = _loader("agent=ppo")
     with pytest.raises(ConfigError, match="is not a checkpoint directory"):
         load(prepared, tmp_path)
-    with pytest.raises(ConfigError, match=r"checkpoint runs: got \[3\]; the checkpoint holds "
-                                          r"runs 0..2"):
+    with pytest.raises(
+        ConfigError,
+        match=r"checkpoint runs: got \[3\]; the checkpoint holds "
+        r"runs 0..2",
+    ):
         load(prepared, ppo_checkpoint, indices=[3])
 
 
 def test_loading_never_unpickles(ppo_checkpoint, tmp_path):
     """An object array (which only pickle can hold) is refused, not executed."""
     import shutil
+
     bad = tmp_path / "bad"
     shutil.copytree(ppo_checkpoint, bad)
     with np.load(bad / "arrays.npz") as data:

@@ -31,8 +31,12 @@ def test_issue_example_composes_to_128_runs():
 
 
 def test_env_variant_grid_from_overrides():
-    raw = compose_raw("runs.seeds=2", "env.variants.length=[0.5,1.0]",
-                      "env.params.gravity=5.0", "sweep.ent_coef={start: 0, stop: 0.02, num: 3}")
+    raw = compose_raw(
+        "runs.seeds=2",
+        "env.variants.length=[0.5,1.0]",
+        "env.params.gravity=5.0",
+        "sweep.ent_coef={start: 0, stop: 0.02, num: 3}",
+    )
     prepared = prepare(parse_experiment(raw))
     assert len(prepared.runs) == 2 * 2 * 3
     assert set(prepared.runs.env_params.gravity.tolist()) == {5.0}
@@ -46,10 +50,16 @@ BAD = [
     (dict(agent__gamma=1.5), r"agent.gamma: got 1.5; must be a float with 0 <= x <= 1"),
     (dict(agent__num_envs=0), r"agent.num_envs: got 0; must be an int with 1 <= x"),
     (dict(agent__num_steps=2.5), r"agent.num_steps: got 2.5; must be an int"),
-    (dict(agent__activation="gelu"), r"agent.activation: got 'gelu'; must be one of 'tanh', 'relu'"),
+    (
+        dict(agent__activation="gelu"),
+        r"agent.activation: got 'gelu'; must be one of 'tanh', 'relu'",
+    ),
     (dict(agent__hidden_sizes=[64, -1]), r"agent.hidden_sizes\[1\]: got -1"),
-    (dict(agent__num_minibatches=3), r"agent.num_minibatches: got 3; must divide num_envs \* "
-                                     r"num_steps = 4 \* 128 = 512"),
+    (
+        dict(agent__num_minibatches=3),
+        r"agent.num_minibatches: got 3; must divide num_envs \* "
+        r"num_steps = 4 \* 128 = 512",
+    ),
     (dict(agent__learning_rate=1e-3), r"agent.learning_rate: unknown field; allowed: .*lr"),
     (dict(runs__seeds=0), r"runs.seeds: got 0; must be an int with 1 <= x"),
     (dict(train__total_timesteps=-5), r"train.total_timesteps: got -5"),
@@ -59,8 +69,10 @@ BAD = [
     (dict(sweep__num_envs=[4, 8]), r"sweep.num_envs: 'num_envs' changes array shapes.*multirun"),
     (dict(sweep__bogus=[1]), r"sweep.bogus: not a hyperparameter of agent 'ppo'"),
     (dict(sweep__lr={"start": 1e-4, "stop": 1e-3}), r"sweep.lr.num: missing"),
-    (dict(sweep__lr={"start": 0, "stop": 1e-3, "num": 3, "log": True}),
-     r"sweep.lr: a log range needs start > 0"),
+    (
+        dict(sweep__lr={"start": 0, "stop": 1e-3, "num": 3, "log": True}),
+        r"sweep.lr: a log range needs start > 0",
+    ),
     (dict(experiment_name=""), r"experiment_name: got ''"),
     (dict(extra_key=1), r"config.extra_key: unknown field"),
     (dict(runs__max_runs_per_chunk=0), r"runs.max_runs_per_chunk: got 0"),
@@ -84,7 +96,9 @@ BAD_PREPARE = [
 ]
 
 
-@pytest.mark.parametrize("changes,message", BAD_PREPARE, ids=[m.split(":")[0] for _, m in BAD_PREPARE])
+@pytest.mark.parametrize(
+    "changes,message", BAD_PREPARE, ids=[m.split(":")[0] for _, m in BAD_PREPARE]
+)
 def test_bad_value_is_named_before_compiling(changes, message):
     with pytest.raises(ConfigError, match=message):
         prepare(parse_experiment(_with(**changes)))

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from research.config import ConfigError
-from research.envs import Env, stack_params, variant_grid, variant_params
-from research.envs import arm, trading
+from research.envs import Env, arm, stack_params, trading, variant_grid, variant_params
 from research.envs.shaping import goal_distance, progress_potential
 from research.runner import make_evaluate
 from research.runner.evaluate import first_episode_metric
@@ -29,12 +28,12 @@ def momentum_and_energy(angles, velocities, params):
     """Angular momentum about the shoulder, M11 dq1 + M12 dq2, and kinetic energy."""
     m11, m12, m22 = arm.mass_matrix(angles[1], params)
     dq1, dq2 = velocities
-    return (m11 * dq1 + m12 * dq2,
-            0.5 * (m11 * dq1**2 + 2 * m12 * dq1 * dq2 + m22 * dq2**2))
+    return (m11 * dq1 + m12 * dq2, 0.5 * (m11 * dq1**2 + 2 * m12 * dq1 * dq2 + m22 * dq2**2))
 
 
 def swing(params, torque, steps, angles=(0.3, 0.5), velocities=(1.0, -2.0)):
     """Angles and velocities [steps + 1, 2] of the arm under a constant torque [2]."""
+
     def step(carry, _):
         carry = arm.integrate(*carry, jnp.asarray(torque, jnp.float32), params)
         return carry, carry
@@ -47,14 +46,20 @@ def swing(params, torque, steps, angles=(0.3, 0.5), velocities=(1.0, -2.0)):
 # ------------------------------------------------------------------------------ arm
 
 
-@pytest.mark.parametrize("angles,elbow,tip", [
-    ((0.0, 0.0), (0.6, 0.0), (1.0, 0.0)),
-    ((math.pi / 2, 0.0), (0.0, 0.6), (0.0, 1.0)),
-    ((0.0, math.pi / 2), (0.6, 0.0), (0.6, 0.4)),
-    ((math.pi, -math.pi / 2), (-0.6, 0.0), (-0.6, 0.4)),
-    ((math.pi / 4, math.pi), (0.6 / math.sqrt(2), 0.6 / math.sqrt(2)),
-     (0.2 / math.sqrt(2), 0.2 / math.sqrt(2))),
-])
+@pytest.mark.parametrize(
+    "angles,elbow,tip",
+    [
+        ((0.0, 0.0), (0.6, 0.0), (1.0, 0.0)),
+        ((math.pi / 2, 0.0), (0.0, 0.6), (0.0, 1.0)),
+        ((0.0, math.pi / 2), (0.6, 0.0), (0.6, 0.4)),
+        ((math.pi, -math.pi / 2), (-0.6, 0.0), (-0.6, 0.4)),
+        (
+            (math.pi / 4, math.pi),
+            (0.6 / math.sqrt(2), 0.6 / math.sqrt(2)),
+            (0.2 / math.sqrt(2), 0.2 / math.sqrt(2)),
+        ),
+    ],
+)
 def test_forward_kinematics_at_known_angles(angles, elbow, tip):
     params = arm_params(link_length_1=0.6, link_length_2=0.4)
     got_elbow, got_tip = arm.forward_kinematics(jnp.asarray(angles), params)
@@ -67,8 +72,9 @@ def test_tip_velocity_is_the_derivative_of_the_fingertip_position():
     h = 1e-3
     ahead = arm.forward_kinematics(angles + h * velocities, params)[1]
     behind = arm.forward_kinematics(angles - h * velocities, params)[1]
-    np.testing.assert_allclose(arm.tip_velocity(angles, velocities, params),
-                               (ahead - behind) / (2 * h), atol=2e-3)
+    np.testing.assert_allclose(
+        arm.tip_velocity(angles, velocities, params), (ahead - behind) / (2 * h), atol=2e-3
+    )
 
 
 def test_free_arm_keeps_momentum_and_energy_and_friction_dissipates():
@@ -121,17 +127,21 @@ def test_torque_limit_clips_actions_and_discrete_actions_map_to_torques():
     np.testing.assert_array_equal(discrete.torque(jnp.asarray(2), params), [-2.0, 2.0])
     np.testing.assert_array_equal(discrete.torque(jnp.asarray(4), params), [0.0, 0.0])
     pushed = jax.jit(discrete.step_env)(key, state, jnp.asarray(2), params)[1]
-    np.testing.assert_allclose(pushed.velocities,
-                               step(key, state, jnp.array([-1.0, 1.0]), params)[1].velocities)
+    np.testing.assert_allclose(
+        pushed.velocities, step(key, state, jnp.array([-1.0, 1.0]), params)[1].velocities
+    )
 
 
 def test_reaching_needs_tolerance_and_low_speed_and_pays_the_bonus():
-    env, params = arm.ArmReach(), arm_params(tolerance=0.05, max_tip_speed=0.5,
-                                             success_bonus=10.0, friction=0.0)
+    env, params = (
+        arm.ArmReach(),
+        arm_params(tolerance=0.05, max_tip_speed=0.5, success_bonus=10.0, friction=0.0),
+    )
     angles = jnp.array([0.4, 0.9])
     _, tip = arm.forward_kinematics(angles, params)
-    state = arm.ArmState(time=0, angles=angles, velocities=jnp.zeros(2),
-                         target=tip + jnp.array([0.03, 0.0]))
+    state = arm.ArmState(
+        time=0, angles=angles, velocities=jnp.zeros(2), target=tip + jnp.array([0.03, 0.0])
+    )
     obs, _, reward, terminated, _ = env.step_env(jax.random.key(0), state, jnp.zeros(2), params)
     assert bool(terminated)
     np.testing.assert_allclose(reward, 10.0 - 0.03, atol=1e-5)
@@ -147,8 +157,9 @@ def test_arm_potential_and_distance_for_shaping():
     obs, state = env.reset(jax.random.key(3), params)
     distance = arm.tip_distance(state.inner, params)
     np.testing.assert_allclose(goal_distance(ARM)(obs, params), distance, rtol=1e-6)
-    np.testing.assert_allclose(progress_potential(ARM, None)(obs, params), -distance / 1.0,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        progress_potential(ARM, None)(obs, params), -distance / 1.0, rtol=1e-6
+    )
 
 
 # ------------------------------------------------------------------------------ trading
@@ -171,11 +182,14 @@ def hold_log_returns(params, chains=128, steps=2000, seed=0):
     return np.asarray(jax.jit(jax.vmap(chain))(keys), np.float64)
 
 
-@pytest.mark.parametrize("fields", [
-    {},  # the default market: two regimes and jumps
-    {"jump_rate": 0.2, "jump_mean": 0.01, "jump_std": 0.05, "p_calm_to_volatile": 0.0},
-    {"p_calm_to_volatile": 0.3, "p_volatile_to_calm": 0.2, "jump_rate": 0.0},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},  # the default market: two regimes and jumps
+        {"jump_rate": 0.2, "jump_mean": 0.01, "jump_std": 0.05, "p_calm_to_volatile": 0.0},
+        {"p_calm_to_volatile": 0.3, "p_volatile_to_calm": 0.2, "jump_rate": 0.0},
+    ],
+)
 def test_log_returns_match_the_process_parameters(fields):
     """Mean and variance of the log returns over 128 independent chains x 2000 steps match
     `log_return_moments` within 4 standard errors (estimated from the spread of the chains'
@@ -190,9 +204,11 @@ def test_log_returns_match_the_process_parameters(fields):
 
 
 def test_single_regime_without_jumps_has_the_calm_drift_and_vol():
-    params = variant_params(TRADING, trading.TradingParams(),
-                            {"p_calm_to_volatile": 0.0, "jump_rate": 0.0, "drift_calm": 1e-3,
-                             "vol_calm": 0.02})
+    params = variant_params(
+        TRADING,
+        trading.TradingParams(),
+        {"p_calm_to_volatile": 0.0, "jump_rate": 0.0, "drift_calm": 1e-3, "vol_calm": 0.02},
+    )
     r = hold_log_returns(params, chains=64, steps=1000).reshape(-1)
     assert abs(r.mean() - 1e-3) < 4 * 0.02 / np.sqrt(r.size)
     assert abs(r.std() / 0.02 - 1) < 0.01
@@ -208,10 +224,21 @@ def test_jump_counts_are_poisson():
 def test_costs_are_charged_exactly_on_a_hand_computed_trade():
     """A frozen price (no drift, vol or jumps) at 100, cost 1% of notional + 0.5 per trade."""
     env = trading.Trading()
-    params = variant_params(TRADING, trading.TradingParams(), {
-        "drift_calm": 0.0, "drift_volatile": 0.0, "vol_calm": 0.0, "vol_volatile": 0.0,
-        "jump_rate": 0.0, "cost_rate": 0.01, "fixed_cost": 0.5, "trade_size": 2.0,
-        "max_position": 3.0})
+    params = variant_params(
+        TRADING,
+        trading.TradingParams(),
+        {
+            "drift_calm": 0.0,
+            "drift_volatile": 0.0,
+            "vol_calm": 0.0,
+            "vol_volatile": 0.0,
+            "jump_rate": 0.0,
+            "cost_rate": 0.01,
+            "fixed_cost": 0.5,
+            "trade_size": 2.0,
+            "max_position": 3.0,
+        },
+    )
     _, state = env.reset_env(jax.random.key(0), params)
     step = jax.jit(env.step_env)
     key = jax.random.key(1)
@@ -232,8 +259,7 @@ def test_costs_are_charged_exactly_on_a_hand_computed_trade():
     _, sold, reward, *_ = step(key, capped, jnp.asarray(0), params)
     assert float(sold.position) == 1.0
     np.testing.assert_allclose(reward, -2.5, rtol=1e-6)
-    np.testing.assert_allclose(trading.portfolio_value(sold), 100.0 - 2.5 - 1.5 - 2.5,
-                               rtol=1e-6)
+    np.testing.assert_allclose(trading.portfolio_value(sold), 100.0 - 2.5 - 1.5 - 2.5, rtol=1e-6)
 
 
 def test_reward_is_the_change_in_portfolio_value():
@@ -287,7 +313,7 @@ def test_batches_of_env_params_step_in_one_jit():
     step = jax.jit(jax.vmap(env.step, in_axes=(None, 0, None, 0)))
     _, ts = step(jax.random.key(1), state, action, params)
     for i in range(2):
-        one = lambda tree: jax.tree.map(lambda x: x[i], tree)
+        one = lambda tree, i=i: jax.tree.map(lambda x: x[i], tree)
         _, alone = env.step(jax.random.key(1), one(state), action, one(params))
         np.testing.assert_allclose(ts.obs[i], alone.obs, rtol=1e-5, atol=1e-6)
     assert abs(ts.obs[0, 5]) > 2 * abs(ts.obs[1, 5])  # the heavy elbow accelerates less
@@ -299,22 +325,38 @@ def test_batches_of_env_params_step_in_one_jit():
     def run(p):
         obs, s = market.reset(jax.random.key(0), p)
         step = lambda s, k: (lambda out: (out[0], out[1].reward))(
-            market.step(k, s, jnp.asarray(2), p))
+            market.step(k, s, jnp.asarray(2), p)
+        )
         return jax.lax.scan(step, s, jax.random.split(jax.random.key(1), 200))[1]
 
     rewards = np.asarray(jax.jit(jax.vmap(run))(params))
     assert 3.0 < rewards[1].std() / rewards[0].std() < 5.0
 
 
-@pytest.mark.parametrize("env_id,fields,message", [
-    (ARM, {"tolerance": [-0.1]}, r"env.variants.tolerance: got -0.1; must be a float > 0"),
-    (ARM, {"elbow_limit": [4.0]}, r"env.variants.elbow_limit: got 4.0; must be a float with "
-                                  r"0 < x <= pi"),
-    (ARM_DISCRETE, {"target_radius_max": [1.5]}, r"env.variants.target_radius_max: got 1.5"),
-    (TRADING, {"jump_rate": [2.0]}, r"env.variants.jump_rate: got 2.0; must be a float with "
-                                    r"0 <= x <= 1"),
-    (TRADING, {"max_position": [0.0]}, r"env.variants.max_position: got 0.0; must be a float > 0"),
-])
+@pytest.mark.parametrize(
+    "env_id,fields,message",
+    [
+        (ARM, {"tolerance": [-0.1]}, r"env.variants.tolerance: got -0.1; must be a float > 0"),
+        (
+            ARM,
+            {"elbow_limit": [4.0]},
+            r"env.variants.elbow_limit: got 4.0; must be a float with "
+            r"0 < x <= pi",
+        ),
+        (ARM_DISCRETE, {"target_radius_max": [1.5]}, r"env.variants.target_radius_max: got 1.5"),
+        (
+            TRADING,
+            {"jump_rate": [2.0]},
+            r"env.variants.jump_rate: got 2.0; must be a float with "
+            r"0 <= x <= 1",
+        ),
+        (
+            TRADING,
+            {"max_position": [0.0]},
+            r"env.variants.max_position: got 0.0; must be a float > 0",
+        ),
+    ],
+)
 def test_bad_env_params_name_field_value_and_what_is_allowed(env_id, fields, message):
     env = Env(env_id)
     with pytest.raises(ConfigError, match=message):
@@ -323,26 +365,48 @@ def test_bad_env_params_name_field_value_and_what_is_allowed(env_id, fields, mes
 
 # ------------------------------------------------------------------------------ agents
 
-TINY = ["progress=false", "plot=false", "runs.seeds=2", "train.num_logs=2",
-        "train.total_timesteps=1024", "agent.num_envs=4", "agent.hidden_sizes=[16]"]
+TINY = [
+    "progress=false",
+    "plot=false",
+    "runs.seeds=2",
+    "train.num_logs=2",
+    "train.total_timesteps=1024",
+    "agent.num_envs=4",
+    "agent.hidden_sizes=[16]",
+]
 
 
 def test_ppo_on_the_arm_with_shaping_a_sweep_and_variants_in_one_program():
-    prepared, result = train(*TINY, "agent=ppo", "env=arm_reach", "agent.num_steps=16",
-                             "agent.num_minibatches=2", "agent.num_epochs=1",
-                             "sweep.lr=[1e-3,3e-4]", "env.variants.link_mass_2=[1.0,3.0]",
-                             "+shaping.name=distance", "+shaping.weight=[0.0,1.0]")
+    prepared, result = train(
+        *TINY,
+        "agent=ppo",
+        "env=arm_reach",
+        "agent.num_steps=16",
+        "agent.num_minibatches=2",
+        "agent.num_epochs=1",
+        "sweep.lr=[1e-3,3e-4]",
+        "env.variants.link_mass_2=[1.0,3.0]",
+        "+shaping.name=distance",
+        "+shaping.weight=[0.0,1.0]",
+    )
     final = {k: v[:, -1] for k, v in result.metrics.items()}  # 200-step episodes have ended
     assert len(prepared.runs) == 16 and np.isfinite(final["episode_return"]).all()
     unshaped = prepared.runs.table["shaping.weight"].to_numpy() == 0.0
-    np.testing.assert_array_equal(final["shaped_return"][unshaped],
-                                  final["episode_return"][unshaped])
+    np.testing.assert_array_equal(
+        final["shaped_return"][unshaped], final["episode_return"][unshaped]
+    )
     assert not np.allclose(final["shaped_return"][~unshaped], final["episode_return"][~unshaped])
 
 
 def test_deep_q_learning_on_the_discrete_arm():
-    _, result = train(*TINY, "agent=dqn", "env=arm_reach_discrete", "agent.num_steps=16",
-                      "agent.num_minibatches=2", "agent.num_epochs=1")
+    _, result = train(
+        *TINY,
+        "agent=dqn",
+        "env=arm_reach_discrete",
+        "agent.num_steps=16",
+        "agent.num_minibatches=2",
+        "agent.num_epochs=1",
+    )
     assert np.isfinite(result.metrics["episode_return"][:, -1]).all()
 
 
@@ -354,8 +418,11 @@ def test_reinforce_on_trading_and_the_drawdown_evaluation():
     first = lambda tree: jax.tree.map(lambda x: x[0], tree)  # run 0
     env, params = prepared.env, first(prepared.runs.env_params)
     state, hparams = first(result.agent_states), first(prepared.runs.hparams)
-    run = lambda metric: float(jax.jit(make_evaluate(prepared.agent, env, 4, 200, metric))(
-        state, hparams, params, jax.random.key(5), 0.0))
+    run = lambda metric: float(
+        jax.jit(make_evaluate(prepared.agent, env, 4, 200, metric))(
+            state, hparams, params, jax.random.key(5), 0.0
+        )
+    )
     total = run(lambda rewards, p: rewards.sum())
     np.testing.assert_allclose(total, run(None), rtol=1e-5, atol=1e-4)
     assert 0.0 <= run(trading.max_drawdown) <= 1.0
@@ -364,9 +431,12 @@ def test_reinforce_on_trading_and_the_drawdown_evaluation():
 def test_tabular_q_learning_on_discretised_trading():
     bins = "[1,1,1,1,1,1,1,3,3,3]"  # last return, volatility estimate, position
     prepared, result = train(
-        *TINY[:-1], "agent=q_learning", "env=trading",
+        *TINY[:-1],
+        "agent=q_learning",
+        "env=trading",
         f"+env.discretize={{bins: {bins}, low: [-1,-1,-1,-1,-1,-1,-1,-1,0.5,-1], "
-        "high: [1,1,1,1,1,1,1,1,2.5,1]}")
+        "high: [1,1,1,1,1,1,1,1,2.5,1]}",
+    )
     assert prepared.env.spec.num_states == 27
     assert np.isfinite(result.metrics["episode_return"][:, -1]).all()
 
@@ -378,10 +448,22 @@ def test_ppo_learns_to_reach():
     -30 (an untrained policy scores about -210), with episodes under 80 steps (of 200).
     Measured here: -57 -> -6.5 and -101 -> -19.6, 25 and 53 steps."""
     prepared, result = train(
-        "progress=false", "plot=false", "agent=ppo", "env=arm_reach", "runs.seeds=2",
-        "train.total_timesteps=400000", "train.num_logs=4", "agent.num_envs=32",
-        "agent.num_steps=64", "agent.num_minibatches=8", "agent.normalize_obs=true",
-        "agent.lr=3e-3", "agent.gamma=0.97", "agent.ent_coef=0.0", "agent.reward_scale=0.1")
+        "progress=false",
+        "plot=false",
+        "agent=ppo",
+        "env=arm_reach",
+        "runs.seeds=2",
+        "train.total_timesteps=400000",
+        "train.num_logs=4",
+        "agent.num_envs=32",
+        "agent.num_steps=64",
+        "agent.num_minibatches=8",
+        "agent.normalize_obs=true",
+        "agent.lr=3e-3",
+        "agent.gamma=0.97",
+        "agent.ent_coef=0.0",
+        "agent.reward_scale=0.1",
+    )
     returns, lengths = result.metrics["episode_return"], result.metrics["episode_length"]
     assert (returns[:, -1] > returns[:, 0] + 30).all(), returns
     assert (returns[:, -1] > -30).all() and (lengths[:, -1] < 80).all(), (returns, lengths)

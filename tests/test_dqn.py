@@ -5,8 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research.agents.dqn import (double_q_targets, one_step_targets, q_lambda_targets,
-                                 q_network, td_loss)
+from research.agents.dqn import (
+    double_q_targets,
+    one_step_targets,
+    q_lambda_targets,
+    q_network,
+    td_loss,
+)
 from research.config import ConfigError, parse_experiment
 from research.pipelines.train import prepare
 from research.rl.exploration import epsilon_greedy
@@ -41,11 +46,13 @@ def test_one_step_targets_and_loss():
 def test_double_q_targets_value_the_online_choice_with_the_target_net():
     next_q_target = jnp.array([[1.0, 3.0], [5.0, 2.0]])
     next_q_online = jnp.array([[2.0, 1.0], [0.0, 4.0]])  # picks a' = 0, then a' = 1
-    t = double_q_targets(jnp.array([1.0, 1.0]), next_q_target, next_q_online,
-                         jnp.array([0.0, 0.0]), 0.9)
+    t = double_q_targets(
+        jnp.array([1.0, 1.0]), next_q_target, next_q_online, jnp.array([0.0, 0.0]), 0.9
+    )
     np.testing.assert_allclose(t, [1 + 0.9 * 1, 1 + 0.9 * 2])  # plain max: 1 + 0.9 * [3, 5]
-    done = double_q_targets(jnp.array([1.0]), next_q_target[:1], next_q_online[:1],
-                            jnp.array([1.0]), 0.9)
+    done = double_q_targets(
+        jnp.array([1.0]), next_q_target[:1], next_q_online[:1], jnp.array([1.0]), 0.9
+    )
     np.testing.assert_allclose(done, [1.0])
 
 
@@ -80,8 +87,11 @@ def test_epsilon_greedy_rates():
 
 
 def test_continuous_actions_are_refused_before_compiling():
-    with pytest.raises(ConfigError, match=r"agent.name: 'dqn' needs discrete actions; env.id "
-                                          r"'Pendulum-v1'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"agent.name: 'dqn' needs discrete actions; env.id "
+        r"'Pendulum-v1'",
+    ):
         prepare(parse_experiment(compose_raw("agent=dqn", "env=pendulum")))
 
 
@@ -90,22 +100,36 @@ def _train(*overrides):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("env_id,gamma,obs,q_star", [
-    ("ConstantReward-probe", 0.9, [0.0], [[1.0, 1.0]]),
-    ("ObsDependentReward-probe", 0.9, [-1.0, 1.0], [[-1.0, -1.0], [1.0, 1.0]]),
-    ("TwoStepDiscount-probe", 0.5, [0.0, 1.0], [[0.5, 0.5], [1.0, 1.0]]),
-    ("ActionDependentReward-probe", 0.9, [0.0], [[-1.0, 1.0]]),
-    ("ObsActionReward-probe", 0.9, [-1.0, 1.0], [[1.0, -1.0], [-1.0, 1.0]]),
-])
+@pytest.mark.parametrize(
+    "env_id,gamma,obs,q_star",
+    [
+        ("ConstantReward-probe", 0.9, [0.0], [[1.0, 1.0]]),
+        ("ObsDependentReward-probe", 0.9, [-1.0, 1.0], [[-1.0, -1.0], [1.0, 1.0]]),
+        ("TwoStepDiscount-probe", 0.5, [0.0, 1.0], [[0.5, 0.5], [1.0, 1.0]]),
+        ("ActionDependentReward-probe", 0.9, [0.0], [[-1.0, 1.0]]),
+        ("ObsActionReward-probe", 0.9, [-1.0, 1.0], [[1.0, -1.0], [-1.0, 1.0]]),
+    ],
+)
 @pytest.mark.parametrize("mode", ["pqn", "dqn"])
 def test_probe_q_values(mode, env_id, gamma, obs, q_star):
     # dqn mode: more gradient steps per update and a faster target, for the few updates here
     extra = ("agent.num_epochs=16", "agent.tau=0.1") if mode == "dqn" else ()
-    prepared, result = _train(*extra, "env=gymnax", f"env.id={env_id}", f"agent.mode={mode}",
-                              f"agent.gamma={gamma}", "agent.epsilon_end=0.5", "agent.lr=5e-3",
-                              "agent.learning_starts=64", "agent.buffer_size=1024",
-                              "agent.batch_size=64", "agent.hidden_sizes=[32,32]",
-                              "runs.seeds=2", "train.total_timesteps=40000", "train.num_logs=1")
+    prepared, result = _train(
+        *extra,
+        "env=gymnax",
+        f"env.id={env_id}",
+        f"agent.mode={mode}",
+        f"agent.gamma={gamma}",
+        "agent.epsilon_end=0.5",
+        "agent.lr=5e-3",
+        "agent.learning_starts=64",
+        "agent.buffer_size=1024",
+        "agent.batch_size=64",
+        "agent.hidden_sizes=[32,32]",
+        "runs.seeds=2",
+        "train.total_timesteps=40000",
+        "train.num_logs=1",
+    )
     net = q_network(prepared.config.agent.config, prepared.env.spec)
     q = jax.vmap(lambda s: net.apply(s.params, jnp.asarray(obs)[:, None]))(result.agent_states)
     np.testing.assert_allclose(q, np.broadcast_to(q_star, q.shape), atol=0.15)
@@ -121,8 +145,9 @@ def test_pqn_solves_cartpole():
 @pytest.mark.slow
 def test_pqn_learns_minatar_breakout_clearly_above_random():
     """Random play (epsilon fixed at 1) runs beside the learner in the same program."""
-    prepared, result = _train("experiment=pqn_minatar_breakout", "runs.seeds=2",
-                              "sweep.epsilon_end=[1.0,0.01]")
+    prepared, result = _train(
+        "experiment=pqn_minatar_breakout", "runs.seeds=2", "sweep.epsilon_end=[1.0,0.01]"
+    )
     final = result.metrics["episode_return"][:, -1]
     is_random = prepared.runs.table["epsilon_end"].to_numpy() == 1.0
     random_return, learned = final[is_random].mean(), final[~is_random].mean()

@@ -38,8 +38,11 @@ def test_truncation_keeps_final_observation():
 def test_termination_is_not_truncation():
     env = Env("CartPole-v1")
     # a pole that fails at once, in an episode that is also at its time limit
-    params = variant_params("CartPole-v1", env.default_params,
-                            {"theta_threshold_radians": 1e-9, "max_steps_in_episode": 1})
+    params = variant_params(
+        "CartPole-v1",
+        env.default_params,
+        {"theta_threshold_radians": 1e-9, "max_steps_in_episode": 1},
+    )
     (step,) = _run(env, params, [1])
     assert bool(step.terminated) and not bool(step.truncated)
     assert int(step.episode_length) == 1
@@ -47,8 +50,9 @@ def test_termination_is_not_truncation():
 
 def test_cartpole_variant_recomputes_derived_fields():
     env = Env("CartPole-v1")
-    params = variant_params("CartPole-v1", env.default_params,
-                            {"masspole": 0.2, "length": 1.0, "masscart": 2.0})
+    params = variant_params(
+        "CartPole-v1", env.default_params, {"masspole": 0.2, "length": 1.0, "masscart": 2.0}
+    )
     assert params.total_mass == pytest.approx(2.2)
     assert params.polemass_length == pytest.approx(0.2)
 
@@ -65,8 +69,12 @@ def test_variant_errors_name_the_field():
 
 def test_variant_grid_and_stack():
     env = Env("CartPole-v1")
-    grid = variant_grid("CartPole-v1", env.default_params, {"gravity": 5.0},
-                        {"length": [0.5, 1.0], "masspole": [0.1, 0.3]})
+    grid = variant_grid(
+        "CartPole-v1",
+        env.default_params,
+        {"gravity": 5.0},
+        {"length": [0.5, 1.0], "masspole": [0.1, 0.3]},
+    )
     assert len(grid) == 4 and all(g["gravity"] == 5.0 for g in grid)
     stacked = stack_params("CartPole-v1", env.default_params, grid)
     np.testing.assert_allclose(stacked.polemass_length, [0.05, 0.15, 0.1, 0.3], rtol=1e-6)
@@ -102,10 +110,13 @@ def test_continuous_action_is_clipped_to_bounds():
     assert big.reward == edge.reward
 
 
-@pytest.mark.parametrize("env_id,gamma,values", [
-    ("ConstantReward-probe", 0.9, {0.0: 1.0}),
-    ("TwoStepDiscount-probe", 0.5, {0.0: 0.5, 1.0: 1.0}),
-])
+@pytest.mark.parametrize(
+    "env_id,gamma,values",
+    [
+        ("ConstantReward-probe", 0.9, {0.0: 1.0}),
+        ("TwoStepDiscount-probe", 0.5, {0.0: 0.5, 1.0: 1.0}),
+    ],
+)
 def test_probe_returns_are_as_documented(env_id, gamma, values):
     """Discounted return from each observation, under any policy, matches the docstring."""
     env = Env(env_id)

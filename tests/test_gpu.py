@@ -17,13 +17,21 @@ from tests.conftest import compose_raw, train_alone
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not any(d.platform == "gpu" for d in jax.devices()),
-                       reason="JAX sees no GPU"),
+    pytest.mark.skipif(
+        not any(d.platform == "gpu" for d in jax.devices()), reason="JAX sees no GPU"
+    ),
 ]
 
-SMALL = ("progress=false", "plot=false", "agent.num_envs=4", "agent.num_steps=32",
-         "train.total_timesteps=4096", "train.num_logs=4", "runs.seeds=8",
-         "sweep.lr=[1e-3,3e-4]")
+SMALL = (
+    "progress=false",
+    "plot=false",
+    "agent.num_envs=4",
+    "agent.num_steps=32",
+    "train.total_timesteps=4096",
+    "train.num_logs=4",
+    "runs.seeds=8",
+    "sweep.lr=[1e-3,3e-4]",
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +54,9 @@ def test_a_run_alone_equals_the_same_run_in_the_gpu_batch(batch):
     for i in (0, 9):
         alone = train_alone(prepared, train, i)
         np.testing.assert_array_equal(result.metrics["episodes"][i, 0], alone["episodes"][0])
-        np.testing.assert_allclose(result.metrics["value_loss"][i, 0], alone["value_loss"][0],
-                                   rtol=1e-4)
+        np.testing.assert_allclose(
+            result.metrics["value_loss"][i, 0], alone["value_loss"][0], rtol=1e-4
+        )
 
 
 def test_the_cpu_chunking_default_leaves_gpu_batches_whole(batch, monkeypatch):
@@ -64,8 +73,9 @@ def test_chunked_on_the_gpu_equals_unchunked(batch):
     r = prepared.runs
     chunked = run_batch(prepared.trainer, r.seeds, r.hparams, r.env_params, chunk_size=8)
     assert chunked.info.num_chunks == 2
-    np.testing.assert_array_equal(chunked.metrics["episodes"][:, 0],
-                                  result.metrics["episodes"][:, 0])
+    np.testing.assert_array_equal(
+        chunked.metrics["episodes"][:, 0], result.metrics["episodes"][:, 0]
+    )
 
 
 def test_device_peak_memory_is_reported(batch):

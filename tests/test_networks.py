@@ -45,9 +45,18 @@ def test_batched_init_and_short_train_repeatedly_do_not_hang():
     from research.runner import run_batch
     from tests.conftest import compose_raw
 
-    prepared = prepare(parse_experiment(compose_raw(
-        "progress=false", "env=acrobot", "runs.seeds=16", "agent.num_steps=32",
-        "train.total_timesteps=1024", "train.num_logs=1")))
+    prepared = prepare(
+        parse_experiment(
+            compose_raw(
+                "progress=false",
+                "env=acrobot",
+                "runs.seeds=16",
+                "agent.num_steps=32",
+                "train.total_timesteps=1024",
+                "train.num_logs=1",
+            )
+        )
+    )
     r = prepared.runs
     execute(prepared)
     for i in range(8):
@@ -63,7 +72,7 @@ def test_orthonormal_batch_is_gram_schmidt_of_each_corner():
     start = 0
     for q, (n, m) in zip(batch, shapes):
         assert q.shape == (n, m)
-        np.testing.assert_allclose(q, orthonormal_columns(draws[:n, start:start + m]), atol=1e-5)
+        np.testing.assert_allclose(q, orthonormal_columns(draws[:n, start : start + m]), atol=1e-5)
         np.testing.assert_allclose(q.T @ q, np.eye(m), atol=2e-6)
         start += m
 
@@ -76,9 +85,15 @@ def test_init_params_gives_independent_scaled_orthogonal_kernels():
     net = ActorCritic(spec, (64, 64), "tanh")
     obs = jnp.zeros((1, 4))
     params = jax.jit(lambda k: init_params(net, k, obs))(jax.random.key(0))["params"]
-    assert jax.tree.structure(params) == jax.tree.structure(net.init(jax.random.key(0), obs)["params"])
-    scales = {"actor_torso": np.sqrt(2.0), "critic_torso": np.sqrt(2.0), "actor_head": 0.01,
-              "critic_head": 1.0}
+    assert jax.tree.structure(params) == jax.tree.structure(
+        net.init(jax.random.key(0), obs)["params"]
+    )
+    scales = {
+        "actor_torso": np.sqrt(2.0),
+        "critic_torso": np.sqrt(2.0),
+        "actor_head": 0.01,
+        "critic_head": 1.0,
+    }
     kernels = {}
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         names = [p.key for p in path]
@@ -90,8 +105,9 @@ def test_init_params_gives_independent_scaled_orthogonal_kernels():
         np.testing.assert_allclose(gram, np.eye(len(gram)), atol=2e-6)
         kernels["/".join(names)] = w
     # the actor's and the critic's 64x64 layers are drawn independently
-    assert not np.allclose(kernels["actor_torso/Dense_1/kernel"],
-                           kernels["critic_torso/Dense_1/kernel"], atol=0.1)
+    assert not np.allclose(
+        kernels["actor_torso/Dense_1/kernel"], kernels["critic_torso/Dense_1/kernel"], atol=0.1
+    )
     # a vmapped batch of inits is the same as each init alone
     keys = jax.random.split(jax.random.key(1), 3)
     batched = jax.jit(jax.vmap(lambda k: init_params(net, k, obs)))(keys)
@@ -99,8 +115,9 @@ def test_init_params_gives_independent_scaled_orthogonal_kernels():
     for b, a in zip(jax.tree.leaves(batched), jax.tree.leaves(alone)):
         np.testing.assert_allclose(b[2], a, atol=1e-5)
     w = batched["params"]["critic_torso"]["Dense_1"]["kernel"] / np.sqrt(2.0)  # [3, 64, 64]
-    np.testing.assert_allclose(np.einsum("rij,rik->rjk", w, w), np.broadcast_to(np.eye(64), w.shape),
-                               atol=2e-6)
+    np.testing.assert_allclose(
+        np.einsum("rij,rik->rjk", w, w), np.broadcast_to(np.eye(64), w.shape), atol=2e-6
+    )
     assert not np.allclose(w[0], w[1], atol=0.1)
 
 

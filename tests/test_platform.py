@@ -14,11 +14,14 @@ from research.platform import straight_line_threefry
 
 def lowered(key):
     """A fresh program of random draws, lowered (a new function: jax caches lowerings)."""
-    return jax.jit(lambda k: (jax.random.normal(k, (5,)),
-                              jax.random.key_data(jax.random.split(k, 3)))).lower(key)
+    return jax.jit(
+        lambda k: (jax.random.normal(k, (5,)), jax.random.key_data(jax.random.split(k, 3)))
+    ).lower(key)
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rolled threefry is the CPU lowering")
+@pytest.mark.skipif(
+    jax.default_backend() != "cpu", reason="the rolled threefry is the CPU lowering"
+)
 def test_straight_line_threefry_drops_the_loop_and_keeps_the_bits():
     key = jax.random.key(3)
     rolled = lowered(key)
@@ -33,8 +36,13 @@ def test_straight_line_threefry_drops_the_loop_and_keeps_the_bits():
 
 
 # Every agent, continuous actions and a replay buffer included.
-EXPERIMENTS = ["ppo_pendulum", "reinforce_cartpole", "pqn_cartpole", "dqn_cartpole",
-               "q_learning_gridworld"]
+EXPERIMENTS = [
+    "ppo_pendulum",
+    "reinforce_cartpole",
+    "pqn_cartpole",
+    "dqn_cartpole",
+    "q_learning_gridworld",
+]
 SMALL = ["progress=false", "plot=false", "runs.seeds=4", "train.num_logs=2"]
 
 # Runs in a process with 2 CPU devices: the runs axis must really be split. The first
@@ -87,9 +95,14 @@ def test_every_agent_lowers_for_gpu_and_tpu_with_the_runs_axis_split():
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
     env = {**os.environ, "XLA_FLAGS": flags.strip(), "JAX_PLATFORMS": "cpu"}
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", ACCELERATOR_SCRIPT, json.dumps(EXPERIMENTS),
-                          json.dumps(SMALL)], env=env, cwd=root, capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", ACCELERATOR_SCRIPT, json.dumps(EXPERIMENTS), json.dumps(SMALL)],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     found = json.loads(out.stdout.strip().splitlines()[-1])
     expected = [f"{e}/fresh/{t}" for e in EXPERIMENTS for t in ("cuda", "tpu")]
@@ -105,14 +118,21 @@ def test_every_agent_lowers_for_gpu_and_tpu_with_the_runs_axis_split():
 def test_the_custom_call_and_argument_checks_see_what_they_look_for():
     """The two checks above, on a program that has what they must catch: a cuSOLVER call
     (QR), and an argument left whole on every device."""
-    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("runs",),
-                             axis_types=(jax.sharding.AxisType.Auto,))
+    mesh = jax.sharding.Mesh(
+        np.array(jax.devices()[:1]), ("runs",), axis_types=(jax.sharding.AxisType.Auto,)
+    )
     split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
     whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    args = (jax.ShapeDtypeStruct((4, 3, 3), np.float32, sharding=split),
-            jax.ShapeDtypeStruct((4, 3), np.float32, sharding=whole))
-    text = jax.jit(lambda a, b: jax.numpy.linalg.qr(a)[0].sum() + b.sum()).trace(
-        *args).lower(lowering_platforms=("cuda",)).as_text()
+    args = (
+        jax.ShapeDtypeStruct((4, 3, 3), np.float32, sharding=split),
+        jax.ShapeDtypeStruct((4, 3), np.float32, sharding=whole),
+    )
+    text = (
+        jax.jit(lambda a, b: jax.numpy.linalg.qr(a)[0].sum() + b.sum())
+        .trace(*args)
+        .lower(lowering_platforms=("cuda",))
+        .as_text()
+    )
     assert "custom_call" in text
     arguments = train_arguments(text)
     assert len(arguments) == 2

@@ -4,24 +4,34 @@ import pytest
 
 from tests.conftest import PROBE_CASES, check_probe, train
 
-PROBE = ("progress=false", "env=gymnax", "runs.seeds=2", "agent.num_envs=8",
-         "agent.num_steps=16", "agent.lr=3e-3", "agent.anneal_lr=false", "agent.ent_coef=0.0",
-         "train.num_logs=1")
+PROBE = (
+    "progress=false",
+    "env=gymnax",
+    "runs.seeds=2",
+    "agent.num_envs=8",
+    "agent.num_steps=16",
+    "agent.lr=3e-3",
+    "agent.anneal_lr=false",
+    "agent.ent_coef=0.0",
+    "train.num_logs=1",
+)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("env_id,gamma,obs,best_action,value", PROBE_CASES)
 def test_probe(env_id, gamma, obs, best_action, value):
-    prepared, result = train(*PROBE, f"env.id={env_id}", f"agent.gamma={gamma}",
-                              "train.total_timesteps=40000")
+    prepared, result = train(
+        *PROBE, f"env.id={env_id}", f"agent.gamma={gamma}", "train.total_timesteps=40000"
+    )
     check_probe(prepared, result, obs, best_action, value)
 
 
 @pytest.mark.slow
 def test_solves_cartpole():
     """Mean return of the episodes in the last log >= 475 over 8 seeds."""
-    _, result = train("progress=false", "runs.seeds=8", "train.total_timesteps=500000",
-                       "train.num_logs=20")
+    _, result = train(
+        "progress=false", "runs.seeds=8", "train.total_timesteps=500000", "train.num_logs=20"
+    )
     final = result.metrics["episode_return"][:, -1]
     assert final.mean() >= 475, final
 
@@ -29,8 +39,9 @@ def test_solves_cartpole():
 @pytest.mark.slow
 def test_learns_pendulum():
     """Random policy scores about -1200; the learned one must reach well above -400."""
-    _, result = train("progress=false", "experiment=ppo_pendulum", "runs.seeds=4",
-                       "train.total_timesteps=400000")
+    _, result = train(
+        "progress=false", "experiment=ppo_pendulum", "runs.seeds=4", "train.total_timesteps=400000"
+    )
     returns = result.metrics["episode_return"]
     assert returns[:, 0].mean() < -900  # it started at random-policy level
     assert returns[:, -1].mean() > -400, returns[:, -1]

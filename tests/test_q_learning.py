@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 
 from research.agents import q_learning
-from research.config import ConfigError, Discretize, QLearningConfig, QLearningHParams
-from research.config import parse_experiment
+from research.config import (
+    ConfigError,
+    Discretize,
+    QLearningConfig,
+    QLearningHParams,
+    parse_experiment,
+)
 from research.envs import DISCRETE_STATE_IDS, Env, EnvSpec
 from research.envs.tabular import bin_index
 from research.pipelines.train import execute, prepare
@@ -28,9 +33,17 @@ def _batch(obs, action, reward, terminated, truncated, next_obs) -> Transition:
     """A [T, N] batch from nested lists."""
     f = lambda x, dtype: jnp.asarray(x, dtype)
     zeros = jnp.zeros(np.shape(reward))
-    return Transition(f(obs, jnp.int32), f(action, jnp.int32), f(reward, jnp.float32),
-                      f(terminated, bool), f(truncated, bool), f(next_obs, jnp.int32), {},
-                      zeros, zeros)
+    return Transition(
+        f(obs, jnp.int32),
+        f(action, jnp.int32),
+        f(reward, jnp.float32),
+        f(terminated, bool),
+        f(truncated, bool),
+        f(next_obs, jnp.int32),
+        {},
+        zeros,
+        zeros,
+    )
 
 
 def _update(q, batch, jit):
@@ -59,8 +72,9 @@ def test_no_bootstrap_at_termination_bootstrap_on_truncation(jit):
 @MAYBE_JIT
 def test_steps_are_applied_in_time_order(jit):
     # t=0: (1, 0) terminates with r=1; t=1: (0, 0) -> state 1 with r=0 must see the new Q[1, 0]
-    batch = _batch([[1], [0]], [[0], [0]], [[1.0], [0.0]], [[True], [False]], [[False], [False]],
-                   [[2], [1]])
+    batch = _batch(
+        [[1], [0]], [[0], [0]], [[1.0], [0.0]], [[True], [False]], [[False], [False]], [[2], [1]]
+    )
     new_q, _ = _update(np.zeros((3, 2)), batch, jit)
     assert new_q[1, 0] == pytest.approx(0.5)  # 0.5 * (1 - 0)
     assert new_q[0, 0] == pytest.approx(0.5 * 0.9 * 0.5)  # 0.225; 0 if updated all at once
@@ -69,8 +83,14 @@ def test_steps_are_applied_in_time_order(jit):
 @MAYBE_JIT
 def test_duplicate_state_actions_average_their_td_errors(jit):
     # three envs hit (0, 0) with rewards 1, 2, 6 (terminal); a fourth hits (2, 1) with 4
-    batch = _batch([[0, 0, 0, 2]], [[0, 0, 0, 1]], [[1.0, 2.0, 6.0, 4.0]], [[True] * 4],
-                   [[False] * 4], [[1, 1, 1, 1]])
+    batch = _batch(
+        [[0, 0, 0, 2]],
+        [[0, 0, 0, 1]],
+        [[1.0, 2.0, 6.0, 4.0]],
+        [[True] * 4],
+        [[False] * 4],
+        [[1, 1, 1, 1]],
+    )
     new_q, _ = _update(np.zeros((3, 2)), batch, jit)
     assert new_q[0, 0] == pytest.approx(0.5 * 3.0)  # mean TD 3; summing would give 4.5
     assert new_q[2, 1] == pytest.approx(0.5 * 4.0)
@@ -78,8 +98,9 @@ def test_duplicate_state_actions_average_their_td_errors(jit):
 
 
 def test_mean_over_duplicates():
-    out = q_learning.mean_over_duplicates(jnp.array([3, 1, 3, 3, 7]),
-                                          jnp.array([1.0, 5.0, 2.0, 6.0, -1.0]))
+    out = q_learning.mean_over_duplicates(
+        jnp.array([3, 1, 3, 3, 7]), jnp.array([1.0, 5.0, 2.0, 6.0, -1.0])
+    )
     np.testing.assert_allclose(out, [3.0, 5.0, 3.0, 3.0, -1.0])
 
 
@@ -112,11 +133,14 @@ def test_epsilon_follows_its_schedule_over_updates():
 # --------------------------------------------------------------------------- schedules
 
 
-@pytest.mark.parametrize("kind,expected", [
-    ("constant", [1.0, 1.0, 1.0, 1.0]),
-    ("linear", [1.0, 0.55, 0.1, 0.1]),  # halfway through fraction 0.5: (1 + 0.1) / 2
-    ("exponential", [1.0, 0.1**0.5, 0.1, 0.1]),  # halfway: geometric mean sqrt(1 * 0.1)
-])
+@pytest.mark.parametrize(
+    "kind,expected",
+    [
+        ("constant", [1.0, 1.0, 1.0, 1.0]),
+        ("linear", [1.0, 0.55, 0.1, 0.1]),  # halfway through fraction 0.5: (1 + 0.1) / 2
+        ("exponential", [1.0, 0.1**0.5, 0.1, 0.1]),  # halfway: geometric mean sqrt(1 * 0.1)
+    ],
+)
 @MAYBE_JIT
 def test_schedule_values(kind, expected, jit):
     progress = jnp.array([0.0, 0.25, 0.5, 1.0])
@@ -142,8 +166,9 @@ def test_bin_index_against_hand_computed_cells():
 
 
 def test_discretized_cartpole_steps_with_state_indices():
-    discretize = Discretize(bins=(1, 1, 4, 2), low=(-1.0, -1.0, -0.2, -1.0),
-                            high=(1.0, 1.0, 0.2, 1.0))
+    discretize = Discretize(
+        bins=(1, 1, 4, 2), low=(-1.0, -1.0, -0.2, -1.0), high=(1.0, 1.0, 0.2, 1.0)
+    )
     env = Env("CartPole-v1", discretize)
     assert env.spec.num_states == 8 and env.spec.obs_shape == ()
     obs, state = env.reset(jax.random.key(0), env.default_params)
@@ -193,8 +218,9 @@ def test_listed_envs_have_discrete_states(env_id):
 
 
 def _train(*overrides):
-    prepared = prepare(parse_experiment(compose_raw("progress=false", "agent=q_learning",
-                                                    *overrides)))
+    prepared = prepare(
+        parse_experiment(compose_raw("progress=false", "agent=q_learning", *overrides))
+    )
     return prepared, execute(prepared)
 
 
@@ -209,8 +235,9 @@ def q_star_gridworld(size, goal, gamma, step_reward=0.0, goal_reward=1.0, sweeps
                 for a, (dr, dc) in enumerate(moves):
                     nr, nc = min(max(r + dr, 0), size - 1), min(max(c + dc, 0), size - 1)
                     at_goal = (nr, nc) == goal
-                    q[r * size + c, a] = (goal_reward if at_goal else
-                                          step_reward + gamma * v[nr * size + nc])
+                    q[r * size + c, a] = (
+                        goal_reward if at_goal else step_reward + gamma * v[nr * size + nc]
+                    )
     return q
 
 
@@ -222,16 +249,24 @@ def test_reaches_q_star_of_gridworld():
     truncation: treating truncation as termination leaves errors of about 0.5 here.
     """
     prepared, result = _train(
-        "env=gridworld", "env.params.size=4", "env.params.goal_row=3", "env.params.goal_col=3",
-        "env.params.max_steps_in_episode=10", "agent.gamma=0.9", "agent.lr=0.5",
-        "agent.epsilon_schedule=constant", "agent.epsilon_start=1.0",
-        "train.total_timesteps=32000", "train.num_logs=4", "runs.seeds=2")
+        "env=gridworld",
+        "env.params.size=4",
+        "env.params.goal_row=3",
+        "env.params.goal_col=3",
+        "env.params.max_steps_in_episode=10",
+        "agent.gamma=0.9",
+        "agent.lr=0.5",
+        "agent.epsilon_schedule=constant",
+        "agent.epsilon_start=1.0",
+        "train.total_timesteps=32000",
+        "train.num_logs=4",
+        "runs.seeds=2",
+    )
     assert not np.isnan(result.metrics["episode_return"]).any()  # episodes ended in every log
     q_star = q_star_gridworld(4, (3, 3), 0.9)
     learned = result.agent_states.q[:, :16]
     # deterministic model and rewards: Q-learning converges to float32 rounding (measured 3e-7)
-    np.testing.assert_allclose(learned[:, :15], np.broadcast_to(q_star[:15], (2, 15, 4)),
-                               atol=1e-4)
+    np.testing.assert_allclose(learned[:, :15], np.broadcast_to(q_star[:15], (2, 15, 4)), atol=1e-4)
     assert (result.agent_states.q[:, 15:] == 0.0).all()  # goal and off-grid rows: never updated
 
 
@@ -274,20 +309,28 @@ def test_optimistic_init_alone_explores():
     assert not terminated[~optimistic].any()
 
 
-DISCRETIZE_PROBE = ("env=gymnax", "+env.discretize={bins: [3], low: [-1.0], high: [1.0]}",
-                    "agent.lr=0.2", "train.total_timesteps=4000", "train.num_logs=1",
-                    "runs.seeds=2")
+DISCRETIZE_PROBE = (
+    "env=gymnax",
+    "+env.discretize={bins: [3], low: [-1.0], high: [1.0]}",
+    "agent.lr=0.2",
+    "train.total_timesteps=4000",
+    "train.num_logs=1",
+    "runs.seeds=2",
+)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("env_id,gamma,expected", [
-    # obs -1, 0, +1 fall in bins 0, 1, 2; expected Q[bin] for actions (0, 1)
-    ("ConstantReward-probe", 0.99, {1: (1.0, 1.0)}),
-    ("ObsDependentReward-probe", 0.99, {0: (-1.0, -1.0), 2: (1.0, 1.0)}),
-    ("TwoStepDiscount-probe", 0.5, {1: (0.5, 0.5), 2: (1.0, 1.0)}),
-    ("ActionDependentReward-probe", 0.99, {1: (-1.0, 1.0)}),
-    ("ObsActionReward-probe", 0.99, {0: (1.0, -1.0), 2: (-1.0, 1.0)}),
-])
+@pytest.mark.parametrize(
+    "env_id,gamma,expected",
+    [
+        # obs -1, 0, +1 fall in bins 0, 1, 2; expected Q[bin] for actions (0, 1)
+        ("ConstantReward-probe", 0.99, {1: (1.0, 1.0)}),
+        ("ObsDependentReward-probe", 0.99, {0: (-1.0, -1.0), 2: (1.0, 1.0)}),
+        ("TwoStepDiscount-probe", 0.5, {1: (0.5, 0.5), 2: (1.0, 1.0)}),
+        ("ActionDependentReward-probe", 0.99, {1: (-1.0, 1.0)}),
+        ("ObsActionReward-probe", 0.99, {0: (1.0, -1.0), 2: (-1.0, 1.0)}),
+    ],
+)
 def test_probe(env_id, gamma, expected):
     """Exact values within 0.01 (deterministic rewards, each cell updated hundreds of times)."""
     prepared, result = _train(*DISCRETIZE_PROBE, f"env.id={env_id}", f"agent.gamma={gamma}")
@@ -303,18 +346,28 @@ def test_probe(env_id, gamma, expected):
 
 
 BAD = [
-    (("agent.epsilon_schedule=cosine",),
-     r"agent.epsilon_schedule: got 'cosine'; must be one of 'constant', 'linear', 'exponential'"),
-    (("env=cartpole_discrete", "env.discretize.bins=[3,3]"),
-     r"env.discretize: bins, low and high need one entry per observation dimension each; "
-     r"got 2, 4 and 4"),
-    (("env=cartpole_discrete", "env.discretize.bins=[3,0,3,3]"),
-     r"env.discretize.bins\[1\]: got 0; must be an int with 1 <= x"),
-    (("env=cartpole_discrete", "env.discretize.high=[2.4,3.0,-0.3,3.0]"),
-     r"env.discretize.high\[2\]: got -0.3; must be > low\[2\] = -0.21"),
+    (
+        ("agent.epsilon_schedule=cosine",),
+        r"agent.epsilon_schedule: got 'cosine'; must be one of 'constant', 'linear', 'exponential'",
+    ),
+    (
+        ("env=cartpole_discrete", "env.discretize.bins=[3,3]"),
+        r"env.discretize: bins, low and high need one entry per observation dimension each; "
+        r"got 2, 4 and 4",
+    ),
+    (
+        ("env=cartpole_discrete", "env.discretize.bins=[3,0,3,3]"),
+        r"env.discretize.bins\[1\]: got 0; must be an int with 1 <= x",
+    ),
+    (
+        ("env=cartpole_discrete", "env.discretize.high=[2.4,3.0,-0.3,3.0]"),
+        r"env.discretize.high\[2\]: got -0.3; must be > low\[2\] = -0.21",
+    ),
     (("env=cartpole_discrete", "~env.discretize.low"), r"env.discretize.low: missing"),
-    (("env=cartpole_discrete", "+env.discretize.edges=[1]"),
-     r"env.discretize.edges: unknown field; allowed: bins, high, low"),
+    (
+        ("env=cartpole_discrete", "+env.discretize.edges=[1]"),
+        r"env.discretize.edges: unknown field; allowed: bins, high, low",
+    ),
 ]
 
 
@@ -325,34 +378,65 @@ def test_bad_value_is_named(overrides, message):
 
 
 BAD_PREPARE = [
-    (("env=cartpole",),
-     r"agent.name: 'q_learning' is tabular and needs discrete states; env.id 'CartPole-v1' "
-     r"has observations of shape \(4,\). Allowed: an env with discrete states "
-     r"\(GridWorld-tabular, FourRooms-tabular, DeepSea-tabular, FrozenLake-misc\), or "
-     r"env.discretize"),
-    (("env=gymnax", "env.id=Pendulum-v1",
-      "+env.discretize={bins: [2, 2, 2], low: [-1, -1, -8], high: [1, 1, 8]}"),
-     r"agent.name: 'q_learning' needs discrete actions; env.id 'Pendulum-v1' has continuous"),
-    (("env=gridworld", "+env.discretize={bins: [3], low: [0], high: [1]}"),
-     r"env.discretize: env.id 'GridWorld-tabular' already has discrete states \(100\); "
-     r"remove env.discretize"),
-    (("env=cartpole_discrete", "env.discretize.bins=[3,3]", "env.discretize.low=[0,0]",
-      "env.discretize.high=[1,1]"),
-     r"env.discretize.bins: got 2 values; env.id 'CartPole-v1' has 4 observation dimensions"),
-    (("env=gymnax", "env.id=Breakout-MinAtar", "+env.discretize={bins: [2], low: [0], high: [1]}"),
-     r"env.discretize: needs a flat observation vector; env.id 'Breakout-MinAtar' has "
-     r"observations of shape \(10, 10, 4\)"),
-    (("env=gridworld", "env.params.size=3"), r"env.params.goal_row: got 4; must be an int with "
-                                             r"0 <= x < size = 3"),
-    (("env=gridworld", "env.variants.size=[5,11]"),
-     r"env.variants.size: got 11; must be an int with 2 <= x <= 10"),
-    (("env=gridworld", "env.params.start_row=4", "env.params.start_col=4"),
-     r"env.params.start_row: got 4; must be a start cell other than the goal cell"),
+    (
+        ("env=cartpole",),
+        r"agent.name: 'q_learning' is tabular and needs discrete states; env.id 'CartPole-v1' "
+        r"has observations of shape \(4,\). Allowed: an env with discrete states "
+        r"\(GridWorld-tabular, FourRooms-tabular, DeepSea-tabular, FrozenLake-misc\), or "
+        r"env.discretize",
+    ),
+    (
+        (
+            "env=gymnax",
+            "env.id=Pendulum-v1",
+            "+env.discretize={bins: [2, 2, 2], low: [-1, -1, -8], high: [1, 1, 8]}",
+        ),
+        r"agent.name: 'q_learning' needs discrete actions; env.id 'Pendulum-v1' has continuous",
+    ),
+    (
+        ("env=gridworld", "+env.discretize={bins: [3], low: [0], high: [1]}"),
+        r"env.discretize: env.id 'GridWorld-tabular' already has discrete states \(100\); "
+        r"remove env.discretize",
+    ),
+    (
+        (
+            "env=cartpole_discrete",
+            "env.discretize.bins=[3,3]",
+            "env.discretize.low=[0,0]",
+            "env.discretize.high=[1,1]",
+        ),
+        r"env.discretize.bins: got 2 values; env.id 'CartPole-v1' has 4 observation dimensions",
+    ),
+    (
+        (
+            "env=gymnax",
+            "env.id=Breakout-MinAtar",
+            "+env.discretize={bins: [2], low: [0], high: [1]}",
+        ),
+        r"env.discretize: needs a flat observation vector; env.id 'Breakout-MinAtar' has "
+        r"observations of shape \(10, 10, 4\)",
+    ),
+    (
+        ("env=gridworld", "env.params.size=3"),
+        r"env.params.goal_row: got 4; must be an int with "
+        r"0 <= x < size = 3",
+    ),
+    (
+        ("env=gridworld", "env.variants.size=[5,11]"),
+        r"env.variants.size: got 11; must be an int with 2 <= x <= 10",
+    ),
+    (
+        ("env=gridworld", "env.params.start_row=4", "env.params.start_col=4"),
+        r"env.params.start_row: got 4; must be a start cell other than the goal cell",
+    ),
 ]
 
 
-@pytest.mark.parametrize("overrides,message", BAD_PREPARE,
-                         ids=[m.split(":")[0] + str(i) for i, (_, m) in enumerate(BAD_PREPARE)])
+@pytest.mark.parametrize(
+    "overrides,message",
+    BAD_PREPARE,
+    ids=[m.split(":")[0] + str(i) for i, (_, m) in enumerate(BAD_PREPARE)],
+)
 def test_bad_value_is_named_before_compiling(overrides, message):
     with pytest.raises(ConfigError, match=message):
         prepare(parse_experiment(compose_raw("agent=q_learning", *overrides)))

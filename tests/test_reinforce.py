@@ -29,7 +29,8 @@ class LossTest(chex.TestCase):
             return policy_gradient_loss(taken, adv)
 
         value, (g_logits, g_adv) = self.variant(jax.value_and_grad(loss, argnums=(0, 1)))(
-            jnp.zeros(2), advantages)
+            jnp.zeros(2), advantages
+        )
         np.testing.assert_allclose(value, -0.5 * np.log(0.5), rtol=1e-6)
         np.testing.assert_allclose(g_logits, [0.75, -0.75], rtol=1e-6)
         np.testing.assert_allclose(g_adv, [0.0, 0.0])  # advantages are constants
@@ -46,15 +47,25 @@ def _batch(rewards, terminated=(False,) * 3, truncated=(False,) * 3, action=0):
     """A [T=3, N=1] rollout that always sees observation 0 of a 1-d probe."""
     col = lambda x, dtype=jnp.float32: jnp.asarray(x, dtype)[:, None]
     zeros = jnp.zeros((3, 1))
-    return Transition(obs=zeros[..., None], action=jnp.full((3, 1), action), reward=col(rewards),
-                      terminated=col(terminated, bool), truncated=col(truncated, bool),
-                      next_obs=zeros[..., None], aux={}, episode_return=zeros,
-                      episode_length=zeros)
+    return Transition(
+        obs=zeros[..., None],
+        action=jnp.full((3, 1), action),
+        reward=col(rewards),
+        terminated=col(terminated, bool),
+        truncated=col(truncated, bool),
+        next_obs=zeros[..., None],
+        aux={},
+        episode_return=zeros,
+        episode_length=zeros,
+    )
 
 
 def _agent(baseline):
-    return make(ReinforceConfig(num_envs=1, num_steps=3, baseline=baseline),
-                Env("ConstantReward-probe").spec, total_updates=10)
+    return make(
+        ReinforceConfig(num_envs=1, num_steps=3, baseline=baseline),
+        Env("ConstantReward-probe").spec,
+        total_updates=10,
+    )
 
 
 def test_mean_baseline_in_update_by_hand():
@@ -64,8 +75,12 @@ def test_mean_baseline_in_update_by_hand():
     state = agent.init(jax.random.key(0), hp)
     action, aux = agent.act(state, jnp.zeros((1, 1)), jax.random.key(1), hp, False)
     logp = float(aux["log_prob"][0])
-    state, m1 = agent.update(state, _batch([1.0, 2.0, 3.0], terminated=(False, True, False),
-                                           action=int(action[0])), jax.random.key(2), hp)
+    state, m1 = agent.update(
+        state,
+        _batch([1.0, 2.0, 3.0], terminated=(False, True, False), action=int(action[0])),
+        jax.random.key(2),
+        hp,
+    )
     np.testing.assert_allclose(m1["return"], 7 / 3, rtol=1e-6)
     np.testing.assert_allclose(m1["baseline"], 0.0)  # nothing seen before the first batch
     np.testing.assert_allclose(m1["policy_loss"], -logp * 7 / 3, rtol=1e-5)
@@ -83,8 +98,9 @@ def test_value_baseline_bootstraps_and_critic_sees_no_policy_gradient():
     state = agent.init(jax.random.key(0), hp)
     _, aux = agent.act(state, jnp.zeros((1, 1)), jax.random.key(1), hp, False)
     v = float(aux["value"][0])
-    new, metrics = agent.update(state, _batch([1.0, 2.0, 3.0], truncated=(False, True, False)),
-                                jax.random.key(2), hp)
+    new, metrics = agent.update(
+        state, _batch([1.0, 2.0, 3.0], truncated=(False, True, False)), jax.random.key(2), hp
+    )
     g1 = 4 + 0.5 * v
     expected = (2 + 0.5 * g1 + g1 + 6 + 0.5 * v) / 3
     np.testing.assert_allclose(metrics["return"], expected, rtol=1e-5)
@@ -93,8 +109,17 @@ def test_value_baseline_bootstraps_and_critic_sees_no_policy_gradient():
     assert changed["actor_head"]["bias"]  # (at observation 0 only biases get gradients)
 
 
-PROBE = ("progress=false", "agent=reinforce", "env=gymnax", "runs.seeds=2", "agent.num_envs=8",
-         "agent.num_steps=16", "agent.lr=3e-3", "train.num_logs=1", "train.total_timesteps=40000")
+PROBE = (
+    "progress=false",
+    "agent=reinforce",
+    "env=gymnax",
+    "runs.seeds=2",
+    "agent.num_envs=8",
+    "agent.num_steps=16",
+    "agent.lr=3e-3",
+    "train.num_logs=1",
+    "train.total_timesteps=40000",
+)
 
 
 @pytest.mark.slow
@@ -106,19 +131,26 @@ def test_probe_value_baseline(env_id, gamma, obs, best_action, value):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("baseline", ["mean", "none"])
-@pytest.mark.parametrize("env_id,gamma,obs,best_action,value",
-                         [c for c in PROBE_CASES if c[3] is not None])
+@pytest.mark.parametrize(
+    "env_id,gamma,obs,best_action,value", [c for c in PROBE_CASES if c[3] is not None]
+)
 def test_probe_policy_without_critic(baseline, env_id, gamma, obs, best_action, value):
     """The policy learns the best action (the untrained critic's values are not checked)."""
-    check_probe(*train(*PROBE, f"env.id={env_id}", f"agent.baseline={baseline}"), obs,
-                best_action, None)
+    check_probe(
+        *train(*PROBE, f"env.id={env_id}", f"agent.baseline={baseline}"), obs, best_action, None
+    )
 
 
 @pytest.mark.slow
 def test_solves_cartpole():
     """Mean return of the episodes in the last log >= 475 over 8 seeds."""
-    _, result = train("progress=false", "experiment=reinforce_cartpole", "runs.seeds=8",
-                      "train.total_timesteps=300000", "train.num_logs=10")
+    _, result = train(
+        "progress=false",
+        "experiment=reinforce_cartpole",
+        "runs.seeds=8",
+        "train.total_timesteps=300000",
+        "train.num_logs=10",
+    )
     final = result.metrics["episode_return"][:, -1]
     assert final.mean() >= 475, final
 

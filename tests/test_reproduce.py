@@ -12,13 +12,21 @@ import numpy as np
 from research.results import load_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ("progress=false", "plot=false", "agent.num_steps=32", "train.total_timesteps=2048",
-        "train.num_logs=4", "runs.seeds=2", "sweep.lr=[1e-3,3e-4]")
+TINY = (
+    "progress=false",
+    "plot=false",
+    "agent.num_steps=32",
+    "train.total_timesteps=2048",
+    "train.num_logs=4",
+    "runs.seeds=2",
+    "sweep.lr=[1e-3,3e-4]",
+)
 
 
 def _script(*args, timeout=600):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _train(run_dir, *overrides):
@@ -30,7 +38,9 @@ def _train(run_dir, *overrides):
 def test_reproduce_is_bit_for_bit_and_reports_differences(tmp_path):
     original = _train(tmp_path / "run", *TINY)
     proc = _script("scripts/reproduce.py", str(original), "--out", str(tmp_path / "again"))
-    assert proc.returncode == 0 and "reproduced bit for bit" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "reproduced bit for bit" in proc.stdout, (
+        proc.stdout + proc.stderr
+    )
     # A tampered result is caught, metric by metric.
     runs, metrics = load_metrics(original)
     metrics["episode_return"][0, 0] += 1.0
@@ -41,12 +51,21 @@ def test_reproduce_is_bit_for_bit_and_reports_differences(tmp_path):
 
 
 def test_a_killed_chunked_run_resumes_without_redoing_finished_chunks(tmp_path):
-    overrides = ("progress=false", "plot=false", "runs.seeds=16", "runs.max_runs_per_chunk=2",
-                 "train.total_timesteps=65536", "train.num_logs=2")
+    overrides = (
+        "progress=false",
+        "plot=false",
+        "runs.seeds=16",
+        "runs.max_runs_per_chunk=2",
+        "train.total_timesteps=65536",
+        "train.num_logs=2",
+    )
     run_dir = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "scripts/train.py", f"hydra.run.dir={run_dir}",
-                             *overrides], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "scripts/train.py", f"hydra.run.dir={run_dir}", *overrides],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     first = run_dir / "chunks" / "chunk_00000.npz"
     deadline = time.time() + 300
     while not first.exists() and proc.poll() is None and time.time() < deadline:
@@ -57,8 +76,13 @@ def test_a_killed_chunked_run_resumes_without_redoing_finished_chunks(tmp_path):
     assert 1 <= len(done) < 8, done  # killed mid-way
     stamps = {p.name: p.stat().st_mtime_ns for p in done}
     assert not (run_dir / "metrics.npz").exists()
-    resumed = subprocess.Popen([sys.executable, "scripts/resume.py", str(run_dir)], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    resumed = subprocess.Popen(
+        [sys.executable, "scripts/resume.py", str(run_dir)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     # The finished chunks are loaded, not run again: their files stay untouched.
     while resumed.poll() is None and (run_dir / "chunks").exists():
         for p in done:

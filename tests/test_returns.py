@@ -27,16 +27,18 @@ class GaeTest(chex.TestCase):
     @chex.all_variants(with_pmap=False)
     def test_cases(self):
         for name, (terminated, truncated, expected) in GAE_CASES.items():
-            adv, targets = self.variant(gae)(REWARDS, VALUES, NEXT_VALUES, terminated,
-                                             truncated, 0.9, 0.8)
+            adv, targets = self.variant(gae)(
+                REWARDS, VALUES, NEXT_VALUES, terminated, truncated, 0.9, 0.8
+            )
             np.testing.assert_allclose(adv, expected, rtol=1e-6, err_msg=name)
             np.testing.assert_allclose(targets, np.array(expected) + VALUES, rtol=1e-6)
 
     @chex.all_variants(with_pmap=False)
     def test_lambda_one_equals_discounted_returns(self):
         for terminated, truncated, _ in GAE_CASES.values():
-            _, targets = self.variant(gae)(REWARDS, VALUES, NEXT_VALUES, terminated, truncated,
-                                           0.9, 1.0)
+            _, targets = self.variant(gae)(
+                REWARDS, VALUES, NEXT_VALUES, terminated, truncated, 0.9, 1.0
+            )
             returns = discounted_returns(REWARDS, terminated, truncated, NEXT_VALUES, 0.9)
             np.testing.assert_allclose(targets, returns, rtol=1e-6)
 
@@ -46,8 +48,9 @@ class GaeTest(chex.TestCase):
         terms = jnp.stack([NO, AT_1], axis=1)
         truncs = jnp.stack([AT_1, NO], axis=1)
         tile = lambda x: jnp.stack([x, x], axis=1)
-        adv, _ = self.variant(gae)(tile(REWARDS), tile(VALUES), tile(NEXT_VALUES), terms, truncs,
-                                   0.9, 0.8)
+        adv, _ = self.variant(gae)(
+            tile(REWARDS), tile(VALUES), tile(NEXT_VALUES), terms, truncs, 0.9, 0.8
+        )
         np.testing.assert_allclose(adv[:, 0], GAE_CASES["truncated"][2], rtol=1e-6)
         np.testing.assert_allclose(adv[:, 1], GAE_CASES["terminated"][2], rtol=1e-6)
 

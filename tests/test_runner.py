@@ -8,7 +8,6 @@ such differences over updates until a sampled action flips, so across batch shap
 the first log is compared: episodes exactly, floats to rounding.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -23,8 +22,15 @@ from research.pipelines.train import execute, prepare
 from research.runner import run_batch
 from tests.conftest import compose_raw, train_alone
 
-TINY = ("progress=false", "agent.num_envs=4", "agent.num_steps=32", "train.total_timesteps=4096",
-        "train.num_logs=4", "runs.seeds=3", "sweep.lr=[1e-3,3e-4]")
+TINY = (
+    "progress=false",
+    "agent.num_envs=4",
+    "agent.num_steps=32",
+    "train.total_timesteps=4096",
+    "train.num_logs=4",
+    "runs.seeds=3",
+    "sweep.lr=[1e-3,3e-4]",
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +51,7 @@ def _assert_same(a: dict, b: dict, bitwise: bool = False):
         elif k in EXACT:
             np.testing.assert_array_equal(a[k][..., 0], b[k][..., 0], err_msg=k)
         else:  # measured: < 1e-6 relative
-            np.testing.assert_allclose(a[k][..., 0], b[k][..., 0], rtol=1e-5, atol=1e-7,
-                                       err_msg=k)
+            np.testing.assert_allclose(a[k][..., 0], b[k][..., 0], rtol=1e-5, atol=1e-7, err_msg=k)
     np.testing.assert_array_equal(a["env_steps"], b["env_steps"])
 
 
@@ -71,10 +76,14 @@ def test_a_run_is_unaffected_by_the_other_runs(tiny):
     hparams = r.hparams.replace(lr=np.where(others, 3e-3, r.hparams.lr).astype(np.float32))
     env_params = r.env_params.replace(gravity=np.where(others, 5.0, 9.8).astype(np.float32))
     changed = run_batch(prepared.trainer, r.seeds, hparams, env_params)
-    _assert_same({k: v[:1] for k, v in result.metrics.items()},
-                 {k: v[:1] for k, v in changed.metrics.items()}, bitwise=True)
-    assert not np.array_equal(result.metrics["episode_return"][1:],
-                              changed.metrics["episode_return"][1:])
+    _assert_same(
+        {k: v[:1] for k, v in result.metrics.items()},
+        {k: v[:1] for k, v in changed.metrics.items()},
+        bitwise=True,
+    )
+    assert not np.array_equal(
+        result.metrics["episode_return"][1:], changed.metrics["episode_return"][1:]
+    )
 
 
 def test_chunked_equals_unchunked(tiny):
@@ -103,18 +112,27 @@ def test_cpu_chunks_by_default_in_balanced_chunks(tiny, monkeypatch):
     assert chunked.info.num_chunks == -(-len(r) // num_dev)
     _assert_same(result.metrics, chunked.metrics)
     # An explicit chunk size or a memory budget wins over the default.
-    assert run_batch(prepared.trainer, r.seeds, r.hparams, r.env_params,
-                     chunk_size=len(r)).info.num_chunks == 1
-    assert run_batch(prepared.trainer, r.seeds, r.hparams, r.env_params,
-                     memory_budget_bytes=2**40).info.num_chunks == 1
+    assert (
+        run_batch(
+            prepared.trainer, r.seeds, r.hparams, r.env_params, chunk_size=len(r)
+        ).info.num_chunks
+        == 1
+    )
+    assert (
+        run_batch(
+            prepared.trainer, r.seeds, r.hparams, r.env_params, memory_budget_bytes=2**40
+        ).info.num_chunks
+        == 1
+    )
 
 
 def test_memory_budget_splits_into_chunks(tiny):
     prepared, result = tiny
     r = prepared.runs
     budget = result.info.program_bytes * 0.5
-    chunked = run_batch(prepared.trainer, r.seeds, r.hparams, r.env_params,
-                        memory_budget_bytes=budget)
+    chunked = run_batch(
+        prepared.trainer, r.seeds, r.hparams, r.env_params, memory_budget_bytes=budget
+    )
     assert chunked.info.num_chunks > 1
     assert chunked.info.program_bytes <= budget
     _assert_same(result.metrics, chunked.metrics)
@@ -124,8 +142,14 @@ def test_memory_estimate_counts_the_states_runs_start_from(tiny):
     # They stay alive while the train program runs: a budget must not leave them out.
     prepared, result = tiny
     r = prepared.runs
-    resumed = run_batch(prepared.trainer, r.seeds, r.hparams, r.env_params,
-                        init_state=result.agent_states, keep_states=False)
+    resumed = run_batch(
+        prepared.trainer,
+        r.seeds,
+        r.hparams,
+        r.env_params,
+        init_state=result.agent_states,
+        keep_states=False,
+    )
     state_bytes = sum(x.nbytes for x in jax.tree.leaves(result.agent_states))
     assert resumed.info.program_bytes >= result.info.program_bytes + state_bytes
 
@@ -134,8 +158,7 @@ def test_one_run_alone_equals_the_same_run_in_a_batch(tiny):
     prepared, result = tiny
     train = jax.jit(prepared.trainer.train)
     for i in (0, 4):
-        _assert_same({k: v[i] for k, v in result.metrics.items()},
-                     train_alone(prepared, train, i))
+        _assert_same({k: v[i] for k, v in result.metrics.items()}, train_alone(prepared, train, i))
 
 
 def test_sharded_over_cpu_devices_equals_one_device(tiny, tmp_path):
@@ -157,7 +180,8 @@ def test_sharded_over_cpu_devices_equals_one_device(tiny, tmp_path):
         "texts = [prog.as_text() for programs, _ in _COMPILED.values() for prog in programs]\n"
         "assert len(texts) == 2 and all('dot(' in t or 'convolution(' in t for t in texts[1:])\n"
         "collective = r'(all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter)'\n"
-        "found = [m.group(0) for t in texts for m in re.finditer(collective + r'(-start)?\\(', t)]\n"
+        "found = [m.group(0) for t in texts "
+        "for m in re.finditer(collective + r'(-start)?\\(', t)]\n"
         "assert not found, found[:5]\n"
         f"np.savez({str(out)!r}, **r.metrics)\n"
     )
@@ -172,9 +196,19 @@ def test_sharded_over_cpu_devices_equals_one_device(tiny, tmp_path):
 
 def test_no_fake_zero_before_first_episode():
     """CartPole episodes last >= 8 steps: a first segment of 4 steps per env ends none."""
-    prepared = prepare(parse_experiment(compose_raw(
-        "progress=false", "agent.num_envs=2", "agent.num_steps=4", "agent.num_minibatches=2",
-        "train.total_timesteps=64", "train.num_logs=8", "runs.seeds=1")))
+    prepared = prepare(
+        parse_experiment(
+            compose_raw(
+                "progress=false",
+                "agent.num_envs=2",
+                "agent.num_steps=4",
+                "agent.num_minibatches=2",
+                "train.total_timesteps=64",
+                "train.num_logs=8",
+                "runs.seeds=1",
+            )
+        )
+    )
     metrics = execute(prepared).metrics
     assert np.isnan(metrics["episode_return"][0, 0]) and metrics["episodes"][0, 0] == 0
     assert np.isfinite(metrics["episode_return"][0]).any()

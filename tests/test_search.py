@@ -7,9 +7,13 @@ from research.config import ConfigError, parse_experiment
 from research.pipelines.train import prepare
 from tests.conftest import compose_raw
 
-RANDOM = ("search.kind=random", "search.num_samples=40",
-          "sweep.lr={start: 1e-4, stop: 1e-2, log: true}", "sweep.gamma=[0.9,0.99]",
-          "sweep.ent_coef={start: 0.0, stop: 0.1}")
+RANDOM = (
+    "search.kind=random",
+    "search.num_samples=40",
+    "sweep.lr={start: 1e-4, stop: 1e-2, log: true}",
+    "sweep.gamma=[0.9,0.99]",
+    "sweep.ent_coef={start: 0.0, stop: 0.1}",
+)
 
 
 def test_random_search_draws_joint_points_in_their_ranges():
@@ -36,14 +40,15 @@ def test_random_search_config_errors():
     with pytest.raises(ConfigError, match="search.kind: got 'bayes'"):
         parse_experiment(compose_raw("search.kind=bayes"))
     with pytest.raises(ConfigError, match="sweep.lr: a log range needs start > 0"):
-        parse_experiment(compose_raw("search.kind=random", "sweep.lr={start: 0, stop: 1, log: true}"))
+        parse_experiment(
+            compose_raw("search.kind=random", "sweep.lr={start: 0, stop: 1, log: true}")
+        )
     with pytest.raises(ConfigError, match=r"sweep.lr\[\d+\]: got .*; must be a float with 0 < x"):
         parse_experiment(compose_raw("search.kind=random", "sweep.lr={start: -1, stop: 1}"))
 
 
 # ------------------------------------------------------------------ shape-changing sweeps
 
-from pathlib import Path  # noqa: E402
 
 import yaml  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
@@ -54,8 +59,11 @@ from tests.conftest import CONFIGS  # noqa: E402
 
 def test_slurm_launcher_config_composes_and_validates():
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        cfg = compose("config", overrides=["hydra/launcher=slurm", "agent.num_envs=16"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "config",
+            overrides=["hydra/launcher=slurm", "agent.num_envs=16"],
+            return_hydra_config=True,
+        )
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.timeout_min == 240
     parse_experiment(compose_raw("hydra/launcher=slurm", "agent.num_envs=16"))
@@ -71,14 +79,27 @@ def test_shipped_optuna_study_validates_and_bad_ones_do_not():
 
 
 def test_optuna_study_runs_and_resumes_from_its_storage(tmp_path):
-    spec = {"study_name": "tiny", "storage": f"sqlite:///{tmp_path / 'tiny.db'}",
-            "direction": "maximize", "seed": 0,
-            "overrides": ["runs.seeds=2", "agent.num_steps=16", "train.total_timesteps=512",
-                          "train.num_logs=2", "progress=false", "plot=false"],
-            "space": {"agent.num_envs": [2, 4], "agent.hidden_sizes": [[16, 16], [32, 32]]}}
+    spec = {
+        "study_name": "tiny",
+        "storage": f"sqlite:///{tmp_path / 'tiny.db'}",
+        "direction": "maximize",
+        "seed": 0,
+        "overrides": [
+            "runs.seeds=2",
+            "agent.num_steps=16",
+            "train.total_timesteps=512",
+            "train.num_logs=2",
+            "progress=false",
+            "plot=false",
+        ],
+        "space": {"agent.num_envs": [2, 4], "agent.hidden_sizes": [[16, 16], [32, 32]]},
+    }
     study = run_study(spec, num_trials=2, root=tmp_path / "runs")
     assert len(study.trials) == 2 and all(t.value is not None for t in study.trials)
     again = run_study(spec, num_trials=1, root=tmp_path / "runs")  # same storage: resumes
     assert len(again.trials) == 3
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
-        "trial_0000", "trial_0001", "trial_0002"]
+        "trial_0000",
+        "trial_0001",
+        "trial_0002",
+    ]

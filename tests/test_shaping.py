@@ -84,21 +84,36 @@ def _recording_agent(num_steps, num_envs):
         init=lambda key, hp: {k: jnp.zeros((num_steps, num_envs), jnp.float32) for k in fields},
         act=lambda state, obs, key, hp, explore: (jax.random.randint(key, obs.shape, 0, 4), {}),
         update=lambda state, batch, key, hp: (
-            {k: getattr(batch, k).astype(jnp.float32) for k in fields}, {}),
-        value=None)
+            {k: getattr(batch, k).astype(jnp.float32) for k in fields},
+            {},
+        ),
+        value=None,
+    )
 
 
 def _record(weight, num_steps=128, num_envs=8):
     env = Env("GridWorld-tabular")
-    params = variant_params(env.env_id, env.default_params,
-                            {"size": 4, "goal_row": 2, "goal_col": 2, "max_steps_in_episode": 7})
+    params = variant_params(
+        env.env_id,
+        env.default_params,
+        {"size": 4, "goal_row": 2, "goal_col": 2, "max_steps_in_episode": 7},
+    )
     table = jnp.asarray(np.random.default_rng(0).normal(size=env.spec.num_states), jnp.float32)
-    trainer = make_train(_recording_agent(num_steps, num_envs), env, num_envs, num_steps,
-                         num_updates=4, num_logs=2,
-                         shaping=Shaping("potential", lambda obs, p: table[obs]))
+    trainer = make_train(
+        _recording_agent(num_steps, num_envs),
+        env,
+        num_envs,
+        num_steps,
+        num_updates=4,
+        num_logs=2,
+        shaping=Shaping("potential", lambda obs, p: table[obs]),
+    )
     run = jax.jit(trainer.train)
-    state, metrics = run(jax.random.key(0), QLearningHParams(gamma=0.9),
-                         Shaped(params, ShapingHParams(weight=weight)))
+    state, metrics = run(
+        jax.random.key(0),
+        QLearningHParams(gamma=0.9),
+        Shaped(params, ShapingHParams(weight=weight)),
+    )
     return jax.tree.map(np.asarray, state), jax.tree.map(np.asarray, metrics), np.asarray(table)
 
 
@@ -127,18 +142,22 @@ def test_logged_return_is_unshaped_and_shaped_return_beside_it():
     np.testing.assert_array_equal(shaped["shaping_weight"], 1.0)
 
 
-@pytest.mark.parametrize("schedule, progress, ema, expected", [
-    ("constant", 0.7, 0.0, 1.0),
-    ("linear", 0.25, 0.0, 0.5),  # anneal_fraction 0.5
-    ("linear", 0.75, 0.0, 0.0),
-    ("exponential", 0.5, 0.0, np.exp(-2.0)),  # decay 4
-    ("adaptive", 0.5, 10.0, 1.0),  # at or below return_low: full weight
-    ("adaptive", 0.5, 15.0, 0.5),
-    ("adaptive", 0.5, 30.0, 0.0),
-])
+@pytest.mark.parametrize(
+    "schedule, progress, ema, expected",
+    [
+        ("constant", 0.7, 0.0, 1.0),
+        ("linear", 0.25, 0.0, 0.5),  # anneal_fraction 0.5
+        ("linear", 0.75, 0.0, 0.0),
+        ("exponential", 0.5, 0.0, np.exp(-2.0)),  # decay 4
+        ("adaptive", 0.5, 10.0, 1.0),  # at or below return_low: full weight
+        ("adaptive", 0.5, 15.0, 0.5),
+        ("adaptive", 0.5, 30.0, 0.0),
+    ],
+)
 def test_schedule_factors(schedule, progress, ema, expected):
-    got = schedule_factor(jnp.float32(SCHEDULES.index(schedule)), progress, 0.5, 4.0, ema,
-                          10.0, 20.0)
+    got = schedule_factor(
+        jnp.float32(SCHEDULES.index(schedule)), progress, 0.5, 4.0, ema, 10.0, 20.0
+    )
     np.testing.assert_allclose(float(got), expected, rtol=1e-6)
 
 
@@ -150,46 +169,77 @@ def test_q_learning_with_shaping_converges_to_q_star_minus_phi():
     """Random behaviour, truncation after 10 steps (bootstrapped): the shaped Q-table is
     Q* - Phi with Phi = -distance / 6 (the distance potential of a 4 x 4 grid)."""
     prepared, result = train(
-        "progress=false", "agent=q_learning", "env=gridworld", "env.params.size=4",
-        "env.params.goal_row=3", "env.params.goal_col=3", "env.params.max_steps_in_episode=10",
-        "agent.gamma=0.9", "agent.lr=0.5", "agent.epsilon_schedule=constant",
-        "agent.epsilon_start=1.0", "train.total_timesteps=32000", "train.num_logs=4",
-        "runs.seeds=2", "+shaping.name=distance", "+shaping.weight=1.0")
+        "progress=false",
+        "agent=q_learning",
+        "env=gridworld",
+        "env.params.size=4",
+        "env.params.goal_row=3",
+        "env.params.goal_col=3",
+        "env.params.max_steps_in_episode=10",
+        "agent.gamma=0.9",
+        "agent.lr=0.5",
+        "agent.epsilon_schedule=constant",
+        "agent.epsilon_start=1.0",
+        "train.total_timesteps=32000",
+        "train.num_logs=4",
+        "runs.seeds=2",
+        "+shaping.name=distance",
+        "+shaping.weight=1.0",
+    )
     cells = np.arange(16)
     phi = -(np.abs(cells // 4 - 3) + np.abs(cells % 4 - 3)) / 6.0
     expected = q_star_gridworld(4, (3, 3), 0.9) - phi[:, None]
     learned = result.agent_states.q[:, :16]
-    np.testing.assert_allclose(learned[:, :15], np.broadcast_to(expected[:15], (2, 15, 4)),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        learned[:, :15], np.broadcast_to(expected[:15], (2, 15, 4)), atol=1e-4
+    )
 
 
 # ------------------------------------------------------------------ configs
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (("+shaping.kind=reward",), "shaping.kind: got 'reward'; must be one of 'potential', 'bonus'"),
-    (("+shaping.schedule=[constant,cosine]",), "shaping.schedule[1]: got 'cosine'; must be one "
-                                               "of 'constant', 'linear', 'exponential', "
-                                               "'adaptive'"),
-    (("+shaping.potential=value",), "shaping.checkpoint: got None; potential 'value' needs"),
-    (("+shaping.return_low=5", "+shaping.return_high=5"), "shaping.return_high: got 5.0; must be"
-                                                          " > shaping.return_low = 5.0"),
-    (("+shaping.anneal_fraction=0",), "shaping.anneal_fraction: got 0"),
-    (("+shaping.weigth=1",), "shaping.weigth: unknown field"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ("+shaping.kind=reward",),
+            "shaping.kind: got 'reward'; must be one of 'potential', 'bonus'",
+        ),
+        (
+            ("+shaping.schedule=[constant,cosine]",),
+            "shaping.schedule[1]: got 'cosine'; must be one "
+            "of 'constant', 'linear', 'exponential', "
+            "'adaptive'",
+        ),
+        (("+shaping.potential=value",), "shaping.checkpoint: got None; potential 'value' needs"),
+        (
+            ("+shaping.return_low=5", "+shaping.return_high=5"),
+            "shaping.return_high: got 5.0; must be > shaping.return_low = 5.0",
+        ),
+        (("+shaping.anneal_fraction=0",), "shaping.anneal_fraction: got 0"),
+        (("+shaping.weigth=1",), "shaping.weigth: unknown field"),
+    ],
+)
 def test_shaping_config_errors(overrides, message):
     with pytest.raises(ConfigError) as error:
         parse_experiment(compose_raw(*overrides))
     assert message in str(error.value)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (("env=pendulum", "+shaping.kind=potential"), "shaping.potential: no progress potential for "
-                                                   "'Pendulum-v1'"),
-    (("+shaping.kind=bonus",), "shaping.kind: 'bonus' needs a distance to the goal; "
-                               "'CartPole-v1' has none"),
-    (("+shaping.name=height",), "shaping.name: got 'height'; CartPole-v1 has: angle"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ("env=pendulum", "+shaping.kind=potential"),
+            "shaping.potential: no progress potential for 'Pendulum-v1'",
+        ),
+        (
+            ("+shaping.kind=bonus",),
+            "shaping.kind: 'bonus' needs a distance to the goal; 'CartPole-v1' has none",
+        ),
+        (("+shaping.name=height",), "shaping.name: got 'height'; CartPole-v1 has: angle"),
+    ],
+)
 def test_shaping_errors_that_need_the_env(overrides, message):
     with pytest.raises(ConfigError) as error:
         prepare(parse_experiment(compose_raw(*overrides)))
@@ -197,9 +247,16 @@ def test_shaping_errors_that_need_the_env(overrides, message):
 
 
 def test_sweeping_weight_and_schedule_in_one_program():
-    prepared, result = train("progress=false", "agent.num_envs=4", "agent.num_steps=16",
-                             "train.total_timesteps=512", "train.num_logs=2", "runs.seeds=2",
-                             "+shaping.weight=[0.0,2.0]", "+shaping.schedule=[constant,linear]")
+    prepared, result = train(
+        "progress=false",
+        "agent.num_envs=4",
+        "agent.num_steps=16",
+        "train.total_timesteps=512",
+        "train.num_logs=2",
+        "runs.seeds=2",
+        "+shaping.weight=[0.0,2.0]",
+        "+shaping.schedule=[constant,linear]",
+    )
     table = prepared.runs.table
     assert len(table) == 8 and set(table["shaping.schedule"]) == {"constant", "linear"}
     weight = result.metrics["shaping_weight"]  # [runs, logs], mean over each log's updates
@@ -212,15 +269,37 @@ def test_sweeping_weight_and_schedule_in_one_program():
 
 
 def test_value_potential_from_a_checkpoint(tmp_path):
-    raw = compose_raw("progress=false", "plot=false", "agent.num_envs=4", "agent.num_steps=16",
-                      "train.total_timesteps=256", "train.num_logs=1", "runs.seeds=1",
-                      "save_checkpoint=true")
+    raw = compose_raw(
+        "progress=false",
+        "plot=false",
+        "agent.num_envs=4",
+        "agent.num_steps=16",
+        "train.total_timesteps=256",
+        "train.num_logs=1",
+        "runs.seeds=1",
+        "save_checkpoint=true",
+    )
     out = run_experiment(parse_experiment(raw), raw, tmp_path / "src")
-    _, result = train("progress=false", "agent=dqn", "agent.num_envs=4", "agent.num_steps=8",
-                      "train.total_timesteps=128", "train.num_logs=1", "runs.seeds=1",
-                      "+shaping.potential=value", f"+shaping.checkpoint={out / 'checkpoint'}")
+    _, result = train(
+        "progress=false",
+        "agent=dqn",
+        "agent.num_envs=4",
+        "agent.num_steps=8",
+        "train.total_timesteps=128",
+        "train.num_logs=1",
+        "runs.seeds=1",
+        "+shaping.potential=value",
+        f"+shaping.checkpoint={out / 'checkpoint'}",
+    )
     assert np.isfinite(result.metrics["shaped_return"]).all()
     assert not np.allclose(result.metrics["shaped_return"], result.metrics["episode_return"])
     with pytest.raises(ConfigError, match="its agent sees observations of shape"):
-        prepare(parse_experiment(compose_raw(
-            "env=acrobot", "+shaping.potential=value", f"+shaping.checkpoint={out / 'checkpoint'}")))
+        prepare(
+            parse_experiment(
+                compose_raw(
+                    "env=acrobot",
+                    "+shaping.potential=value",
+                    f"+shaping.checkpoint={out / 'checkpoint'}",
+                )
+            )
+        )

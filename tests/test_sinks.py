@@ -22,8 +22,9 @@ from research.sinks import write_sinks
 from tests.conftest import compose_raw
 
 # tensorboardX is the `tensorboard` extra (and in dev); without it only its tests skip
-needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboardX") is None,
-                                       reason="tensorboardX is not installed")
+needs_tensorboard = pytest.mark.skipif(
+    importlib.util.find_spec("tensorboardX") is None, reason="tensorboardX is not installed"
+)
 
 
 def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -36,7 +37,7 @@ def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
         data, pos = path.read_bytes(), 0
         while pos < len(data):
             (length,) = struct.unpack_from("<Q", data, pos)
-            event = event_pb2.Event.FromString(data[pos + 12: pos + 12 + length])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
             pos += 12 + length + 4
             for value in event.summary.value:
                 out.setdefault(value.tag, []).append((event.step, value.simple_value))
@@ -48,9 +49,14 @@ def fake_run_dir(path: Path, offset: float = 0.0) -> Path:
     runs = pd.DataFrame({"run": range(4), "seed": [0, 1, 0, 1], "lr": [0.1, 0.1, 0.2, 0.2]})
     ret = np.array([[1, 2, 3], [3, np.nan, 5], [10, 20, 30], [np.nan, np.nan, 50]]) + offset
     results.write_csv(path / "runs.csv", runs)
-    results.write_npz(path / "metrics.npz", {"env_steps": np.tile([100, 200, 300], (4, 1)),
-                                             "episode_return": ret,
-                                             "loss": np.ones((4, 3))})
+    results.write_npz(
+        path / "metrics.npz",
+        {
+            "env_steps": np.tile([100, 200, 300], (4, 1)),
+            "episode_return": ret,
+            "loss": np.ones((4, 3)),
+        },
+    )
     return path
 
 
@@ -74,19 +80,25 @@ def test_sinks_are_off_by_default_and_parse(raw):
     config = parse_experiment(raw)
     assert config.sinks == SinksConfig(tensorboard=False, wandb=False)
     assert config.analysis.optimality_threshold is None
-    config = parse_experiment(_with(raw, sinks={"tensorboard": True},
-                                    analysis={"optimality_threshold": 500}))
+    config = parse_experiment(
+        _with(raw, sinks={"tensorboard": True}, analysis={"optimality_threshold": 500})
+    )
     assert config.sinks.tensorboard and not config.sinks.wandb
     assert config.analysis.optimality_threshold == 500.0
 
 
-@pytest.mark.parametrize("blocks, message", [
-    ({"sinks": {"tensorboard": "yes"}}, "sinks.tensorboard: got 'yes'; must be true or false"),
-    ({"sinks": {"mlflow": True}}, "sinks.mlflow: unknown field; allowed: tensorboard, wandb"),
-    ({"sinks": [True]}, "sinks: got [True]; must be a mapping"),
-    ({"analysis": {"optimality_threshold": "max"}},
-     "analysis.optimality_threshold: got 'max'; must be a float"),
-])
+@pytest.mark.parametrize(
+    "blocks, message",
+    [
+        ({"sinks": {"tensorboard": "yes"}}, "sinks.tensorboard: got 'yes'; must be true or false"),
+        ({"sinks": {"mlflow": True}}, "sinks.mlflow: unknown field; allowed: tensorboard, wandb"),
+        ({"sinks": [True]}, "sinks: got [True]; must be a mapping"),
+        (
+            {"analysis": {"optimality_threshold": "max"}},
+            "analysis.optimality_threshold: got 'max'; must be a float",
+        ),
+    ],
+)
 def test_bad_sinks_values_name_field_value_and_allowed(raw, blocks, message):
     with pytest.raises(ConfigError) as error:
         parse_experiment(_with(raw, **blocks))
@@ -98,8 +110,10 @@ def test_enabled_sink_without_its_package_says_which_extra(raw, monkeypatch, sin
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
     with pytest.raises(ConfigError) as error:
         parse_experiment(_with(raw, sinks={sink: True}))
-    assert str(error.value) == (f"sinks.{sink}: got True; the {sink} sink needs the '{module}' "
-                                f"package: pip install -e '.[{sink}]', or set sinks.{sink}=false")
+    assert str(error.value) == (
+        f"sinks.{sink}: got True; the {sink} sink needs the '{module}' "
+        f"package: pip install -e '.[{sink}]', or set sinks.{sink}=false"
+    )
 
 
 # --------------------------------------------------------------------------- sinks
@@ -111,8 +125,12 @@ def test_tensorboard_sink_writes_the_setting_means_at_the_logged_steps(tmp_path)
     write_sinks(run_dir, SinksConfig(tensorboard=True), {})
     assert not list(tmp_path.glob("run/.tensorboard*"))  # written atomically, nothing left
     scalars = read_scalars(run_dir / "tensorboard")
-    assert set(scalars) == {"episode_return/lr_0.1", "episode_return/lr_0.2", "loss/lr_0.1",
-                            "loss/lr_0.2"}
+    assert set(scalars) == {
+        "episode_return/lr_0.1",
+        "episode_return/lr_0.2",
+        "loss/lr_0.1",
+        "loss/lr_0.2",
+    }
     # lr=0.1: runs 0 and 1, NaN ignored; lr=0.2: runs 2 and 3
     assert scalars["episode_return/lr_0.1"] == [(100, 2.0), (200, 2.0), (300, 4.0)]
     assert scalars["episode_return/lr_0.2"] == [(100, 10.0), (200, 20.0), (300, 40.0)]
@@ -161,11 +179,18 @@ def test_wandb_sink_logs_offline_in_the_run_dir_with_a_fake_wandb(tmp_path, monk
     run_dir = fake_run_dir(tmp_path / "run")
     write_sinks(run_dir, SinksConfig(wandb=True), config)
     (_, init), *rest = calls
-    assert init == {"mode": "offline", "dir": str(run_dir), "config": config,
-                    "project": "demo", "name": "run"}
-    assert rest[:3] == [("define_metric", "env_steps", None),
-                        ("define_metric", "episode_return/*", "env_steps"),
-                        ("define_metric", "loss/*", "env_steps")]
+    assert init == {
+        "mode": "offline",
+        "dir": str(run_dir),
+        "config": config,
+        "project": "demo",
+        "name": "run",
+    }
+    assert rest[:3] == [
+        ("define_metric", "env_steps", None),
+        ("define_metric", "episode_return/*", "env_steps"),
+        ("define_metric", "loss/*", "env_steps"),
+    ]
     logs = [c[1] for c in rest if c[0] == "log"]
     assert [row["env_steps"] for row in logs] == [100, 200, 300]
     assert [row["episode_return/lr_0.1"] for row in logs] == [2.0, 2.0, 4.0]
@@ -177,26 +202,40 @@ def test_wandb_sink_logs_offline_in_the_run_dir_with_a_fake_wandb(tmp_path, monk
 
 @needs_tensorboard
 def test_training_run_directory_gets_aggregates_profile_and_tensorboard(tmp_path):
-    raw = compose_raw("runs.seeds=2", "sweep.lr=[1e-3,3e-4]", "env.variants.length=[0.5,1.0]",
-                      "agent.num_steps=32", "agent.num_epochs=1", "agent.num_minibatches=1",
-                      "agent.hidden_sizes=[8]", "train.total_timesteps=2048", "train.num_logs=4",
-                      "progress=false", "sinks.tensorboard=true",
-                      "analysis.optimality_threshold=500")
+    raw = compose_raw(
+        "runs.seeds=2",
+        "sweep.lr=[1e-3,3e-4]",
+        "env.variants.length=[0.5,1.0]",
+        "agent.num_steps=32",
+        "agent.num_epochs=1",
+        "agent.num_minibatches=1",
+        "agent.hidden_sizes=[8]",
+        "train.total_timesteps=2048",
+        "train.num_logs=4",
+        "progress=false",
+        "sinks.tensorboard=true",
+        "analysis.optimality_threshold=500",
+    )
     run_dir = run_experiment(parse_experiment(raw), raw, tmp_path / "run")
     names = {p.name for p in run_dir.iterdir()}
-    assert {f"{stem}.{ext}" for stem in ("aggregates", "probability_of_improvement")
-            for ext in ("csv", "md", "tex")} | {"performance_profile.png", "tensorboard",
-                                                "summary.csv", "summary.md"} <= names
+    assert {
+        f"{stem}.{ext}"
+        for stem in ("aggregates", "probability_of_improvement")
+        for ext in ("csv", "md", "tex")
+    } | {"performance_profile.png", "tensorboard", "summary.csv", "summary.md"} <= names
     # the tables are regenerated from the saved files: 2 settings (lr), strata = lengths
     runs, metrics = results.load_metrics(run_dir)
     table = pd.read_csv(run_dir / "aggregates.csv")
     assert table.setting.tolist() == ["lr=0.001", "lr=0.0003"]
     assert (table.runs == 4).all() and (table.strata == 2).all() and (table.threshold == 500).all()
-    for row, (label, scores) in zip(table.itertuples(), score_matrices(
-            runs, metrics["episode_return"][:, -1], ["lr"], ["env.length"])):
+    for row, (_label, scores) in zip(
+        table.itertuples(),
+        score_matrices(runs, metrics["episode_return"][:, -1], ["lr"], ["env.length"]),
+    ):
         assert scores.shape == (2, 2)
-        np.testing.assert_allclose([row.iqm, row.mean, row.median, row.optimality_gap],
-                                   aggregates(scores, 500.0))
+        np.testing.assert_allclose(
+            [row.iqm, row.mean, row.median, row.optimality_gap], aggregates(scores, 500.0)
+        )
     improvement = pd.read_csv(run_dir / "probability_of_improvement.csv")
     assert improvement[["x", "y"]].values.tolist() == [["lr=0.001", "lr=0.0003"]]
     assert "\\begin{tabular}" in (run_dir / "aggregates.tex").read_text()

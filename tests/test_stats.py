@@ -7,8 +7,13 @@ import pytest
 
 from research.analysis import stats
 from research.analysis.profiles import plot_performance_profiles, tau_grid
-from research.analysis.tables import (aggregate_table, improvement_table, latex_tabular,
-                                      score_matrices, write_table)
+from research.analysis.tables import (
+    aggregate_table,
+    improvement_table,
+    latex_tabular,
+    score_matrices,
+    write_table,
+)
 
 col = lambda *values: np.asarray(values, np.float64)[:, None]  # one task, [R, 1]
 
@@ -22,8 +27,9 @@ def test_iqm_drops_a_quarter_of_the_scores_at_each_end():
     # pooled over tasks: [1..8] in two columns
     assert stats.iqm(np.array([[1, 5], [2, 6], [3, 7], [4, 8.0]])) == 4.5
     # leading axes are batches: [2, R, T] -> [2]
-    np.testing.assert_array_equal(stats.iqm(np.stack([col(1, 2, 3, 4, 5, 6, 7, 8),
-                                                      col(0, 0, 0, 0, 2, 2, 2, 2)])), [4.5, 1.0])
+    np.testing.assert_array_equal(
+        stats.iqm(np.stack([col(1, 2, 3, 4, 5, 6, 7, 8), col(0, 0, 0, 0, 2, 2, 2, 2)])), [4.5, 1.0]
+    )
     assert np.isnan(stats.iqm(col(np.nan, np.nan)))
 
 
@@ -52,20 +58,23 @@ def test_probability_of_improvement_counts_ties_one_half():
     assert stats.probability_of_improvement(x, x) == 0.5
     # the mean over tasks: task 2 has every x above every y
     two = lambda a, b: np.concatenate([a, b], axis=1)
-    assert stats.probability_of_improvement(two(x, col(5, 6, 7)), two(y, col(0, 1, 2))) \
-        == pytest.approx((2 / 3 + 1) / 2)
+    assert stats.probability_of_improvement(
+        two(x, col(5, 6, 7)), two(y, col(0, 1, 2))
+    ) == pytest.approx((2 / 3 + 1) / 2)
     # NaNs are missing runs, and run counts may differ: 1 beats 0 (1); 2 ties three 2s and
     # beats 0 (2.5); 3 beats all four (4): 7.5 of 12 pairs
-    assert stats.probability_of_improvement(col(1, 2, 3, np.nan), col(2, 2, 0, 2)) \
-        == pytest.approx(7.5 / 12)
+    assert stats.probability_of_improvement(col(1, 2, 3, np.nan), col(2, 2, 0, 2)) == pytest.approx(
+        7.5 / 12
+    )
 
 
 def test_prob_greater_from_ranks_equals_counting_pairs():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 4, (50, 7)).astype(float)  # few values: many ties
     y = rng.integers(0, 4, (50, 5)).astype(float)
-    pairs = (x[:, :, None] > y[:, None, :]).mean((1, 2)) \
-        + 0.5 * (x[:, :, None] == y[:, None, :]).mean((1, 2))
+    pairs = (x[:, :, None] > y[:, None, :]).mean((1, 2)) + 0.5 * (
+        x[:, :, None] == y[:, None, :]
+    ).mean((1, 2))
     np.testing.assert_allclose(stats.prob_greater(x, y), pairs, rtol=1e-12)
 
 
@@ -82,15 +91,18 @@ def test_probability_of_improvement_ci():
 
 
 def test_performance_profile_is_the_fraction_above_tau_averaged_over_tasks():
-    np.testing.assert_array_equal(stats.performance_profile(col(1, 2, 3, 4), [0, 2, 2.5, 4]),
-                                  [1.0, 0.5, 0.5, 0.0])  # strictly above tau
+    np.testing.assert_array_equal(
+        stats.performance_profile(col(1, 2, 3, 4), [0, 2, 2.5, 4]), [1.0, 0.5, 0.5, 0.0]
+    )  # strictly above tau
     # task 1: none above 5 or 15; task 2: both above 5, one above 15
     np.testing.assert_array_equal(
-        stats.performance_profile(np.array([[1, 10], [2, 20.0]]), [5, 15]), [0.5, 0.25])
+        stats.performance_profile(np.array([[1, 10], [2, 20.0]]), [5, 15]), [0.5, 0.25]
+    )
     np.testing.assert_array_equal(stats.performance_profile(col(1, np.nan, 3), [2]), [0.5])
     # a task without scores is left out of the average
     np.testing.assert_array_equal(
-        stats.performance_profile(np.array([[1, np.nan], [3, np.nan]]), [2]), [0.5])
+        stats.performance_profile(np.array([[1, np.nan], [3, np.nan]]), [2]), [0.5]
+    )
     # batched [B, R, T] with NaNs and ties against the definition, tau by tau
     x = np.random.default_rng(0).integers(0, 5, (3, 7, 4)).astype(float)
     x[0, 1, 2] = np.nan
@@ -125,9 +137,15 @@ def test_stratified_bootstrap_ci_of_vector_statistics_in_batches(monkeypatch):
     scores = rng.normal(size=(10, 3))
     point, low, high = stats.stratified_bootstrap_ci(scores, lambda x: stats.aggregates(x, 1.0))
     assert point.shape == low.shape == high.shape == (4,)
-    np.testing.assert_array_equal(point, [stats.iqm(scores), stats.mean(scores),
-                                          stats.median(scores),
-                                          stats.optimality_gap(scores, 1.0)])
+    np.testing.assert_array_equal(
+        point,
+        [
+            stats.iqm(scores),
+            stats.mean(scores),
+            stats.median(scores),
+            stats.optimality_gap(scores, 1.0),
+        ],
+    )
     assert (low <= point).all() and (point <= high).all() and (low < high).all()
     # resamples in small batches (bounded memory) draw the same numbers
     x, y = scores[:, :2], scores[:, 1:] + 0.1
@@ -147,8 +165,14 @@ def test_bootstrap_mean_ci_is_unchanged_for_its_callers():
 
 
 def test_score_matrices_split_settings_and_strata():
-    runs = pd.DataFrame({"run": range(8), "seed": [0, 1] * 4, "lr": [0.1, 0.1, 0.2, 0.2] * 2,
-                         "env.length": [0.5] * 4 + [1.0] * 4})
+    runs = pd.DataFrame(
+        {
+            "run": range(8),
+            "seed": [0, 1] * 4,
+            "lr": [0.1, 0.1, 0.2, 0.2] * 2,
+            "env.length": [0.5] * 4 + [1.0] * 4,
+        }
+    )
     values = np.arange(8.0)
     (a, sa), (b, sb) = score_matrices(runs, values, ["lr"], ["env.length"])
     assert (a, b) == ("lr=0.1", "lr=0.2")
@@ -184,8 +208,16 @@ def test_improvement_table_all_pairs_or_against_the_first():
 
 
 def test_tables_as_csv_markdown_and_latex(tmp_path):
-    table = pd.DataFrame({"setting": ["lr=0.001, a_b & c"], "runs": [8], "iqm": [4.5],
-                          "iqm_ci_low": [3.0], "iqm_ci_high": [6.25], "gap": [np.nan]})
+    table = pd.DataFrame(
+        {
+            "setting": ["lr=0.001, a_b & c"],
+            "runs": [8],
+            "iqm": [4.5],
+            "iqm_ci_low": [3.0],
+            "iqm_ci_high": [6.25],
+            "gap": [np.nan],
+        }
+    )
     paths = write_table(tmp_path / "aggregates", table)
     assert [p.name for p in paths] == ["aggregates.csv", "aggregates.md", "aggregates.tex"]
     assert not list(tmp_path.glob(".*"))  # no temporary files left
@@ -193,7 +225,8 @@ def test_tables_as_csv_markdown_and_latex(tmp_path):
     assert (tmp_path / "aggregates.md").read_text() == (
         "| setting           |   runs | iqm           |   gap |\n"
         "|:------------------|-------:|:--------------|------:|\n"
-        "| lr=0.001, a_b & c |      8 | 4.5 [3, 6.25] |   nan |\n")
+        "| lr=0.001, a_b & c |      8 | 4.5 [3, 6.25] |   nan |\n"
+    )
     assert (tmp_path / "aggregates.tex").read_text() == (
         "\\begin{tabular}{lrlr}\n"
         "\\toprule\n"
@@ -201,7 +234,8 @@ def test_tables_as_csv_markdown_and_latex(tmp_path):
         "\\midrule\n"
         "lr=0.001, a\\_b \\& c & 8 & 4.5 [3, 6.25] & n/a \\\\\n"
         "\\bottomrule\n"
-        "\\end{tabular}\n")
+        "\\end{tabular}\n"
+    )
     # a row starting with "[" would be read as \\'s optional argument
     assert "\\\\\n{}[x] & 1" in latex_tabular(pd.DataFrame({"a": ["z", "[x]"], "b": [0, 1]}))
 

@@ -9,12 +9,17 @@ from research.agents.base import Agent
 from research.envs import EnvSpec
 from research.rl.optim import Optimizer
 
-_MAKERS = {"ppo": ppo.make, "dqn": dqn.make, "reinforce": reinforce.make,
-           "q_learning": q_learning.make}
+_MAKERS = {
+    "ppo": ppo.make,
+    "dqn": dqn.make,
+    "reinforce": reinforce.make,
+    "q_learning": q_learning.make,
+}
 
 
-def make_agent(name: str, config: Any, spec: EnvSpec, total_updates: int,
-               optimizer: Optimizer | None = None) -> Agent:
+def make_agent(
+    name: str, config: Any, spec: EnvSpec, total_updates: int, optimizer: Optimizer | None = None
+) -> Agent:
     """The agent `name` with its static `config`, for environments of `spec`.
 
     optimizer: for neural agents (frozen groups when fine-tuning); tabular ones have none.

@@ -15,7 +15,8 @@ serves learned shaping potentials.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 
 class Agent(NamedTuple):

@@ -41,8 +41,7 @@ def q_lambda_targets(rewards, q_taken_max, next_q_max, terminated, truncated, ga
     return gae(rewards, q_taken_max, next_q_max, terminated, truncated, gamma, lam)[1]
 
 
-def td_loss(q: jax.Array, actions: jax.Array, targets: jax.Array,
-            kind: str = "mse") -> jax.Array:
+def td_loss(q: jax.Array, actions: jax.Array, targets: jax.Array, kind: str = "mse") -> jax.Array:
     """Mean TD loss of e = Q(s, a) - target. q: [B, A], actions, targets: [B].
 
     "mse": 0.5 * e^2. "huber": 0.5 * e^2 for |e| <= 1, |e| - 0.5 beyond, so one
@@ -77,11 +76,17 @@ def q_network(config: DQNConfig, spec: EnvSpec) -> QNetwork:
     return QNetwork(spec, config.hidden_sizes, config.activation, config.layer_norm)
 
 
-def make(config: DQNConfig, spec: EnvSpec, total_updates: int,
-         optimizer: optim.Optimizer = optim.Optimizer()) -> Agent:
+def make(
+    config: DQNConfig,
+    spec: EnvSpec,
+    total_updates: int,
+    optimizer: optim.Optimizer = optim.Optimizer(),
+) -> Agent:
     if not spec.discrete:
-        raise ConfigError(f"agent.name: 'dqn' needs discrete actions; env.id {spec.env_id!r} "
-                          "has continuous actions (use ppo or reinforce)")
+        raise ConfigError(
+            f"agent.name: 'dqn' needs discrete actions; env.id {spec.env_id!r} "
+            "has continuous actions (use ppo or reinforce)"
+        )
     network = q_network(config, spec)
     replay = config.mode == "dqn"
     loss_kind = config.loss if replay else "mse"
@@ -91,18 +96,34 @@ def make(config: DQNConfig, spec: EnvSpec, total_updates: int,
         params = init_params(network, key, obs[None])
         buffer = None
         if replay:
-            item = {"obs": obs, "action": jnp.zeros((), jnp.int32), "reward": jnp.zeros(()),
-                    "terminated": jnp.zeros(()), "next_obs": obs}
+            item = {
+                "obs": obs,
+                "action": jnp.zeros((), jnp.int32),
+                "reward": jnp.zeros(()),
+                "terminated": jnp.zeros(()),
+                "next_obs": obs,
+            }
             buffer = buffer_init(item, config.buffer_size)
-        return DQNState(params, params if replay else None, optimizer.init(params), buffer,
-                        jnp.zeros((), jnp.int32))
+        return DQNState(
+            params,
+            params if replay else None,
+            optimizer.init(params),
+            buffer,
+            jnp.zeros((), jnp.int32),
+        )
 
     def epsilon(state: DQNState, hparams: DQNHParams) -> jax.Array:
-        return schedule(config.epsilon_schedule, hparams.epsilon_start, hparams.epsilon_end,
-                        hparams.epsilon_fraction, state.num_updates / total_updates)
+        return schedule(
+            config.epsilon_schedule,
+            hparams.epsilon_start,
+            hparams.epsilon_end,
+            hparams.epsilon_fraction,
+            state.num_updates / total_updates,
+        )
 
-    def act(state: DQNState, obs: jax.Array, key: jax.Array, hparams: DQNHParams,
-            explore: bool = True) -> tuple[jax.Array, dict]:
+    def act(
+        state: DQNState, obs: jax.Array, key: jax.Array, hparams: DQNHParams, explore: bool = True
+    ) -> tuple[jax.Array, dict]:
         q = network.apply(state.params, obs)
         action = epsilon_greedy(key, q, epsilon(state, hparams)) if explore else q.argmax(-1)
         # PQN's targets need max_a Q(s_t, a) under the rollout's params: keep it rather than
@@ -117,41 +138,63 @@ def make(config: DQNConfig, spec: EnvSpec, total_updates: int,
 
         def loss(p):
             targets = targets_fn(minibatch)
-            return td_loss(network.apply(p, minibatch["obs"]), minibatch["action"], targets,
-                           loss_kind)
+            return td_loss(
+                network.apply(p, minibatch["obs"]), minibatch["action"], targets, loss_kind
+            )
 
         value, grads = jax.value_and_grad(loss)(params)
         params, opt_state, grad_norm = optimizer.step(
-            opt_state, params, grads, lr, hparams.max_grad_norm,
-                hparams.l2_init)
+            opt_state, params, grads, lr, hparams.max_grad_norm, hparams.l2_init
+        )
         return (params, opt_state), {"td_loss": value, "grad_norm": grad_norm}
 
     def update_pqn(state: DQNState, batch, key, hparams: DQNHParams):
         next_q = network.apply(state.params, batch.next_obs)  # [T, N, A]
-        targets = q_lambda_targets(batch.reward, batch.aux["q_max"], next_q.max(-1),
-                                   batch.terminated, batch.truncated, hparams.gamma,
-                                   hparams.q_lambda)
+        targets = q_lambda_targets(
+            batch.reward,
+            batch.aux["q_max"],
+            next_q.max(-1),
+            batch.terminated,
+            batch.truncated,
+            hparams.gamma,
+            hparams.q_lambda,
+        )
         flat = flatten_time({"obs": batch.obs, "action": batch.action, "target": targets})
         lr = learning_rate(state, hparams)
         step = lambda c, mb: sgd_step(c, mb, lambda m: m["target"], hparams, lr)
         (params, opt_state), metrics = minibatch_epochs(
-            key, (state.params, state.opt_state), flat, config.num_epochs,
-            config.num_minibatches, step)
+            key,
+            (state.params, state.opt_state),
+            flat,
+            config.num_epochs,
+            config.num_minibatches,
+            step,
+        )
         return state.replace(params=params, opt_state=opt_state), metrics
 
     def update_dqn(state: DQNState, batch, key, hparams: DQNHParams):
-        items = flatten_time({"obs": batch.obs, "action": batch.action, "reward": batch.reward,
-                              "terminated": batch.terminated.astype(jnp.float32),
-                              "next_obs": batch.next_obs})
+        items = flatten_time(
+            {
+                "obs": batch.obs,
+                "action": batch.action,
+                "reward": batch.reward,
+                "terminated": batch.terminated.astype(jnp.float32),
+                "next_obs": batch.next_obs,
+            }
+        )
         buffer = buffer_add(state.buffer, items)
         lr = learning_rate(state, hparams)
 
         def targets(params, m):
             next_q_target = network.apply(state.target_params, m["next_obs"])
             if config.double_q:  # a' picked by the online params of this gradient step
-                return double_q_targets(m["reward"], next_q_target,
-                                        network.apply(params, m["next_obs"]),
-                                        m["terminated"], hparams.gamma)
+                return double_q_targets(
+                    m["reward"],
+                    next_q_target,
+                    network.apply(params, m["next_obs"]),
+                    m["terminated"],
+                    hparams.gamma,
+                )
             return one_step_targets(m["reward"], next_q_target, m["terminated"], hparams.gamma)
 
         def grad_step(carry, step_key):
@@ -160,15 +203,21 @@ def make(config: DQNConfig, spec: EnvSpec, total_updates: int,
             return sgd_step(carry, minibatch, lambda m: m["target"], hparams, lr)
 
         (params, opt_state), metrics = jax.lax.scan(
-            grad_step, (state.params, state.opt_state), jax.random.split(key, config.num_epochs))
+            grad_step, (state.params, state.opt_state), jax.random.split(key, config.num_epochs)
+        )
         # Before learning_starts transitions are stored, the update is discarded.
         ready = buffer.size >= config.learning_starts
-        params, opt_state = jax.tree.map(lambda new, old: jnp.where(ready, new, old),
-                                         (params, opt_state), (state.params, state.opt_state))
-        target = jax.tree.map(lambda t, p: (1.0 - hparams.tau) * t + hparams.tau * p,
-                              state.target_params, params)
-        return state.replace(params=params, target_params=target, opt_state=opt_state,
-                             buffer=buffer), metrics
+        params, opt_state = jax.tree.map(
+            lambda new, old: jnp.where(ready, new, old),
+            (params, opt_state),
+            (state.params, state.opt_state),
+        )
+        target = jax.tree.map(
+            lambda t, p: (1.0 - hparams.tau) * t + hparams.tau * p, state.target_params, params
+        )
+        return state.replace(
+            params=params, target_params=target, opt_state=opt_state, buffer=buffer
+        ), metrics
 
     def update(state: DQNState, batch, key, hparams: DQNHParams) -> tuple[DQNState, dict]:
         state, metrics = (update_dqn if replay else update_pqn)(state, batch, key, hparams)

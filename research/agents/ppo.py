@@ -44,8 +44,12 @@ def clipped_value_loss(
     return 0.5 * jnp.mean(jnp.maximum((values - targets) ** 2, (clipped - targets) ** 2))
 
 
-def make(config: PPOConfig, spec: EnvSpec, total_updates: int,
-         optimizer: optim.Optimizer = optim.Optimizer()) -> Agent:
+def make(
+    config: PPOConfig,
+    spec: EnvSpec,
+    total_updates: int,
+    optimizer: optim.Optimizer = optim.Optimizer(),
+) -> Agent:
     """PPO for `spec`; `total_updates` sets the linear learning-rate anneal."""
     policy = Policy.create(spec, config)
     network = policy.network
@@ -54,42 +58,58 @@ def make(config: PPOConfig, spec: EnvSpec, total_updates: int,
         params, obs_stats = policy.init(key, hparams.init_log_std)
         return PPOState(params, optimizer.init(params), obs_stats, jnp.zeros((), jnp.int32))
 
-    def act(state: PPOState, obs: jax.Array, key: jax.Array, hparams: PPOHParams,
-            explore: bool = True) -> tuple[jax.Array, dict]:
+    def act(
+        state: PPOState, obs: jax.Array, key: jax.Array, hparams: PPOHParams, explore: bool = True
+    ) -> tuple[jax.Array, dict]:
         return policy.act(state.params, state.obs_stats, obs, key, explore)
 
     def loss(params, minibatch, hparams: PPOHParams):
         obs, action, old_logp, old_value, adv, target = minibatch
         dist, value = network.apply(params, obs)
-        policy_loss = clipped_surrogate(dist.log_prob(action), old_logp, standardize(adv),
-                                        hparams.clip_eps)
+        policy_loss = clipped_surrogate(
+            dist.log_prob(action), old_logp, standardize(adv), hparams.clip_eps
+        )
         value_loss = clipped_value_loss(value, old_value, target, hparams.clip_eps)
-        return actor_critic_objective(policy_loss, value_loss, dist.entropy().mean(),
-                                      hparams.vf_coef, hparams.ent_coef)
+        return actor_critic_objective(
+            policy_loss, value_loss, dist.entropy().mean(), hparams.vf_coef, hparams.ent_coef
+        )
 
-    def update(state: PPOState, batch: Transition, key: jax.Array,
-               hparams: PPOHParams) -> tuple[PPOState, dict]:
+    def update(
+        state: PPOState, batch: Transition, key: jax.Array, hparams: PPOHParams
+    ) -> tuple[PPOState, dict]:
         obs = policy.observe(state.obs_stats, batch.obs)
         next_obs = policy.observe(state.obs_stats, batch.next_obs)
         _, next_values = network.apply(state.params, next_obs)
-        advantages, targets = gae(batch.reward * hparams.reward_scale, batch.aux["value"],
-                                  next_values, batch.terminated, batch.truncated,
-                                  hparams.gamma, hparams.gae_lambda)
-        flat = flatten_time((obs, batch.action, batch.aux["log_prob"], batch.aux["value"],
-                             advantages, targets))
+        advantages, targets = gae(
+            batch.reward * hparams.reward_scale,
+            batch.aux["value"],
+            next_values,
+            batch.terminated,
+            batch.truncated,
+            hparams.gamma,
+            hparams.gae_lambda,
+        )
+        flat = flatten_time(
+            (obs, batch.action, batch.aux["log_prob"], batch.aux["value"], advantages, targets)
+        )
         lr = optim.annealed_lr(hparams.lr, state.num_updates, total_updates, config.anneal_lr)
 
         def sgd_step(carry, minibatch):
             params, opt_state = carry
             grads, metrics = jax.grad(loss, has_aux=True)(params, minibatch, hparams)
             params, opt_state, grad_norm = optimizer.step(
-                opt_state, params, grads, lr, hparams.max_grad_norm,
-                hparams.l2_init)
+                opt_state, params, grads, lr, hparams.max_grad_norm, hparams.l2_init
+            )
             return (params, opt_state), {**metrics, "grad_norm": grad_norm}
 
         (params, opt_state), metrics = minibatch_epochs(
-            key, (state.params, state.opt_state), flat, config.num_epochs,
-            config.num_minibatches, sgd_step)
+            key,
+            (state.params, state.opt_state),
+            flat,
+            config.num_epochs,
+            config.num_minibatches,
+            sgd_step,
+        )
         obs_stats = policy.update_stats(state.obs_stats, batch.obs)
         new_state = PPOState(params, opt_state, obs_stats, state.num_updates + 1)
         return new_state, jax.tree.map(jnp.mean, metrics)

@@ -23,8 +23,15 @@ class QLearningState:
     num_updates: jax.Array  # [] int32: updates done so far
 
 
-def td_errors(q: jax.Array, obs: jax.Array, action: jax.Array, reward: jax.Array,
-              terminated: jax.Array, next_obs: jax.Array, gamma: jax.Array) -> jax.Array:
+def td_errors(
+    q: jax.Array,
+    obs: jax.Array,
+    action: jax.Array,
+    reward: jax.Array,
+    terminated: jax.Array,
+    next_obs: jax.Array,
+    gamma: jax.Array,
+) -> jax.Array:
     """r + gamma * (1 - terminated) * max_a' Q[s', a'] - Q[s, a], [N].
 
     q: [S, A]; obs, action, next_obs: [N] int32; reward, terminated: [N]. next_obs is the
@@ -44,9 +51,16 @@ def mean_over_duplicates(index: jax.Array, values: jax.Array) -> jax.Array:
     return jnp.where(same, values[None, :], 0.0).sum(-1) / same.sum(-1)
 
 
-def td_step(q: jax.Array, obs: jax.Array, action: jax.Array, reward: jax.Array,
-            terminated: jax.Array, next_obs: jax.Array, lr: jax.Array,
-            gamma: jax.Array) -> tuple[jax.Array, jax.Array]:
+def td_step(
+    q: jax.Array,
+    obs: jax.Array,
+    action: jax.Array,
+    reward: jax.Array,
+    terminated: jax.Array,
+    next_obs: jax.Array,
+    lr: jax.Array,
+    gamma: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
     """One synchronous Q-learning step of N envs -> (Q [S, A], TD errors [N]).
 
     Envs that hit the same (s, a) move it by lr times their mean TD error: summing
@@ -61,36 +75,55 @@ def td_step(q: jax.Array, obs: jax.Array, action: jax.Array, reward: jax.Array,
 def make(config: QLearningConfig, spec: EnvSpec, total_updates: int) -> Agent:
     """Q-learning for `spec`; epsilon follows its schedule over `total_updates`."""
     if not spec.discrete:
-        raise ConfigError(f"agent.name: 'q_learning' needs discrete actions; env.id "
-                          f"{spec.env_id!r} has continuous actions (use ppo or reinforce)")
+        raise ConfigError(
+            f"agent.name: 'q_learning' needs discrete actions; env.id "
+            f"{spec.env_id!r} has continuous actions (use ppo or reinforce)"
+        )
     if not spec.num_states:
         raise ConfigError(
             f"agent.name: 'q_learning' is tabular and needs discrete states; env.id "
             f"{spec.env_id!r} has observations of shape {spec.obs_shape}. Allowed: an env with "
             f"discrete states ({', '.join(DISCRETE_STATE_IDS)}), or env.discretize with bins, "
-            "low and high per observation dimension (e.g. env=cartpole_discrete)")
+            "low and high per observation dimension (e.g. env=cartpole_discrete)"
+        )
 
     def init(key: jax.Array, hparams: QLearningHParams) -> QLearningState:
         q = jnp.full((spec.num_states, spec.num_actions), hparams.q_init, jnp.float32)
         return QLearningState(q, jnp.zeros((), jnp.int32))
 
     def epsilon(state: QLearningState, hparams: QLearningHParams) -> jax.Array:
-        return schedule(config.epsilon_schedule, hparams.epsilon_start, hparams.epsilon_end,
-                        hparams.epsilon_fraction, state.num_updates / total_updates)
+        return schedule(
+            config.epsilon_schedule,
+            hparams.epsilon_start,
+            hparams.epsilon_end,
+            hparams.epsilon_fraction,
+            state.num_updates / total_updates,
+        )
 
-    def act(state: QLearningState, obs: jax.Array, key: jax.Array, hparams: QLearningHParams,
-            explore: bool = True) -> tuple[jax.Array, dict]:
+    def act(
+        state: QLearningState,
+        obs: jax.Array,
+        key: jax.Array,
+        hparams: QLearningHParams,
+        explore: bool = True,
+    ) -> tuple[jax.Array, dict]:
         q = state.q[obs]  # [N, A]
         action = epsilon_greedy(key, q, epsilon(state, hparams)) if explore else q.argmax(-1)
         return action, {}
 
-    def update(state: QLearningState, batch: Transition, key: jax.Array,
-               hparams: QLearningHParams) -> tuple[QLearningState, dict]:
+    def update(
+        state: QLearningState, batch: Transition, key: jax.Array, hparams: QLearningHParams
+    ) -> tuple[QLearningState, dict]:
         def step(q, t):
             return td_step(q, *t, hparams.lr, hparams.gamma)
 
-        steps = (batch.obs, batch.action, batch.reward, batch.terminated.astype(jnp.float32),
-                 batch.next_obs)
+        steps = (
+            batch.obs,
+            batch.action,
+            batch.reward,
+            batch.terminated.astype(jnp.float32),
+            batch.next_obs,
+        )
         q, td = jax.lax.scan(step, state.q, steps)
         metrics = {"abs_td_error": jnp.abs(td).mean(), "epsilon": epsilon(state, hparams)}
         return QLearningState(q, state.num_updates + 1), metrics

@@ -45,8 +45,9 @@ def value_loss(values: jax.Array, returns: jax.Array) -> jax.Array:
     return 0.5 * jnp.mean((values - jax.lax.stop_gradient(returns)) ** 2)
 
 
-def running_mean(mean: jax.Array, returns: jax.Array, decay: jax.Array,
-                 first: jax.Array) -> jax.Array:
+def running_mean(
+    mean: jax.Array, returns: jax.Array, decay: jax.Array, first: jax.Array
+) -> jax.Array:
     """Exponential running mean of returns [...]: decay * mean + (1 - decay) * mean(returns).
 
     It starts at the first batch's mean (`first`), not at 0, which would act as no baseline
@@ -56,19 +57,29 @@ def running_mean(mean: jax.Array, returns: jax.Array, decay: jax.Array,
     return jnp.where(first, batch_mean, decay * mean + (1.0 - decay) * batch_mean)
 
 
-def make(config: ReinforceConfig, spec: EnvSpec, total_updates: int,
-         optimizer: optim.Optimizer = optim.Optimizer()) -> Agent:
+def make(
+    config: ReinforceConfig,
+    spec: EnvSpec,
+    total_updates: int,
+    optimizer: optim.Optimizer = optim.Optimizer(),
+) -> Agent:
     """REINFORCE for `spec` (discrete or continuous actions); constant learning rate."""
     policy = Policy.create(spec, config)
     learned_baseline = config.baseline == "value"
 
     def init(key: jax.Array, hparams: ReinforceHParams) -> ReinforceState:
         params, obs_stats = policy.init(key, hparams.init_log_std)
-        return ReinforceState(params, optimizer.init(params), obs_stats, jnp.zeros(()),
-                              jnp.zeros((), jnp.int32))
+        return ReinforceState(
+            params, optimizer.init(params), obs_stats, jnp.zeros(()), jnp.zeros((), jnp.int32)
+        )
 
-    def act(state: ReinforceState, obs: jax.Array, key: jax.Array, hparams: ReinforceHParams,
-            explore: bool = True) -> tuple[jax.Array, dict]:
+    def act(
+        state: ReinforceState,
+        obs: jax.Array,
+        key: jax.Array,
+        hparams: ReinforceHParams,
+        explore: bool = True,
+    ) -> tuple[jax.Array, dict]:
         return policy.act(state.params, state.obs_stats, obs, key, explore)
 
     def loss(params, obs, action, returns, baseline, hparams: ReinforceHParams):
@@ -81,31 +92,43 @@ def make(config: ReinforceConfig, spec: EnvSpec, total_updates: int,
             advantages = standardize(advantages)
         policy_loss = policy_gradient_loss(dist.log_prob(action), advantages)
         v_loss = value_loss(values, returns) if learned_baseline else jnp.zeros(())
-        return actor_critic_objective(policy_loss, v_loss, dist.entropy().mean(),
-                                      hparams.vf_coef, hparams.ent_coef)
+        return actor_critic_objective(
+            policy_loss, v_loss, dist.entropy().mean(), hparams.vf_coef, hparams.ent_coef
+        )
 
-    def update(state: ReinforceState, batch: Transition, key: jax.Array,
-               hparams: ReinforceHParams) -> tuple[ReinforceState, dict]:
+    def update(
+        state: ReinforceState, batch: Transition, key: jax.Array, hparams: ReinforceHParams
+    ) -> tuple[ReinforceState, dict]:
         obs = policy.observe(state.obs_stats, batch.obs)
         if learned_baseline:
-            _, bootstrap = policy.network.apply(state.params,
-                                                policy.observe(state.obs_stats, batch.next_obs))
+            _, bootstrap = policy.network.apply(
+                state.params, policy.observe(state.obs_stats, batch.next_obs)
+            )
         else:
             bootstrap = jnp.zeros_like(batch.reward)
-        returns = discounted_returns(batch.reward * hparams.reward_scale, batch.terminated,
-                                     batch.truncated, bootstrap, hparams.gamma)
+        returns = discounted_returns(
+            batch.reward * hparams.reward_scale,
+            batch.terminated,
+            batch.truncated,
+            bootstrap,
+            hparams.gamma,
+        )
         # The mean baseline excludes this batch, so it does not correlate with the returns
         # it is subtracted from (which would bias the gradient).
         baseline = state.baseline if config.baseline == "mean" else jnp.zeros(())
-        grads, metrics = jax.grad(loss, has_aux=True)(state.params, obs, batch.action, returns,
-                                                      baseline, hparams)
+        grads, metrics = jax.grad(loss, has_aux=True)(
+            state.params, obs, batch.action, returns, baseline, hparams
+        )
         params, opt_state, grad_norm = optimizer.step(
-            state.opt_state, state.params, grads, hparams.lr, hparams.max_grad_norm,
-                hparams.l2_init)
+            state.opt_state, state.params, grads, hparams.lr, hparams.max_grad_norm, hparams.l2_init
+        )
         new_state = ReinforceState(
-            params, opt_state, policy.update_stats(state.obs_stats, batch.obs),
+            params,
+            opt_state,
+            policy.update_stats(state.obs_stats, batch.obs),
             running_mean(state.baseline, returns, hparams.baseline_decay, state.num_updates == 0),
-            state.num_updates + 1)
+            state.num_updates + 1,
+        )
         metrics = {**metrics, "grad_norm": grad_norm, "return": returns.mean()}
         if config.baseline == "mean":
             metrics["baseline"] = baseline

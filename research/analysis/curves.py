@@ -22,28 +22,46 @@ def groups(runs: pd.DataFrame, by: Sequence[str]) -> list[tuple[str, np.ndarray]
     out = []
     for key, frame in runs.groupby(list(by), sort=False):
         key = key if isinstance(key, tuple) else (key,)
-        label = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in zip(by, key))
+        label = ", ".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in zip(by, key)
+        )
         out.append((label, frame["run"].to_numpy()))
     return out
 
 
-def summary_table(runs: pd.DataFrame, metrics: dict[str, np.ndarray], by: Sequence[str],
-                  metric: str = "episode_return", last: int = 1) -> pd.DataFrame:
+def summary_table(
+    runs: pd.DataFrame,
+    metrics: dict[str, np.ndarray],
+    by: Sequence[str],
+    metric: str = "episode_return",
+    last: int = 1,
+) -> pd.DataFrame:
     """Per group: number of runs, mean of `metric` over the last `last` logs, 95% CI, median."""
     rows = []
     for label, index in groups(runs, by):
         with np.errstate(all="ignore"):
             final = np.nanmean(metrics[metric][index, -last:], axis=1)
         mean, low, high = bootstrap_mean_ci(final)
-        rows.append({"group": label, "runs": len(index), f"final_{metric}": float(mean),
-                     "ci95_low": float(low), "ci95_high": float(high),
-                     "median": float(np.nanmedian(final)) if np.isfinite(final).any() else np.nan})
+        rows.append(
+            {
+                "group": label,
+                "runs": len(index),
+                f"final_{metric}": float(mean),
+                "ci95_low": float(low),
+                "ci95_high": float(high),
+                "median": float(np.nanmedian(final)) if np.isfinite(final).any() else np.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def aggregate(runs: pd.DataFrame, values: dict[str, np.ndarray], by: Sequence[str],
-              extra: dict | None = None, iqm_of: Sequence[str] = ()) -> pd.DataFrame:
+def aggregate(
+    runs: pd.DataFrame,
+    values: dict[str, np.ndarray],
+    by: Sequence[str],
+    extra: dict | None = None,
+    iqm_of: Sequence[str] = (),
+) -> pd.DataFrame:
     """Per group of the `by` columns: runs, and for every per-run array in `values` ([R])
     its mean with a 95% bootstrap CI (NaNs ignored; +inf, e.g. a threshold never
     reached, counted as the fraction `<name>_never`); for the names in `iqm_of` also
@@ -57,12 +75,18 @@ def aggregate(runs: pd.DataFrame, values: dict[str, np.ndarray], by: Sequence[st
                 row[f"{name}_never"] = float(np.isposinf(x).mean())
                 x = np.where(np.isinf(x), np.nan, x)
             mean, low, high = bootstrap_mean_ci(x)
-            row.update({name: float(mean), f"{name}_ci_low": float(low),
-                        f"{name}_ci_high": float(high)})
+            row.update(
+                {name: float(mean), f"{name}_ci_low": float(low), f"{name}_ci_high": float(high)}
+            )
             if name in iqm_of:
                 point, low, high = stratified_bootstrap_ci(x[:, None], iqm)
-                row.update({f"{name}_iqm": float(point), f"{name}_iqm_ci_low": float(low),
-                            f"{name}_iqm_ci_high": float(high)})
+                row.update(
+                    {
+                        f"{name}_iqm": float(point),
+                        f"{name}_iqm_ci_low": float(low),
+                        f"{name}_iqm_ci_high": float(high),
+                    }
+                )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -77,20 +101,22 @@ def ci_cells(table: pd.DataFrame) -> pd.DataFrame:
     into text cells "x [low, high]" ("n/a" where x is NaN), the bound columns dropped."""
     out = table.copy()
     for name in [c for c in table.columns if f"{c}_ci_low" in table.columns]:
-        cells = [f"{m:.4g} [{lo:.4g}, {hi:.4g}]" if np.isfinite(m) else "n/a"
-                 for m, lo, hi in zip(table[name], table[f"{name}_ci_low"],
-                                      table[f"{name}_ci_high"])]
+        cells = [
+            f"{m:.4g} [{lo:.4g}, {hi:.4g}]" if np.isfinite(m) else "n/a"
+            for m, lo, hi in zip(table[name], table[f"{name}_ci_low"], table[f"{name}_ci_high"])
+        ]
         out[name] = cells
         out = out.drop(columns=[f"{name}_ci_low", f"{name}_ci_high"])
     return out
 
 
-def _draw_groups(ax, runs: pd.DataFrame, metrics: dict[str, np.ndarray], by: Sequence[str],
-                 metric: str) -> None:
+def _draw_groups(
+    ax, runs: pd.DataFrame, metrics: dict[str, np.ndarray], by: Sequence[str], metric: str
+) -> None:
     steps = metrics["env_steps"][0]
     for label, index in groups(runs, by):
         mean, low, high = bootstrap_mean_ci(metrics[metric][index])
-        line, = ax.plot(steps, mean, label=f"{label} (n={len(index)})")
+        (line,) = ax.plot(steps, mean, label=f"{label} (n={len(index)})")
         ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("environment steps per run")
     ax.set_ylabel(metric.replace("_", " "))
@@ -108,9 +134,15 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
-def plot_learning_curves(runs: pd.DataFrame, metrics: dict[str, np.ndarray], by: Sequence[str],
-                         path: str | Path, metric: str = "episode_return",
-                         title: str = "", marks: Sequence[float] = ()) -> Path:
+def plot_learning_curves(
+    runs: pd.DataFrame,
+    metrics: dict[str, np.ndarray],
+    by: Sequence[str],
+    path: str | Path,
+    metric: str = "episode_return",
+    title: str = "",
+    marks: Sequence[float] = (),
+) -> Path:
     """Mean `metric` against env steps with a 95% bootstrap band across each group's runs;
     vertical lines at the env steps in `marks` (e.g. where the environment changed)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -121,9 +153,15 @@ def plot_learning_curves(runs: pd.DataFrame, metrics: dict[str, np.ndarray], by:
     return _save(fig, path)
 
 
-def plot_facets(runs: pd.DataFrame, metrics: dict[str, np.ndarray], facet_by: Sequence[str],
-                line_by: Sequence[str], path: str | Path, metric: str = "episode_return",
-                title: str = "") -> Path:
+def plot_facets(
+    runs: pd.DataFrame,
+    metrics: dict[str, np.ndarray],
+    facet_by: Sequence[str],
+    line_by: Sequence[str],
+    path: str | Path,
+    metric: str = "episode_return",
+    title: str = "",
+) -> Path:
     """One panel per setting of `facet_by` (e.g. the target variant), a line with a 95%
     band per setting of `line_by` inside it."""
     panels = groups(runs, facet_by)
@@ -134,7 +172,7 @@ def plot_facets(runs: pd.DataFrame, metrics: dict[str, np.ndarray], facet_by: Se
         sub = runs.iloc[index].reset_index(drop=True).assign(run=np.arange(len(index)))
         _draw_groups(ax, sub, {k: v[index] for k, v in metrics.items()}, line_by, metric)
         ax.set_title(label, fontsize=9)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(title)
     return _save(fig, path)
@@ -145,9 +183,15 @@ def final_values(metrics: dict[str, np.ndarray], metric: str = "episode_return")
     return np.asarray(metrics[metric])[:, -1]
 
 
-def plot_sensitivity(runs: pd.DataFrame, values: np.ndarray, param: str, path: str | Path,
-                     by: Sequence[str] = (), ylabel: str = "final return",
-                     title: str = "") -> Path:
+def plot_sensitivity(
+    runs: pd.DataFrame,
+    values: np.ndarray,
+    param: str,
+    path: str | Path,
+    by: Sequence[str] = (),
+    ylabel: str = "final return",
+    title: str = "",
+) -> Path:
     """Mean of per-run `values` [R] against the swept `param`, 95% bootstrap band; a line per
     setting of the `by` columns. Log x-axis when the values span over a decade."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -156,7 +200,7 @@ def plot_sensitivity(runs: pd.DataFrame, values: np.ndarray, param: str, path: s
         xs = np.sort(sub[param].unique())
         stats = [bootstrap_mean_ci(values[index][sub[param].to_numpy() == x]) for x in xs]
         mean, low, high = (np.array([s[i] for s in stats]) for i in range(3))
-        line, = ax.plot(xs, mean, marker="o", label=label)
+        (line,) = ax.plot(xs, mean, marker="o", label=label)
         ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
     xs = runs[param].to_numpy(dtype=float)
     if (xs > 0).all() and xs.max() / xs.min() > 10:
@@ -169,12 +213,20 @@ def plot_sensitivity(runs: pd.DataFrame, values: np.ndarray, param: str, path: s
     return _save(fig, path)
 
 
-def plot_heatmap(runs: pd.DataFrame, values: np.ndarray, x: str, y: str, path: str | Path,
-                 label: str = "final return", title: str = "") -> Path:
+def plot_heatmap(
+    runs: pd.DataFrame,
+    values: np.ndarray,
+    x: str,
+    y: str,
+    path: str | Path,
+    label: str = "final return",
+    title: str = "",
+) -> Path:
     """Mean of per-run `values` [R] on the grid of two swept columns (e.g. two
     hyperparameters, or source x target variants: a transfer matrix)."""
-    table = runs.assign(_value=values).pivot_table(index=y, columns=x, values="_value",
-                                                   aggfunc="mean")
+    table = runs.assign(_value=values).pivot_table(
+        index=y, columns=x, values="_value", aggfunc="mean"
+    )
     fig, ax = plt.subplots(figsize=(1.2 * table.shape[1] + 3, 0.8 * table.shape[0] + 2))
     image = ax.imshow(table.to_numpy(), cmap="viridis", aspect="auto", origin="lower")
     fmt = lambda v: f"{v:g}" if isinstance(v, (int, float, np.number)) else str(v)
@@ -198,13 +250,24 @@ def plot_scaling(frame: pd.DataFrame, path: str | Path, title: str) -> Path:
     once the batch dominates the program."""
     fig, (speed, memory) = plt.subplots(1, 2, figsize=(10, 3.8))
     for label, rows in frame.sort_values("runs").groupby("label", sort=False):
-        line, = speed.plot(rows["runs"], rows["env_steps_per_s"], marker="o", label=label)
-        memory.plot(rows["runs"], rows["peak_rss_mib"], marker="o", color=line.get_color(),
-                    label=f"{label}: host RSS")
+        (line,) = speed.plot(rows["runs"], rows["env_steps_per_s"], marker="o", label=label)
+        memory.plot(
+            rows["runs"],
+            rows["peak_rss_mib"],
+            marker="o",
+            color=line.get_color(),
+            label=f"{label}: host RSS",
+        )
         device = rows["device_peak_mib"].astype(float)
         if device.notna().any():
-            memory.plot(rows["runs"], device, marker="s", linestyle="--",
-                        color=line.get_color(), label=f"{label}: device peak")
+            memory.plot(
+                rows["runs"],
+                device,
+                marker="s",
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{label}: device peak",
+            )
     for ax, ylabel in ((speed, "env steps / s"), (memory, "peak memory (MiB)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

@@ -28,16 +28,20 @@ def tau_grid(matrices: Sequence[tuple[str, np.ndarray]], num: int = 101) -> np.n
     return np.linspace(low, high, num)
 
 
-def plot_performance_profiles(matrices: Sequence[tuple[str, np.ndarray]], path: str | Path,
-                              taus: np.ndarray | None = None, xlabel: str = "final return",
-                              title: str = "") -> Path:
+def plot_performance_profiles(
+    matrices: Sequence[tuple[str, np.ndarray]],
+    path: str | Path,
+    taus: np.ndarray | None = None,
+    xlabel: str = "final return",
+    title: str = "",
+) -> Path:
     """A line per setting (label, scores [R, T]): the fraction of runs with score > tau
     (averaged over the T strata) against tau, with a stratified-bootstrap 95% band."""
     taus = tau_grid(matrices) if taus is None else np.asarray(taus, np.float64)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, scores in matrices:
         point, low, high = stratified_bootstrap_ci(scores, lambda x: performance_profile(x, taus))
-        line, = ax.plot(taus, point, label=f"{label} (n={int(np.isfinite(scores).sum())})")
+        (line,) = ax.plot(taus, point, label=f"{label} (n={int(np.isfinite(scores).sum())})")
         ax.fill_between(taus, low, high, color=line.get_color(), alpha=0.2)
     ax.set_xlabel(f"{xlabel} (tau)")
     ax.set_ylabel("fraction of runs with score > tau")

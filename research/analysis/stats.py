@@ -28,8 +28,9 @@ def _percentile_interval(boot: np.ndarray, confidence: float) -> tuple[np.ndarra
         return (np.nanquantile(boot, alpha, axis=0), np.nanquantile(boot, 1.0 - alpha, axis=0))
 
 
-def _in_batches(num: int, scores_per_resample: int, draw: Callable[[int], np.ndarray]
-                ) -> np.ndarray:
+def _in_batches(
+    num: int, scores_per_resample: int, draw: Callable[[int], np.ndarray]
+) -> np.ndarray:
     """draw(k) -> [k, ...] statistics of k resamples, called until `num` are drawn; [num, ...]."""
     step = max(1, _BATCH_SCORES // max(scores_per_resample, 1))
     return np.concatenate([draw(min(step, num - start)) for start in range(0, num, step)])
@@ -150,8 +151,9 @@ AGGREGATES = ("iqm", "mean", "median", "optimality_gap")
 
 def aggregates(scores: np.ndarray, threshold: float) -> np.ndarray:
     """The AGGREGATES of scores [..., R, T] stacked: [..., 4] (iqm, mean, median, gap)."""
-    return np.stack([iqm(scores), mean(scores), median(scores),
-                     optimality_gap(scores, threshold)], axis=-1)
+    return np.stack(
+        [iqm(scores), mean(scores), median(scores), optimality_gap(scores, threshold)], axis=-1
+    )
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -163,8 +165,10 @@ def _draw_indices(rng: np.random.Generator, num: int, sizes: list[int]) -> list[
     the resamples to bound memory does not change any result."""
     uniform = rng.random((num, sum(sizes)))
     bounds = np.cumsum([0, *sizes])
-    return [np.minimum((uniform[:, lo:hi] * n).astype(np.int64), n - 1)
-            for lo, hi, n in zip(bounds[:-1], bounds[1:], sizes)]
+    return [
+        np.minimum((uniform[:, lo:hi] * n).astype(np.int64), n - 1)
+        for lo, hi, n in zip(bounds[:-1], bounds[1:], sizes)
+    ]
 
 
 def stratified_resamples(scores: np.ndarray, num: int, rng: np.random.Generator) -> np.ndarray:
@@ -174,15 +178,19 @@ def stratified_resamples(scores: np.ndarray, num: int, rng: np.random.Generator)
     x = np.asarray(scores, np.float64)
     present = [x[~np.isnan(x[:, task]), task] for task in range(x.shape[1])]
     out = np.full((num, *x.shape), np.nan)
-    for task, (values, draws) in enumerate(zip(present, _draw_indices(
-            rng, num, [v.size for v in present]))):
+    for task, (values, draws) in enumerate(
+        zip(present, _draw_indices(rng, num, [v.size for v in present]))
+    ):
         out[:, : values.size, task] = values[draws]
     return out
 
 
 def stratified_bootstrap_ci(
-    scores: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray],
-    confidence: float = 0.95, num_resamples: int = 2000, seed: int = 0,
+    scores: np.ndarray,
+    statistic: Callable[[np.ndarray], np.ndarray],
+    confidence: float = 0.95,
+    num_resamples: int = 2000,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """statistic(scores) with a percentile CI from a stratified bootstrap.
 
@@ -191,8 +199,7 @@ def stratified_bootstrap_ci(
     """
     x = np.asarray(scores, np.float64)
     rng = np.random.default_rng(seed)
-    boot = _in_batches(num_resamples, x.size,
-                       lambda k: statistic(stratified_resamples(x, k, rng)))
+    boot = _in_batches(num_resamples, x.size, lambda k: statistic(stratified_resamples(x, k, rng)))
     low, high = _percentile_interval(boot, confidence)
     return np.asarray(statistic(x)), low, high
 
@@ -245,7 +252,10 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def probability_of_improvement_ci(
-    x: np.ndarray, y: np.ndarray, confidence: float = 0.95, num_resamples: int = 2000,
+    x: np.ndarray,
+    y: np.ndarray,
+    confidence: float = 0.95,
+    num_resamples: int = 2000,
     seed: int = 0,
 ) -> tuple[float, float, float]:
     """probability_of_improvement(x, y) with a percentile CI from resampling x's and y's

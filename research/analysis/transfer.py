@@ -29,8 +29,9 @@ def transfer_ratio(auc: np.ndarray, auc_scratch: float) -> np.ndarray:
     return (auc - auc_scratch) / np.maximum(abs(auc_scratch), 1e-8)
 
 
-def drop_and_recovery(curves: np.ndarray, env_steps: np.ndarray, change_log: int,
-                      tolerance: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+def drop_and_recovery(
+    curves: np.ndarray, env_steps: np.ndarray, change_log: int, tolerance: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
     """Adaptation to an env change taking effect after log `change_log - 1`.
 
     before: mean of the logs before the change; drop = before - min(return after);

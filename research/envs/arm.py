@@ -72,8 +72,17 @@ class ArmParams(environment.EnvParams):
 
 def check_params(params: ArmParams) -> tuple[str, str] | None:
     """(field, what is allowed) for the first inconsistent field, else None."""
-    for name in ("link_length_1", "link_length_2", "link_mass_1", "link_mass_2", "max_torque",
-                 "max_speed", "dt", "tolerance", "max_tip_speed"):
+    for name in (
+        "link_length_1",
+        "link_length_2",
+        "link_mass_1",
+        "link_mass_2",
+        "max_torque",
+        "max_speed",
+        "dt",
+        "tolerance",
+        "max_tip_speed",
+    ):
         if not getattr(params, name) > 0:
             return name, "a float > 0"
     for name in ("friction", "control_cost", "success_bonus"):
@@ -82,8 +91,9 @@ def check_params(params: ArmParams) -> tuple[str, str] | None:
     if not 0 < params.elbow_limit <= np.pi:
         return "elbow_limit", "a float with 0 < x <= pi"
     if not 0 <= params.target_radius_min < params.target_radius_max:
-        return "target_radius_min", (f"a float with 0 <= x < target_radius_max = "
-                                     f"{params.target_radius_max!r}")
+        return "target_radius_min", (
+            f"a float with 0 <= x < target_radius_max = {params.target_radius_max!r}"
+        )
     if not params.target_radius_max <= 1:
         return "target_radius_max", "a float <= 1 (a fraction of the reach l1 + l2)"
     if not params.max_steps_in_episode >= 1:
@@ -104,15 +114,24 @@ def tip_velocity(angles: jax.Array, velocities: jax.Array, params: ArmParams) ->
     q1, q12 = angles[..., 0], angles[..., 0] + angles[..., 1]
     w1, w12 = velocities[..., 0], velocities[..., 0] + velocities[..., 1]
     l1, l2 = params.link_length_1, params.link_length_2
-    return jnp.stack([-l1 * jnp.sin(q1) * w1 - l2 * jnp.sin(q12) * w12,
-                      l1 * jnp.cos(q1) * w1 + l2 * jnp.cos(q12) * w12], -1)
+    return jnp.stack(
+        [
+            -l1 * jnp.sin(q1) * w1 - l2 * jnp.sin(q12) * w12,
+            l1 * jnp.cos(q1) * w1 + l2 * jnp.cos(q12) * w12,
+        ],
+        -1,
+    )
 
 
 def mass_matrix(elbow_angle: jax.Array, params: ArmParams) -> tuple[jax.Array, ...]:
     """(M11, M12, M22) of the symmetric 2x2 inertia matrix at elbow angle q2 [] (uniform rods:
     centre of mass at mid-link, moment of inertia m l^2 / 12 about it)."""
-    l1, l2, m1, m2 = (params.link_length_1, params.link_length_2, params.link_mass_1,
-                      params.link_mass_2)
+    l1, l2, m1, m2 = (
+        params.link_length_1,
+        params.link_length_2,
+        params.link_mass_1,
+        params.link_mass_2,
+    )
     c2 = jnp.cos(elbow_angle)
     m22 = m2 * l2**2 / 3.0
     m12 = m22 + m2 * l1 * l2 * c2 / 2.0
@@ -120,8 +139,9 @@ def mass_matrix(elbow_angle: jax.Array, params: ArmParams) -> tuple[jax.Array, .
     return m11, m12, m22
 
 
-def accelerations(angles: jax.Array, velocities: jax.Array, torque: jax.Array,
-                  params: ArmParams) -> jax.Array:
+def accelerations(
+    angles: jax.Array, velocities: jax.Array, torque: jax.Array, params: ArmParams
+) -> jax.Array:
     """ddq [2] from M ddq = torque - c(q, dq) - friction dq; angles, velocities, torque [2]."""
     m11, m12, m22 = mass_matrix(angles[1], params)
     h = params.link_mass_2 * params.link_length_1 * params.link_length_2 * jnp.sin(angles[1]) / 2
@@ -133,14 +153,16 @@ def accelerations(angles: jax.Array, velocities: jax.Array, torque: jax.Array,
     return jnp.stack([m22 * rhs[0] - m12 * rhs[1], m11 * rhs[1] - m12 * rhs[0]]) / det
 
 
-def integrate(angles: jax.Array, velocities: jax.Array, torque: jax.Array,
-              params: ArmParams) -> tuple[jax.Array, jax.Array]:
+def integrate(
+    angles: jax.Array, velocities: jax.Array, torque: jax.Array, params: ArmParams
+) -> tuple[jax.Array, jax.Array]:
     """One step of dt: ([2] angles, [2] velocities).
 
     The smooth dynamics take one classical Runge-Kutta step (on a fast swing at dt = 0.05,
     semi-implicit Euler lost 38% of the conserved angular momentum in 11 steps, RK4 3e-5),
     then the speed cap, the wrap and the elbow stop apply.
     """
+
     def deriv(x):  # x = (q1, q2, dq1, dq2)
         return jnp.concatenate([x[2:], accelerations(x[:2], x[2:], torque, params)])
 
@@ -182,28 +204,38 @@ class ArmReach(environment.Environment[ArmState, ArmParams]):
         """The joint torques [2] an action asks for, within the torque limit."""
         return params.max_torque * jnp.clip(jnp.reshape(action, (2,)), -1.0, 1.0)
 
-    def step_env(self, key: jax.Array, state: ArmState, action: Any, params: ArmParams
-                 ) -> tuple[jax.Array, ArmState, jax.Array, jax.Array, dict]:
+    def step_env(
+        self, key: jax.Array, state: ArmState, action: Any, params: ArmParams
+    ) -> tuple[jax.Array, ArmState, jax.Array, jax.Array, dict]:
         torque = self.torque(action, params)
         angles, velocities = integrate(state.angles, state.velocities, torque, params)
-        next_state = ArmState(time=state.time + 1, angles=angles, velocities=velocities,
-                              target=state.target)
+        next_state = ArmState(
+            time=state.time + 1, angles=angles, velocities=velocities, target=state.target
+        )
         distance = tip_distance(next_state, params)
         reached = self.is_terminated(next_state, params)
         effort = jnp.sum((torque / params.max_torque) ** 2)
         reward = -distance - params.control_cost * effort + params.success_bonus * reached
-        return (self.get_obs(next_state, params), next_state, reward.astype(jnp.float32),
-                reached, {})
+        return (
+            self.get_obs(next_state, params),
+            next_state,
+            reward.astype(jnp.float32),
+            reached,
+            {},
+        )
 
     def reset_env(self, key: jax.Array, params: ArmParams) -> tuple[jax.Array, ArmState]:
         k_q1, k_q2, k_angle, k_radius = jax.random.split(key, 4)
-        angles = jnp.stack([
-            jax.random.uniform(k_q1, (), minval=-jnp.pi, maxval=jnp.pi),
-            jax.random.uniform(k_q2, (), minval=-0.5, maxval=0.5) * params.elbow_limit,
-        ])
+        angles = jnp.stack(
+            [
+                jax.random.uniform(k_q1, (), minval=-jnp.pi, maxval=jnp.pi),
+                jax.random.uniform(k_q2, (), minval=-0.5, maxval=0.5) * params.elbow_limit,
+            ]
+        )
         reach = params.link_length_1 + params.link_length_2
-        radius = reach * jax.random.uniform(k_radius, (), minval=params.target_radius_min,
-                                            maxval=params.target_radius_max)
+        radius = reach * jax.random.uniform(
+            k_radius, (), minval=params.target_radius_min, maxval=params.target_radius_max
+        )
         angle = jax.random.uniform(k_angle, (), minval=-jnp.pi, maxval=jnp.pi)
         target = radius * jnp.stack([jnp.cos(angle), jnp.sin(angle)])
         state = ArmState(time=0, angles=angles, velocities=jnp.zeros(2), target=target)
@@ -213,8 +245,9 @@ class ArmReach(environment.Environment[ArmState, ArmParams]):
         _, tip = forward_kinematics(state.angles, params or self.default_params)
         (q1, q2), (dq1, dq2) = state.angles, state.velocities
         (tx, ty), (dx, dy) = state.target, state.target - tip
-        return jnp.stack([jnp.cos(q1), jnp.sin(q1), jnp.cos(q2), jnp.sin(q2), dq1, dq2,
-                          tx, ty, dx, dy]).astype(jnp.float32)
+        return jnp.stack(
+            [jnp.cos(q1), jnp.sin(q1), jnp.cos(q2), jnp.sin(q2), dq1, dq2, tx, ty, dx, dy]
+        ).astype(jnp.float32)
 
     def is_terminated(self, state: ArmState, params: ArmParams) -> jax.Array:
         speed = jnp.sqrt(jnp.sum(tip_velocity(state.angles, state.velocities, params) ** 2))

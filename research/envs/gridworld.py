@@ -73,10 +73,14 @@ class GridWorld(environment.Environment[GridWorldState, GridWorldParams]):
         reward = jnp.where(at_goal, params.goal_reward, params.step_reward).astype(jnp.float32)
         return self.get_obs(next_state, params), next_state, reward, at_goal, {}
 
-    def reset_env(self, key: jax.Array,
-                  params: GridWorldParams) -> tuple[jax.Array, GridWorldState]:
-        state = GridWorldState(time=0, row=jnp.asarray(params.start_row, jnp.int32),
-                               col=jnp.asarray(params.start_col, jnp.int32))
+    def reset_env(
+        self, key: jax.Array, params: GridWorldParams
+    ) -> tuple[jax.Array, GridWorldState]:
+        state = GridWorldState(
+            time=0,
+            row=jnp.asarray(params.start_row, jnp.int32),
+            col=jnp.asarray(params.start_col, jnp.int32),
+        )
         return self.get_obs(state, params), state
 
     def get_obs(self, state: GridWorldState, params: Any = None, key: Any = None) -> jax.Array:

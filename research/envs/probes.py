@@ -3,13 +3,13 @@
 Each isolates one thing a learner must get right, so a failing probe points at
 the broken piece (value loss, discounting, policy gradient, ...).
 
-| probe                     | obs         | reward                       | known answer                |
-|---------------------------|-------------|------------------------------|-----------------------------|
-| ConstantReward-probe      | 0           | 1, episode of 1 step         | V = 1                       |
-| ObsDependentReward-probe  | +1 or -1    | = obs, 1 step                | V(obs) = obs                |
-| ActionDependentReward-probe | 0         | 1 if action == 1 else -1     | pi(1) -> 1, V -> 1          |
-| ObsActionReward-probe     | +1 or -1    | 1 if action == (obs > 0)     | pi(obs>0 | obs) -> 1, V -> 1 |
-| TwoStepDiscount-probe     | 0 then 1    | 0 then 1, 2 steps            | V(0) = gamma, V(1) = 1      |
+| probe                       | obs        | reward                   | known answer               |
+|-----------------------------|------------|--------------------------|----------------------------|
+| ConstantReward-probe        | 0          | 1, episode of 1 step     | V = 1                      |
+| ObsDependentReward-probe    | +1 or -1   | = obs, 1 step            | V(obs) = obs               |
+| ActionDependentReward-probe | 0          | 1 if action == 1 else -1 | pi(1) -> 1, V -> 1         |
+| ObsActionReward-probe       | +1 or -1   | 1 if action == (obs > 0) | pi(obs>0 given obs) -> 1   |
+| TwoStepDiscount-probe       | 0 then 1   | 0 then 1, 2 steps        | V(0) = gamma, V(1) = 1     |
 """
 
 from __future__ import annotations

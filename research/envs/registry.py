@@ -20,8 +20,13 @@ from research.envs.gridworld import GridWorld
 from research.envs.probes import PROBES
 from research.envs.tabular import ENCODED
 
-_OWN: dict[str, Any] = {**PROBES, "GridWorld-tabular": GridWorld, **ENCODED, **ARMS,
-                        **trading.TRADING}
+_OWN: dict[str, Any] = {
+    **PROBES,
+    "GridWorld-tabular": GridWorld,
+    **ENCODED,
+    **ARMS,
+    **trading.TRADING,
+}
 
 # Per-episode statistics beyond the return, by env id: name -> fn(rewards [T] of one
 # episode from its start, zeros after its end; env params) -> []. Evaluation reports them.
@@ -88,8 +93,15 @@ def spec_of(env_id: str, env: Any, params: Any) -> EnvSpec:
         shape = tuple(space.shape) or (1,)
         low = np.broadcast_to(np.asarray(space.low, np.float32), shape).reshape(-1)
         high = np.broadcast_to(np.asarray(space.high, np.float32), shape).reshape(-1)
-        return EnvSpec(env_id, obs_shape, False, action_dim=int(np.prod(shape)),
-                       action_low=tuple(map(float, low)), action_high=tuple(map(float, high)),
-                       num_states=num_states)
-    raise ConfigError(f"env.id: {env_id!r} has action space {type(space).__name__}; "
-                      "supported: Discrete, Box")
+        return EnvSpec(
+            env_id,
+            obs_shape,
+            False,
+            action_dim=int(np.prod(shape)),
+            action_low=tuple(map(float, low)),
+            action_high=tuple(map(float, high)),
+            num_states=num_states,
+        )
+    raise ConfigError(
+        f"env.id: {env_id!r} has action space {type(space).__name__}; supported: Discrete, Box"
+    )

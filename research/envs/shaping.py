@@ -7,7 +7,8 @@ shaping weight means something similar across environments.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax.numpy as jnp
 
@@ -58,8 +59,10 @@ def _arm_progress(obs, params):
 
 POTENTIALS: dict[str, dict[str, Fn]] = {
     "MountainCar-v0": {"height": _mountain_car_height, "position": _mountain_car_position},
-    "MountainCarContinuous-v0": {"height": _mountain_car_height,
-                                 "position": _mountain_car_position},
+    "MountainCarContinuous-v0": {
+        "height": _mountain_car_height,
+        "position": _mountain_car_position,
+    },
     "CartPole-v1": {"angle": _cartpole_angle},
     "Acrobot-v1": {"tip_height": _acrobot_tip_height},
     "GridWorld-tabular": {"distance": _grid_potential},
@@ -81,8 +84,10 @@ def progress_potential(env_id: str, name: str | None) -> Fn:
     """The env's potential `name` (its first one if None), or a ConfigError."""
     options = POTENTIALS.get(env_id)
     if not options:
-        raise ConfigError(f"shaping.potential: no progress potential for {env_id!r}; have: "
-                          f"{', '.join(POTENTIALS)} (or use potential: value with a checkpoint)")
+        raise ConfigError(
+            f"shaping.potential: no progress potential for {env_id!r}; have: "
+            f"{', '.join(POTENTIALS)} (or use potential: value with a checkpoint)"
+        )
     name = name or next(iter(options))
     if name not in options:
         raise ConfigError(f"shaping.name: got {name!r}; {env_id} has: {', '.join(options)}")
@@ -91,6 +96,8 @@ def progress_potential(env_id: str, name: str | None) -> Fn:
 
 def goal_distance(env_id: str) -> Fn:
     if env_id not in DISTANCES:
-        raise ConfigError(f"shaping.kind: 'bonus' needs a distance to the goal; {env_id!r} has "
-                          f"none; have: {', '.join(DISTANCES)}")
+        raise ConfigError(
+            f"shaping.kind: 'bonus' needs a distance to the goal; {env_id!r} has "
+            f"none; have: {', '.join(DISTANCES)}"
+        )
     return DISTANCES[env_id]

@@ -14,8 +14,9 @@ is read from. Encoders (obs -> index):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import gymnax
 import jax
@@ -50,8 +51,9 @@ class IndexObservation(GymnaxWrapper):
         return spaces.Discrete(self.num_states)
 
 
-def bin_index(obs: jax.Array, bins: Sequence[int], low: Sequence[float],
-              high: Sequence[float]) -> jax.Array:
+def bin_index(
+    obs: jax.Array, bins: Sequence[int], low: Sequence[float], high: Sequence[float]
+) -> jax.Array:
     """obs [D] -> [] int32: the cell of an equal-width grid of bins[d] bins over [low, high].
 
     Values outside [low, high] fall into the edge bins. Cells are numbered in C order
@@ -119,16 +121,21 @@ def discretized(env_id: str, env: Any, params: Any, discretize: Any) -> IndexObs
     """
     space = env.observation_space(params)
     if isinstance(space, spaces.Discrete):
-        raise ConfigError(f"env.discretize: env.id {env_id!r} already has discrete states "
-                          f"({space.n}); remove env.discretize")
+        raise ConfigError(
+            f"env.discretize: env.id {env_id!r} already has discrete states "
+            f"({space.n}); remove env.discretize"
+        )
     shape = tuple(int(d) for d in space.shape)
     if len(shape) != 1:
-        raise ConfigError(f"env.discretize: needs a flat observation vector; env.id {env_id!r} "
-                          f"has observations of shape {shape}")
+        raise ConfigError(
+            f"env.discretize: needs a flat observation vector; env.id {env_id!r} "
+            f"has observations of shape {shape}"
+        )
     if len(discretize.bins) != shape[0]:
         raise ConfigError(
             f"env.discretize.bins: got {len(discretize.bins)} values; env.id {env_id!r} has "
             f"{shape[0]} observation dimensions, so bins, low and high need {shape[0]} "
-            "entries each")
+            "entries each"
+        )
     encode = partial(bin_index, bins=discretize.bins, low=discretize.low, high=discretize.high)
     return IndexObservation(env, encode, math.prod(discretize.bins))

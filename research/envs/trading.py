@@ -78,8 +78,7 @@ def check_params(params: TradingParams) -> tuple[str, str] | None:
     for name in ("p_calm_to_volatile", "p_volatile_to_calm", "vol_decay", "jump_rate"):
         if not 0 <= getattr(params, name) <= 1:
             return name, "a float with 0 <= x <= 1"
-    for name in ("vol_calm", "vol_volatile", "jump_std", "cost_rate",
-                 "fixed_cost"):
+    for name in ("vol_calm", "vol_volatile", "jump_std", "cost_rate", "fixed_cost"):
         if not getattr(params, name) >= 0:
             return name, "a float >= 0"
     for name in ("trade_size", "max_position", "initial_price", "initial_cash"):
@@ -99,11 +98,17 @@ def volatile_probability(params: TradingParams) -> jax.Array:
 def log_return_moments(params: TradingParams) -> tuple[jax.Array, jax.Array]:
     """(mean, variance) [] of one stationary log return (see the module docstring)."""
     pi = volatile_probability(params)
-    mean = (1 - pi) * params.drift_calm + pi * params.drift_volatile \
+    mean = (
+        (1 - pi) * params.drift_calm
+        + pi * params.drift_volatile
         + params.jump_rate * params.jump_mean
-    var = ((1 - pi) * params.vol_calm**2 + pi * params.vol_volatile**2
-           + pi * (1 - pi) * (params.drift_volatile - params.drift_calm) ** 2
-           + params.jump_rate * (params.jump_std**2 + params.jump_mean**2))
+    )
+    var = (
+        (1 - pi) * params.vol_calm**2
+        + pi * params.vol_volatile**2
+        + pi * (1 - pi) * (params.drift_volatile - params.drift_calm) ** 2
+        + params.jump_rate * (params.jump_std**2 + params.jump_mean**2)
+    )
     return mean, var
 
 
@@ -119,16 +124,16 @@ def jump_count(key: jax.Array, rate: jax.Array) -> jax.Array:
     return jnp.sum(jax.random.uniform(key) > jnp.cumsum(pmf)).astype(jnp.float32)
 
 
-def log_return(key: jax.Array, volatile: jax.Array, params: TradingParams
-               ) -> tuple[jax.Array, jax.Array]:
+def log_return(
+    key: jax.Array, volatile: jax.Array, params: TradingParams
+) -> tuple[jax.Array, jax.Array]:
     """One step of the price process: (log return [], regime of the next step [] bool)."""
     k_diffusion, k_count, k_jump, k_switch = jax.random.split(key, 4)
     drift = jnp.where(volatile, params.drift_volatile, params.drift_calm)
     vol = jnp.where(volatile, params.vol_volatile, params.vol_calm)
     count = jump_count(k_count, params.jump_rate)
     # The sum of `count` normal jumps, drawn as one normal with the summed mean and variance.
-    jumps = count * params.jump_mean + jnp.sqrt(count) * params.jump_std \
-        * jax.random.normal(k_jump)
+    jumps = count * params.jump_mean + jnp.sqrt(count) * params.jump_std * jax.random.normal(k_jump)
     r = drift + vol * jax.random.normal(k_diffusion) + jumps
     switch = jnp.where(volatile, params.p_volatile_to_calm, params.p_calm_to_volatile)
     return r, jnp.logical_xor(volatile, jax.random.bernoulli(k_switch, switch))
@@ -155,14 +160,21 @@ def max_drawdown(rewards: jax.Array, params: TradingParams) -> jax.Array:
     return jnp.max((peak - values) / peak)
 
 
-def _observe(returns: jax.Array, variance: jax.Array, position: jax.Array,
-             params: TradingParams) -> jax.Array:
-    return jnp.concatenate([PERCENT * returns, PERCENT * jnp.sqrt(variance)[None],
-                            (position / params.max_position)[None]]).astype(jnp.float32)
+def _observe(
+    returns: jax.Array, variance: jax.Array, position: jax.Array, params: TradingParams
+) -> jax.Array:
+    return jnp.concatenate(
+        [
+            PERCENT * returns,
+            PERCENT * jnp.sqrt(variance)[None],
+            (position / params.max_position)[None],
+        ]
+    ).astype(jnp.float32)
 
 
-def _record(returns: jax.Array, variance: jax.Array, r: jax.Array, params: TradingParams
-            ) -> tuple[jax.Array, jax.Array]:
+def _record(
+    returns: jax.Array, variance: jax.Array, r: jax.Array, params: TradingParams
+) -> tuple[jax.Array, jax.Array]:
     """The returns window and volatility estimate after observing log return r."""
     variance = params.vol_decay * variance + (1 - params.vol_decay) * r**2
     return jnp.concatenate([returns[1:], r[None]]), variance
@@ -175,8 +187,9 @@ class Trading(environment.Environment[TradingState, TradingParams]):
     def default_params(self) -> TradingParams:
         return TradingParams()
 
-    def step_env(self, key: jax.Array, state: TradingState, action: Any, params: TradingParams
-                 ) -> tuple[jax.Array, TradingState, jax.Array, jax.Array, dict]:
+    def step_env(
+        self, key: jax.Array, state: TradingState, action: Any, params: TradingParams
+    ) -> tuple[jax.Array, TradingState, jax.Array, jax.Array, dict]:
         wanted = state.position + (jnp.asarray(action, jnp.float32) - 1.0) * params.trade_size
         position = jnp.clip(wanted, -params.max_position, params.max_position)
         traded = position - state.position
@@ -184,16 +197,26 @@ class Trading(environment.Environment[TradingState, TradingParams]):
         r, volatile = log_return(key, state.volatile, params)
         price = state.price * jnp.exp(r)
         returns, variance = _record(state.returns, state.variance, r, params)
-        next_state = TradingState(time=state.time + 1, price=price, position=position,
-                                  cash=state.cash - traded * state.price - cost,
-                                  volatile=volatile, returns=returns, variance=variance)
+        next_state = TradingState(
+            time=state.time + 1,
+            price=price,
+            position=position,
+            cash=state.cash - traded * state.price - cost,
+            volatile=volatile,
+            returns=returns,
+            variance=variance,
+        )
         # = value' - value, written so that float32 does not cancel two large values
         reward = position * (price - state.price) - cost
-        return (self.get_obs(next_state, params), next_state, reward.astype(jnp.float32),
-                jnp.asarray(False), {})
+        return (
+            self.get_obs(next_state, params),
+            next_state,
+            reward.astype(jnp.float32),
+            jnp.asarray(False),
+            {},
+        )
 
-    def reset_env(self, key: jax.Array, params: TradingParams
-                  ) -> tuple[jax.Array, TradingState]:
+    def reset_env(self, key: jax.Array, params: TradingParams) -> tuple[jax.Array, TradingState]:
         k_regime, k_history = jax.random.split(key)
         volatile = jax.random.bernoulli(k_regime, volatile_probability(params))
 
@@ -203,17 +226,24 @@ class Trading(environment.Environment[TradingState, TradingParams]):
             return (volatile, *_record(returns, variance, r, params)), None
 
         start = (volatile, jnp.zeros(WINDOW), jnp.asarray(params.vol_calm**2, jnp.float32))
-        (volatile, returns, variance), _ = jax.lax.scan(history, start,
-                                                        jax.random.split(k_history, WINDOW))
-        state = TradingState(time=0, price=jnp.asarray(params.initial_price, jnp.float32),
-                             position=jnp.zeros(()), cash=jnp.asarray(params.initial_cash,
-                                                                      jnp.float32),
-                             volatile=volatile, returns=returns, variance=variance)
+        (volatile, returns, variance), _ = jax.lax.scan(
+            history, start, jax.random.split(k_history, WINDOW)
+        )
+        state = TradingState(
+            time=0,
+            price=jnp.asarray(params.initial_price, jnp.float32),
+            position=jnp.zeros(()),
+            cash=jnp.asarray(params.initial_cash, jnp.float32),
+            volatile=volatile,
+            returns=returns,
+            variance=variance,
+        )
         return self.get_obs(state, params), state
 
     def get_obs(self, state: TradingState, params: Any = None, key: Any = None) -> jax.Array:
-        return _observe(state.returns, state.variance, state.position,
-                        params or self.default_params)
+        return _observe(
+            state.returns, state.variance, state.position, params or self.default_params
+        )
 
     def is_terminated(self, state: TradingState, params: TradingParams) -> jax.Array:
         return jnp.asarray(False)

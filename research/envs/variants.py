@@ -8,8 +8,8 @@ runner can vmap over variants like over seeds.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,8 +49,7 @@ def settable_fields(env_id: str, default_params: Any) -> dict[str, Any]:
     return out
 
 
-def check_fields(env_id: str, default_params: Any, overrides: Mapping[str, Any],
-                 path: str) -> None:
+def check_fields(env_id: str, default_params: Any, overrides: Mapping[str, Any], path: str) -> None:
     """ConfigError at `path`.<field> for an override that is not a settable field."""
     allowed = settable_fields(env_id, default_params)
     derived = DERIVED.get(env_id, {})
@@ -82,8 +81,12 @@ def variant_params(env_id: str, default_params: Any, overrides: Mapping[str, Any
     return params
 
 
-def variant_grid(env_id: str, default_params: Any, fixed: Mapping[str, Any],
-                 variants: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
+def variant_grid(
+    env_id: str,
+    default_params: Any,
+    fixed: Mapping[str, Any],
+    variants: Mapping[str, Sequence[float]],
+) -> list[dict[str, float]]:
     """Every combination of the `variants` values, each merged over `fixed`."""
     check_fields(env_id, default_params, fixed, "env.params")
     grid: list[dict[str, float]] = [dict(fixed)]
@@ -102,8 +105,7 @@ def variant_grid(env_id: str, default_params: Any, fixed: Mapping[str, Any],
     return grid
 
 
-def stack_params(env_id: str, default_params: Any,
-                 overrides: Sequence[Mapping[str, Any]]) -> Any:
+def stack_params(env_id: str, default_params: Any, overrides: Sequence[Mapping[str, Any]]) -> Any:
     """EnvParams whose every leaf has a leading axis of len(overrides)."""
     params = [variant_params(env_id, default_params, o) for o in overrides]
     return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *params)
@@ -115,6 +117,7 @@ def interpolate(env_id: str, before: Any, after: Any, weight: jax.Array) -> Any:
     Float fields move linearly, integer ones switch at weight 1, and derived fields
     are recomputed, since e.g. masspole * length is not linear along the way.
     """
+
     def mix(a, b):
         if jnp.issubdtype(jnp.result_type(a), jnp.floating):
             return a + weight * (b - a)

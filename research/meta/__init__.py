@@ -8,10 +8,20 @@ batched `train` every experiment uses.
   programs vmapped over meta seeds, sharded over the devices.
 """
 
+from research.meta.batch import sample_variants, shard_over
 from research.meta.es import SearchSpace, decode, finetune_fitness, make_es
 from research.meta.multitask import make_sequential
 from research.meta.reptile import make_reptile, reptile_step, step_size
-from research.meta.batch import sample_variants, shard_over
 
-__all__ = ["SearchSpace", "decode", "finetune_fitness", "make_es", "make_reptile",
-           "make_sequential", "reptile_step", "sample_variants", "shard_over", "step_size"]
+__all__ = [
+    "SearchSpace",
+    "decode",
+    "finetune_fitness",
+    "make_es",
+    "make_reptile",
+    "make_sequential",
+    "reptile_step",
+    "sample_variants",
+    "shard_over",
+    "step_size",
+]

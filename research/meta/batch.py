@@ -3,8 +3,8 @@ and a program vmapped over independent meta-training runs, sharded over the devi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -15,8 +15,12 @@ from research.envs import stack_params
 from research.platform import straight_line_threefry
 
 
-def sample_overrides(rng: np.random.Generator, distribution: Mapping[str, FieldRange],
-                     num: int, integer: Sequence[str] = ()) -> list[dict[str, float]]:
+def sample_overrides(
+    rng: np.random.Generator,
+    distribution: Mapping[str, FieldRange],
+    num: int,
+    integer: Sequence[str] = (),
+) -> list[dict[str, float]]:
     """`num` independent draws of every field of `distribution`: uniform (log-uniform with
     `log`) on [low, high], or uniform among `values`. Fields in `integer` are rounded."""
     columns = {}
@@ -31,32 +35,43 @@ def sample_overrides(rng: np.random.Generator, distribution: Mapping[str, FieldR
     return [{name: float(x[i]) for name, x in columns.items()} for i in range(num)]
 
 
-def sample_variants(rng: np.random.Generator, env_id: str, default_params: Any,
-                    fixed: Mapping[str, float], distribution: Mapping[str, FieldRange],
-                    num: int) -> tuple[list[dict[str, float]], Any]:
+def sample_variants(
+    rng: np.random.Generator,
+    env_id: str,
+    default_params: Any,
+    fixed: Mapping[str, float],
+    distribution: Mapping[str, FieldRange],
+    num: int,
+) -> tuple[list[dict[str, float]], Any]:
     """(overrides, params): `num` variants drawn from `distribution` over the `fixed`
     overrides, as dicts and as EnvParams whose every leaf is [num] (derived fields
     recomputed by research.envs.variants)."""
-    integer = [k for k in distribution
-               if isinstance(getattr(default_params, k, None), (int, np.integer))]
+    integer = [
+        k for k in distribution if isinstance(getattr(default_params, k, None), (int, np.integer))
+    ]
     drawn = [{**fixed, **o} for o in sample_overrides(rng, distribution, num, integer)]
     return drawn, stack_params(env_id, default_params, drawn)
 
 
-def shard_over(fn: Callable, in_axes: Sequence[int | None],
-               devices: Sequence[jax.Device]) -> Callable:
+def shard_over(
+    fn: Callable, in_axes: Sequence[int | None], devices: Sequence[jax.Device]
+) -> Callable:
     """jit(vmap(fn, in_axes)) whose mapped axis is split over `devices` when their number
     divides it (else it runs on the first device): independent meta-training runs use
     the cores as independent XLA devices, as the runner's runs axis does."""
     program = jax.jit(jax.vmap(fn, in_axes=tuple(in_axes)))
 
     def call(*args):
-        size = next(jax.tree.leaves(a)[0].shape[0] for a, axis in zip(args, in_axes)
-                    if axis == 0 and jax.tree.leaves(a))
+        size = next(
+            jax.tree.leaves(a)[0].shape[0]
+            for a, axis in zip(args, in_axes)
+            if axis == 0 and jax.tree.leaves(a)
+        )
         used = list(devices) if size % len(devices) == 0 else list(devices)[:1]
         mesh = Mesh(np.array(used), ("runs",))
-        spec = lambda axis: NamedSharding(mesh, PartitionSpec("runs") if axis == 0
-                                           else PartitionSpec())
+        spec = lambda axis: NamedSharding(
+            mesh, PartitionSpec("runs") if axis == 0 else PartitionSpec()
+        )
         with straight_line_threefry():  # the first call for each shape lowers the program
             return program(*(jax.device_put(a, spec(axis)) for a, axis in zip(args, in_axes)))
 

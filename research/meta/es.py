@@ -11,9 +11,9 @@ evosax minimises, so it is told the negated fitness.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -34,9 +34,13 @@ class SearchSpace:
     log: tuple[bool, ...]
 
     @classmethod
-    def from_ranges(cls, ranges: Mapping[str, FieldRange]) -> "SearchSpace":
-        return cls(tuple(ranges), tuple(r.low for r in ranges.values()),
-                   tuple(r.high for r in ranges.values()), tuple(r.log for r in ranges.values()))
+    def from_ranges(cls, ranges: Mapping[str, FieldRange]) -> SearchSpace:
+        return cls(
+            tuple(ranges),
+            tuple(r.low for r in ranges.values()),
+            tuple(r.high for r in ranges.values()),
+            tuple(r.log for r in ranges.values()),
+        )
 
     def __len__(self) -> int:
         return len(self.names)
@@ -55,16 +59,19 @@ def with_values(base: Any, space: SearchSpace, values: jax.Array, prefix: str = 
     """The dataclass `base` (scalar fields) with every field [R]: the searched fields named
     prefix + field from values [R, d], the others broadcast."""
     n = values.shape[0]
-    fields = {f.name: jnp.broadcast_to(jnp.asarray(getattr(base, f.name), jnp.float32), (n,))
-              for f in dataclasses.fields(base)}
+    fields = {
+        f.name: jnp.broadcast_to(jnp.asarray(getattr(base, f.name), jnp.float32), (n,))
+        for f in dataclasses.fields(base)
+    }
     for i, name in enumerate(space.names):
-        if name.startswith(prefix) and name[len(prefix):] in fields:
-            fields[name[len(prefix):]] = values[:, i]
+        if name.startswith(prefix) and name[len(prefix) :] in fields:
+            fields[name[len(prefix) :]] = values[:, i]
     return base.replace(**fields)
 
 
-def make_strategy(algorithm: str, population: int, num_dims: int, std_init: float,
-                  lr: float) -> tuple[Any, Any]:
+def make_strategy(
+    algorithm: str, population: int, num_dims: int, std_init: float, lr: float
+) -> tuple[Any, Any]:
     """(evosax strategy, its params): "snes" (separable NES, adapted per-field std) or
     "open_es" (OpenAI-ES, antithetic, fixed std); the mean moves by SGD with step `lr`."""
     from evosax.algorithms import SNES, Open_ES  # imported when used: keeps `import research` light
@@ -74,14 +81,25 @@ def make_strategy(algorithm: str, population: int, num_dims: int, std_init: floa
         strategy = SNES(population, solution, optimizer=optax.sgd(lr))
         return strategy, strategy.default_params.replace(std_init=jnp.float32(std_init))
     if algorithm == "open_es":
-        strategy = Open_ES(population, solution, optimizer=optax.sgd(lr),
-                           std_schedule=optax.constant_schedule(std_init))
+        strategy = Open_ES(
+            population,
+            solution,
+            optimizer=optax.sgd(lr),
+            std_schedule=optax.constant_schedule(std_init),
+        )
         return strategy, strategy.default_params
     raise ValueError(f"unknown ES algorithm {algorithm!r}; allowed: snes, open_es")
 
 
-def make_es(fitness: Callable, space: SearchSpace, algorithm: str, population: int,
-            generations: int, std_init: float = 1.0, lr: float = 1.0) -> Callable:
+def make_es(
+    fitness: Callable,
+    space: SearchSpace,
+    algorithm: str,
+    population: int,
+    generations: int,
+    std_init: float = 1.0,
+    lr: float = 1.0,
+) -> Callable:
     """es_run(key, context, xs) -> (values [d], history), pure and jittable.
 
     fitness(key, values [P, d], context, x) -> [P], higher is better, NaN the worst;
@@ -102,18 +120,21 @@ def make_es(fitness: Callable, space: SearchSpace, algorithm: str, population: i
             population_x, state = strategy.ask(ask_key, state, params)
             f = fitness(fitness_key, decode(space, population_x), context, x)
             state, _ = strategy.tell(tell_key, population_x, -f, state, params)
-            return state, {"fitness_mean": jnp.nanmean(f), "fitness_best": jnp.nanmax(f),
-                           "mean": decode(space, state.mean)}
+            return state, {
+                "fitness_mean": jnp.nanmean(f),
+                "fitness_best": jnp.nanmax(f),
+                "mean": decode(space, state.mean),
+            }
 
-        state, history = jax.lax.scan(generation, state,
-                                      (jax.random.split(key, generations), xs))
+        state, history = jax.lax.scan(generation, state, (jax.random.split(key, generations), xs))
         return decode(space, state.mean), history
 
     return es_run
 
 
-def finetune_fitness(trainer: Trainer, space: SearchSpace, hparams: Any, shaping: Any,
-                     seeds: int, score: str = "auc") -> Callable:
+def finetune_fitness(
+    trainer: Trainer, space: SearchSpace, hparams: Any, shaping: Any, seeds: int, score: str = "auc"
+) -> Callable:
     """fitness(key, values [P, d], init_state, variants) -> [P] for `make_es`.
 
     Every candidate fine-tunes `init_state` (one agent state; None: from scratch) on each
@@ -134,10 +155,12 @@ def finetune_fitness(trainer: Trainer, space: SearchSpace, hparams: Any, shaping
         keys = jax.random.split(key, per)[jnp.tile(jnp.arange(per), num)]
         env_params = jax.tree.map(lambda x: x[variant], variants)
         if shaping is not None:
-            env_params = Shaped(env_params, with_values(shaping, space, values[candidate],
-                                                        "shaping."))
-        _, metrics = train(keys, with_values(hparams, space, values[candidate]), env_params,
-                           init_state)
+            env_params = Shaped(
+                env_params, with_values(shaping, space, values[candidate], "shaping.")
+            )
+        _, metrics = train(
+            keys, with_values(hparams, space, values[candidate]), env_params, init_state
+        )
         curves = metrics["episode_return"]  # [R, logs], unshaped
         runs = jnp.nanmean(curves, axis=1) if score == "auc" else curves[:, -1]
         return jnp.nanmean(runs.reshape(num, per), axis=1)

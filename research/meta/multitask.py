@@ -9,7 +9,7 @@ exactly the same updates, budget and learning-rate schedule.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 
@@ -26,8 +26,9 @@ def make_sequential(trainer: Trainer) -> Callable:
     def pretrain(key, hparams, variants):
         first = jax.tree.map(lambda x: x[0], variants)
         runner = trainer.init(key, hparams, first)
-        runner, metrics = jax.lax.scan(lambda r, params: trainer.segment(r, hparams, params),
-                                       runner, variants)
+        runner, metrics = jax.lax.scan(
+            lambda r, params: trainer.segment(r, hparams, params), runner, variants
+        )
         return runner.agent_state, metrics
 
     return pretrain

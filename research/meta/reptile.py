@@ -13,7 +13,8 @@ fine-tuning start (research/runner/finetune.py), with a fresh optimiser every ti
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,8 +39,9 @@ def step_size(outer_lr: float, iteration: jax.Array, iterations: int, anneal: bo
     return outer_lr * (1.0 - iteration.astype(jnp.float32) / iterations)
 
 
-def make_reptile(trainer: Trainer, iterations: int, outer_lr: float,
-                 anneal: bool = True) -> Callable:
+def make_reptile(
+    trainer: Trainer, iterations: int, outer_lr: float, anneal: bool = True
+) -> Callable:
     """meta_train(key, state, hparams, variants) -> (state, metrics), pure and jittable.
 
     trainer: the inner loop, built with fine-tuning adoption (`finetune` options).
@@ -56,14 +58,16 @@ def make_reptile(trainer: Trainer, iterations: int, outer_lr: float,
         def iteration(state, xs):
             i, k, env_params = xs
             finals, metrics = inner(jax.random.split(k, batch), hparams, env_params, state)
-            params = reptile_step(state.params, finals.params,
-                                  step_size(outer_lr, i, iterations, anneal))
+            params = reptile_step(
+                state.params, finals.params, step_size(outer_lr, i, iterations, anneal)
+            )
             moved = jax.tree.map(jnp.subtract, params, state.params)
             returns = metrics["episode_return"]  # [B, logs]
             return state.replace(params=params), {
                 "inner_return": jnp.nanmean(returns[:, -1]),
                 "inner_auc": jnp.nanmean(returns),
-                "step_norm": optax.tree.norm(moved)}
+                "step_norm": optax.tree.norm(moved),
+            }
 
         xs = (jnp.arange(iterations), jax.random.split(key, iterations), variants)
         return jax.lax.scan(iteration, state, xs)

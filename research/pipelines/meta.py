@@ -46,8 +46,15 @@ from research import checkpoint, results
 from research.analysis.curves import aggregate, ci_markdown, plot_facets, plot_learning_curves
 from research.config import ConfigError, ExperimentConfig, FinetuneConfig, TrainConfig
 from research.envs import Env, check_fields, stack_params
-from research.meta import (SearchSpace, finetune_fitness, make_es, make_reptile,
-                           make_sequential, sample_variants, shard_over)
+from research.meta import (
+    SearchSpace,
+    finetune_fitness,
+    make_es,
+    make_reptile,
+    make_sequential,
+    sample_variants,
+    shard_over,
+)
 from research.pipelines.train import Prepared, execute, prepare, write_config, write_run_dir
 from research.pipelines.transfer import against_scratch, curve_metrics, longest_episode
 from research.runner import Shaped, evaluate_batch, initial_agent_states, make_evaluate, take
@@ -75,8 +82,9 @@ def _check_env_fields(config: ExperimentConfig, env: Env) -> None:
     meta, default = config.meta, env.default_params
     firsts = {k: (r.values[0] if r.values else r.low) for k, r in meta.variants.items()}
     check_fields(config.env.id, default, firsts, "meta.variants")
-    check_fields(config.env.id, default, {k: v.values[0] for k, v in meta.held_out.items()},
-                 "meta.held_out")
+    check_fields(
+        config.env.id, default, {k: v.values[0] for k, v in meta.held_out.items()}, "meta.held_out"
+    )
     check_fields(config.env.id, default, meta.source, "meta.source")
 
 
@@ -87,27 +95,40 @@ def plan(config: ExperimentConfig) -> MetaPlan:
     arms = BASELINES + (meta.method,)
     evaluation = prepare(
         dataclasses.replace(base, env=dataclasses.replace(config.env, variants=meta.held_out)),
-        finetune=FinetuneConfig(), checkpoints=len(arms) * meta.seeds)
+        finetune=FinetuneConfig(),
+        checkpoints=len(arms) * meta.seeds,
+    )
     agent = config.agent.config
     batch = agent.num_envs * agent.num_steps
-    inner_timesteps = (meta.reptile.inner_timesteps if meta.method == "reptile"
-                       else meta.es.inner_timesteps) // batch * batch
+    inner_timesteps = (
+        (meta.reptile.inner_timesteps if meta.method == "reptile" else meta.es.inner_timesteps)
+        // batch
+        * batch
+    )
     inner_updates = inner_timesteps // batch
-    inner = prepare(dataclasses.replace(base, train=TrainConfig(
-        inner_timesteps, min(config.train.num_logs, inner_updates))), finetune=FinetuneConfig())
-    budget = meta.pretrain_timesteps or (meta.reptile.iterations * meta.reptile.meta_batch
-                                         * inner_timesteps)
+    inner = prepare(
+        dataclasses.replace(
+            base, train=TrainConfig(inner_timesteps, min(config.train.num_logs, inner_updates))
+        ),
+        finetune=FinetuneConfig(),
+    )
+    budget = meta.pretrain_timesteps or (
+        meta.reptile.iterations * meta.reptile.meta_batch * inner_timesteps
+    )
     segments = budget // inner_timesteps
     if segments < 1:
-        raise ConfigError(f"meta.pretrain_timesteps: got {budget}; must be at least the inner "
-                          f"loop's {inner_timesteps} env steps (the multi-task pretraining "
-                          "changes variant every inner_timesteps)")
-    pretrain = prepare(dataclasses.replace(base, train=TrainConfig(segments * inner_timesteps,
-                                                                   segments)))
-    num_steps = meta.evaluation.num_steps or longest_episode(evaluation,
-                                                             "meta.evaluation.num_steps")
-    evaluate = make_evaluate(evaluation.agent, evaluation.env, meta.evaluation.num_envs,
-                             num_steps)
+        raise ConfigError(
+            f"meta.pretrain_timesteps: got {budget}; must be at least the inner "
+            f"loop's {inner_timesteps} env steps (the multi-task pretraining "
+            "changes variant every inner_timesteps)"
+        )
+    pretrain = prepare(
+        dataclasses.replace(base, train=TrainConfig(segments * inner_timesteps, segments))
+    )
+    num_steps = meta.evaluation.num_steps or longest_episode(
+        evaluation, "meta.evaluation.num_steps"
+    )
+    evaluate = make_evaluate(evaluation.agent, evaluation.env, meta.evaluation.num_envs, num_steps)
     return MetaPlan(config, arms, evaluation, inner, pretrain, inner_timesteps, evaluate)
 
 
@@ -117,12 +138,14 @@ def _shaped(config: ExperimentConfig, env_params: Any) -> Any:
     if config.shaping is None:
         return env_params
     shape = np.shape(jax.tree.leaves(env_params)[0])
-    return Shaped(env_params, jax.tree.map(lambda x: np.full(shape, x, np.float32),
-                                           config.shaping.hparams))
+    return Shaped(
+        env_params, jax.tree.map(lambda x: np.full(shape, x, np.float32), config.shaping.hparams)
+    )
 
 
-def _variant_streams(p: MetaPlan, rows: int, per_row: int, purpose: int
-                     ) -> tuple[pd.DataFrame, Any]:
+def _variant_streams(
+    p: MetaPlan, rows: int, per_row: int, purpose: int
+) -> tuple[pd.DataFrame, Any]:
     """Variants drawn from meta.variants for every meta seed: (table, params with leaves
     [seeds, rows, per_row, ...]); the table's `step` is the row (iteration, generation or
     segment), `member` the column. Seed m draws from rng (meta.seed, m, purpose)."""
@@ -130,21 +153,27 @@ def _variant_streams(p: MetaPlan, rows: int, per_row: int, purpose: int
     drawn, frames = [], []
     for m in range(meta.seeds):
         rng = np.random.default_rng((meta.seed, m, purpose))
-        overrides, params = sample_variants(rng, config.env.id, env.default_params,
-                                            config.env.params, meta.variants, rows * per_row)
+        overrides, params = sample_variants(
+            rng, config.env.id, env.default_params, config.env.params, meta.variants, rows * per_row
+        )
         drawn.append(params)
         index = np.arange(len(overrides))
-        frames.append(pd.DataFrame(overrides).assign(meta_seed=m, step=index // per_row,
-                                                     member=index % per_row))
-    params = jax.tree.map(lambda *xs: np.stack(xs).reshape(meta.seeds, rows, per_row,
-                                                           *xs[0].shape[1:]), *drawn)
+        frames.append(
+            pd.DataFrame(overrides).assign(
+                meta_seed=m, step=index // per_row, member=index % per_row
+            )
+        )
+    params = jax.tree.map(
+        lambda *xs: np.stack(xs).reshape(meta.seeds, rows, per_row, *xs[0].shape[1:]), *drawn
+    )
     return pd.concat(frames, ignore_index=True), params
 
 
 def _meta_keys(meta, count: int) -> jax.Array:
     """[seeds, count] keys: meta seed m's independent streams (init, meta-training, ...)."""
     return jax.vmap(lambda s: jax.random.split(jax.random.key(s), count))(
-        np.arange(meta.seed, meta.seed + meta.seeds, dtype=np.uint32))
+        np.arange(meta.seed, meta.seed + meta.seeds, dtype=np.uint32)
+    )
 
 
 def _pretrain(p: MetaPlan, keys: jax.Array) -> tuple[Any, dict, pd.DataFrame]:
@@ -155,14 +184,15 @@ def _pretrain(p: MetaPlan, keys: jax.Array) -> tuple[Any, dict, pd.DataFrame]:
     segments = p.pretrain.trainer.num_logs
     table, multitask = _variant_streams(p, segments, 1, purpose=1)
     multitask = jax.tree.map(lambda x: x[:, :, 0], multitask)  # [seeds, segments]
-    source = stack_params(config.env.id, env.default_params,
-                          [{**config.env.params, **meta.source}] * (meta.seeds * segments))
+    source = stack_params(
+        config.env.id,
+        env.default_params,
+        [{**config.env.params, **meta.source}] * (meta.seeds * segments),
+    )
     source = jax.tree.map(lambda x: x.reshape(meta.seeds, segments, *x.shape[1:]), source)
     variants = jax.tree.map(lambda a, b: np.concatenate([a, b]), source, multitask)
-    program = shard_over(make_sequential(p.pretrain.trainer), (0, None, 0),
-                         p.evaluation.devices)
-    states, metrics = program(keys, config.agent.hparams,
-                              _shaped(config, variants))
+    program = shard_over(make_sequential(p.pretrain.trainer), (0, None, 0), p.evaluation.devices)
+    states, metrics = program(keys, config.agent.hparams, _shaped(config, variants))
     states = jax.tree.map(lambda x: np.asarray(x).reshape(2, meta.seeds, *x.shape[1:]), states)
     return states, {k: np.asarray(v) for k, v in metrics.items()}, table
 
@@ -173,7 +203,8 @@ def _reptile(p: MetaPlan, keys: jax.Array, start: Any) -> tuple[Any, dict, pd.Da
     table, variants = _variant_streams(p, r.iterations, r.meta_batch, purpose=0)
     meta_train = make_reptile(p.inner.trainer, r.iterations, r.outer_lr, r.anneal)
     states, history = shard_over(meta_train, (0, 0, None, 0), p.evaluation.devices)(
-        keys, start, config.agent.hparams, _shaped(config, variants))
+        keys, start, config.agent.hparams, _shaped(config, variants)
+    )
     steps = r.meta_batch * p.inner_timesteps * np.arange(1, r.iterations + 1)
     history = {k: np.asarray(v) for k, v in history.items()}
     history["env_steps"] = np.broadcast_to(steps, history["inner_return"].shape)
@@ -186,13 +217,20 @@ def _es(p: MetaPlan, keys: jax.Array, init: Any) -> tuple[np.ndarray, dict, pd.D
     config, es = p.config, p.config.meta.es
     space = SearchSpace.from_ranges(es.search)
     table, variants = _variant_streams(p, es.generations, es.variants, purpose=0)
-    fitness = finetune_fitness(p.inner.trainer, space, config.agent.hparams,
-                               None if config.shaping is None else config.shaping.hparams,
-                               es.seeds, es.fitness)
-    es_run = make_es(fitness, space, es.algorithm, es.population, es.generations,
-                     es.std_init, es.lr)
-    values, history = shard_over(es_run, (0, None if init is None else 0, 0),
-                                 p.evaluation.devices)(keys, init, variants)
+    fitness = finetune_fitness(
+        p.inner.trainer,
+        space,
+        config.agent.hparams,
+        None if config.shaping is None else config.shaping.hparams,
+        es.seeds,
+        es.fitness,
+    )
+    es_run = make_es(
+        fitness, space, es.algorithm, es.population, es.generations, es.std_init, es.lr
+    )
+    values, history = shard_over(es_run, (0, None if init is None else 0, 0), p.evaluation.devices)(
+        keys, init, variants
+    )
     history = {k: np.asarray(v) for k, v in history.items()}
     per_generation = es.population * es.variants * es.seeds * p.inner_timesteps
     steps = per_generation * np.arange(1, es.generations + 1)
@@ -200,8 +238,9 @@ def _es(p: MetaPlan, keys: jax.Array, init: Any) -> tuple[np.ndarray, dict, pd.D
     return np.asarray(values), history, table
 
 
-def _with_searched(runs: Any, rows: np.ndarray, meta_seed: np.ndarray, space: SearchSpace,
-                   values: np.ndarray) -> Any:
+def _with_searched(
+    runs: Any, rows: np.ndarray, meta_seed: np.ndarray, space: SearchSpace, values: np.ndarray
+) -> Any:
     """The runs axis with the searched fields of `rows` set to their meta seed's values
     (agent hyperparameters in hparams, shaping.<field> in the Shaped env params)."""
     hparams, env_params = runs.hparams, runs.env_params
@@ -214,7 +253,8 @@ def _with_searched(runs: Any, rows: np.ndarray, meta_seed: np.ndarray, space: Se
     for i, name in enumerate(space.names):
         if name.startswith("shaping."):
             env_params = env_params.replace(
-                shaping=put(env_params.shaping, name.removeprefix("shaping."), i))
+                shaping=put(env_params.shaping, name.removeprefix("shaping."), i)
+            )
         else:
             hparams = put(hparams, name, i)
     return dataclasses.replace(runs, hparams=hparams, env_params=env_params)
@@ -231,8 +271,9 @@ def _arm_runs(p: MetaPlan, es_values: np.ndarray | None) -> Prepared:
     table.insert(2, "meta_seed", meta_seed)
     if es_values is not None:
         space = SearchSpace.from_ranges(meta.es.search)
-        runs = _with_searched(runs, np.flatnonzero(table["arm"] == "es"), meta_seed, space,
-                              es_values)
+        runs = _with_searched(
+            runs, np.flatnonzero(table["arm"] == "es"), meta_seed, space, es_values
+        )
         for name in space.names:
             source = runs.env_params.shaping if name.startswith("shaping.") else runs.hparams
             table[name] = np.asarray(getattr(source, name.removeprefix("shaping.")))
@@ -249,8 +290,9 @@ def _evaluate(p: MetaPlan, prepared: Prepared, init: Any, result: Any) -> pd.Dat
     initial = initial_agent_states(prepared.trainer, runs, init)
     table = runs.table.copy()
     table["initial_return"] = evaluate_batch(p.evaluate, initial, runs.hparams, target, seeds)
-    table["final_return"] = evaluate_batch(p.evaluate, result.agent_states, runs.hparams,
-                                           target, seeds)
+    table["final_return"] = evaluate_batch(
+        p.evaluate, result.agent_states, runs.hparams, target, seeds
+    )
     for name, values in curve_metrics(result, p.config.meta.evaluation.threshold).items():
         table[name] = values
     targets = [f"env.{k}" for k in runs.varied]
@@ -258,8 +300,15 @@ def _evaluate(p: MetaPlan, prepared: Prepared, init: Any, result: Any) -> pd.Dat
     return table
 
 
-METRICS = ("initial_return", "final_return", "auc", "steps_to_threshold", "jumpstart",
-           "final_gain", "transfer_ratio")
+METRICS = (
+    "initial_return",
+    "final_return",
+    "auc",
+    "steps_to_threshold",
+    "jumpstart",
+    "final_gain",
+    "transfer_ratio",
+)
 
 
 def _summaries(run_dir: Path, table: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
@@ -272,15 +321,23 @@ def _summaries(run_dir: Path, table: pd.DataFrame, targets: list[str]) -> pd.Dat
     meta_by_variant (arm x held-out variant) and meta_by_seed (arm x meta seed): over runs.
     """
     metrics = [c for c in METRICS if c in table.columns]
-    seeds = table.groupby(["arm", "meta_seed"], sort=False)[
-        [c for c in metrics if c != "steps_to_threshold"]].mean().reset_index()
+    seeds = (
+        table.groupby(["arm", "meta_seed"], sort=False)[
+            [c for c in metrics if c != "steps_to_threshold"]
+        ]
+        .mean()
+        .reset_index()
+    )
     out = None
-    for name, frame, by in (("meta_summary", seeds, ["arm"]),
-                            ("meta_by_variant", table, ["arm"] + targets),
-                            ("meta_by_seed", table, ["arm", "meta_seed"])):
+    for name, frame, by in (
+        ("meta_summary", seeds, ["arm"]),
+        ("meta_by_variant", table, ["arm"] + targets),
+        ("meta_by_seed", table, ["arm", "meta_seed"]),
+    ):
         values = {c: frame[c].to_numpy() for c in metrics if c in frame.columns}
-        summary = aggregate(frame.assign(run=np.arange(len(frame))), values, by,
-                            iqm_of=("final_return",))
+        summary = aggregate(
+            frame.assign(run=np.arange(len(frame))), values, by, iqm_of=("final_return",)
+        )
         if frame is seeds:
             summary = summary.rename(columns={"runs": "meta_seeds"})
         results.write_csv(run_dir / f"{name}.csv", summary)
@@ -289,14 +346,17 @@ def _summaries(run_dir: Path, table: pd.DataFrame, targets: list[str]) -> pd.Dat
     return out
 
 
-def _write_meta_dir(path: Path, history: dict, variants: pd.DataFrame,
-                    fields: tuple[str, ...] = ()) -> None:
+def _write_meta_dir(
+    path: Path, history: dict, variants: pd.DataFrame, fields: tuple[str, ...] = ()
+) -> None:
     """metrics.npz (each [seeds, steps(, d)]), history.csv (long; a [seeds, steps, d]
     history as a column `<name>.<field>` per searched field) and variants.csv."""
     results.write_npz(path / "metrics.npz", history)
     seeds, steps = history["env_steps"].shape
-    long = {"meta_seed": np.repeat(np.arange(seeds), steps),
-            "step": np.tile(np.arange(steps), seeds)}
+    long = {
+        "meta_seed": np.repeat(np.arange(seeds), steps),
+        "step": np.tile(np.arange(steps), seeds),
+    }
     for name, value in history.items():
         if value.ndim == 2:
             long[name] = value.reshape(-1)
@@ -313,18 +373,25 @@ def run_meta(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Path:
     meta = config.meta
     write_config(run_dir, raw)
     keys = _meta_keys(meta, 4)  # init, meta-training, source, multitask
-    scratch = jax.vmap(p.evaluation.agent.init, in_axes=(0, None))(keys[:, 0],
-                                                                   config.agent.hparams)
+    scratch = jax.vmap(p.evaluation.agent.init, in_axes=(0, None))(keys[:, 0], config.agent.hparams)
     scratch = jax.tree.map(np.asarray, scratch)
     # 1. The baselines' pretraining (2 x seeds sequences in one program).
     timer = time.perf_counter()
     pretrained, pretrain_metrics, multitask_variants = _pretrain(
-        p, jax.numpy.concatenate([keys[:, 2], keys[:, 3]]))
+        p, jax.numpy.concatenate([keys[:, 2], keys[:, 3]])
+    )
     pretrain_s = time.perf_counter() - timer
     results.write_npz(run_dir / "pretrain" / "metrics.npz", pretrain_metrics)
-    results.write_csv(run_dir / "pretrain" / "runs.csv", pd.DataFrame(
-        {"run": np.arange(2 * meta.seeds), "arm": np.repeat(["source", "multitask"], meta.seeds),
-         "meta_seed": np.tile(np.arange(meta.seeds), 2)}))
+    results.write_csv(
+        run_dir / "pretrain" / "runs.csv",
+        pd.DataFrame(
+            {
+                "run": np.arange(2 * meta.seeds),
+                "arm": np.repeat(["source", "multitask"], meta.seeds),
+                "meta_seed": np.tile(np.arange(meta.seeds), 2),
+            }
+        ),
+    )
     results.write_csv(run_dir / "pretrain" / "multitask_variants.csv", multitask_variants)
     source = jax.tree.map(lambda x: x[0], pretrained)
     # 2. Meta-training.
@@ -333,23 +400,38 @@ def run_meta(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Path:
     if meta.method == "reptile":
         learned, history, variants = _reptile(p, keys[:, 1], scratch)
         if config.save_checkpoint:  # loadable as transfer.checkpoint
-            checkpoint.save(run_dir / "meta" / "checkpoint", learned, agent=config.agent.name,
-                            spec=p.evaluation.env.spec, agent_config=config.agent.config,
-                            runs=pd.DataFrame({"run": range(meta.seeds),
-                                               "meta_seed": range(meta.seeds)}),
-                            raw_config=raw)
+            checkpoint.save(
+                run_dir / "meta" / "checkpoint",
+                learned,
+                agent=config.agent.name,
+                spec=p.evaluation.env.spec,
+                agent_config=config.agent.config,
+                runs=pd.DataFrame({"run": range(meta.seeds), "meta_seed": range(meta.seeds)}),
+                raw_config=raw,
+            )
     else:
         learned = source if meta.es.init == "source" else scratch
-        es_values, history, variants = _es(p, keys[:, 1],
-                                           learned if meta.es.init == "source" else None)
-        results.write_csv(run_dir / "meta" / "values.csv", pd.DataFrame(
-            es_values, columns=list(meta.es.search)).assign(meta_seed=range(meta.seeds)))
+        es_values, history, variants = _es(
+            p, keys[:, 1], learned if meta.es.init == "source" else None
+        )
+        results.write_csv(
+            run_dir / "meta" / "values.csv",
+            pd.DataFrame(es_values, columns=list(meta.es.search)).assign(
+                meta_seed=range(meta.seeds)
+            ),
+        )
     meta_s = time.perf_counter() - timer
-    _write_meta_dir(run_dir / "meta", history, variants,
-                    tuple(meta.es.search) if meta.method == "es" else ())
+    _write_meta_dir(
+        run_dir / "meta", history, variants, tuple(meta.es.search) if meta.method == "es" else ()
+    )
     # 3. Fine-tune every arm on the held-out variants (one program), evaluate, compare.
-    inits = jax.tree.map(lambda *xs: np.concatenate(xs), scratch, source,
-                         jax.tree.map(lambda x: x[1], pretrained), learned)
+    inits = jax.tree.map(
+        lambda *xs: np.concatenate(xs),
+        scratch,
+        source,
+        jax.tree.map(lambda x: x[1], pretrained),
+        learned,
+    )
     prepared = _arm_runs(p, es_values)
     init = take(inits, prepared.runs.checkpoint)
     result = execute(prepared, init)
@@ -358,30 +440,55 @@ def run_meta(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Path:
     results.write_csv(run_dir / "meta_runs.csv", table)
     targets = [f"env.{k}" for k in prepared.runs.varied]
     summary = _summaries(run_dir, table, targets)
-    inner_runs = ((meta.reptile.iterations * meta.reptile.meta_batch) if meta.method == "reptile"
-                  else meta.es.generations * meta.es.population * meta.es.variants * meta.es.seeds)
-    results.write_json(run_dir / "run.json", {
-        **results.provenance(), "experiment": config.name, "method": meta.method,
-        "env_steps_per_meta_seed": {
-            "meta_training": inner_runs * p.inner_timesteps,
-            "pretraining": p.pretrain.trainer.num_logs * p.inner_timesteps,
-            "finetuning_per_run": prepared.trainer.steps_per_segment
-            * prepared.trainer.num_logs},
-        "finetuning_runs": len(prepared.runs),
-        "seconds": {"pretraining": pretrain_s, "meta_training": meta_s,
-                    "finetuning": result.info.compile_s + result.info.run_s,
-                    "total": time.perf_counter() - started}})
+    inner_runs = (
+        (meta.reptile.iterations * meta.reptile.meta_batch)
+        if meta.method == "reptile"
+        else meta.es.generations * meta.es.population * meta.es.variants * meta.es.seeds
+    )
+    results.write_json(
+        run_dir / "run.json",
+        {
+            **results.provenance(),
+            "experiment": config.name,
+            "method": meta.method,
+            "env_steps_per_meta_seed": {
+                "meta_training": inner_runs * p.inner_timesteps,
+                "pretraining": p.pretrain.trainer.num_logs * p.inner_timesteps,
+                "finetuning_per_run": prepared.trainer.steps_per_segment
+                * prepared.trainer.num_logs,
+            },
+            "finetuning_runs": len(prepared.runs),
+            "seconds": {
+                "pretraining": pretrain_s,
+                "meta_training": meta_s,
+                "finetuning": result.info.compile_s + result.info.run_s,
+                "total": time.perf_counter() - started,
+            },
+        },
+    )
     if config.plot:
         metric = "inner_return" if meta.method == "reptile" else "fitness_mean"
-        plot_learning_curves(pd.DataFrame({"run": range(meta.seeds)}), history, [],
-                             run_dir / "meta_training.png", metric=metric,
-                             title=f"{meta.method} meta-training ({meta.seeds} meta seeds)")
-        plot_facets(table.assign(run=np.arange(len(table))), result.metrics, targets, ["arm"],
-                    run_dir / "meta_curves.png",
-                    title=f"{config.agent.name} on held-out {config.env.id} variants")
+        plot_learning_curves(
+            pd.DataFrame({"run": range(meta.seeds)}),
+            history,
+            [],
+            run_dir / "meta_training.png",
+            metric=metric,
+            title=f"{meta.method} meta-training ({meta.seeds} meta seeds)",
+        )
+        plot_facets(
+            table.assign(run=np.arange(len(table))),
+            result.metrics,
+            targets,
+            ["arm"],
+            run_dir / "meta_curves.png",
+            title=f"{config.agent.name} on held-out {config.env.id} variants",
+        )
     write_sinks(run_dir, config.sinks, raw)
     best = summary.sort_values("final_return", ascending=False).iloc[0]
-    print(f"meta ({meta.method}): {len(prepared.runs)} fine-tuning runs of {len(p.arms)} arms "
-          f"in {time.perf_counter() - started:.1f}s; best final return: {best['group']} "
-          f"{best['final_return']:.1f} -> {run_dir}")
+    print(
+        f"meta ({meta.method}): {len(prepared.runs)} fine-tuning runs of {len(p.arms)} arms "
+        f"in {time.perf_counter() - started:.1f}s; best final return: {best['group']} "
+        f"{best['final_return']:.1f} -> {run_dir}"
+    )
     return run_dir

@@ -45,12 +45,15 @@ def compare_runs(expected: str | Path, actual: str | Path) -> list[str]:
             for name in a.files:
                 x, y = a[name], b[name] if name in b.files else None
                 if y is None or x.shape != y.shape:
-                    problems.append(f"{rel}:{name}: shape {x.shape} vs "
-                                    f"{None if y is None else y.shape}")
+                    problems.append(
+                        f"{rel}:{name}: shape {x.shape} vs {None if y is None else y.shape}"
+                    )
                 elif not np.array_equal(x, y, equal_nan=True):
                     diff = np.abs(x.astype(np.float64) - y)
-                    problems.append(f"{rel}:{name}: {np.mean(x != y):.1%} of values differ, "
-                                    f"max |diff| {np.nanmax(diff):.3g}")
+                    problems.append(
+                        f"{rel}:{name}: {np.mean(x != y):.1%} of values differ, "
+                        f"max |diff| {np.nanmax(diff):.3g}"
+                    )
     return problems
 
 

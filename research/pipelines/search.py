@@ -7,8 +7,9 @@ stored (e.g. sqlite), so running it again adds trials to it instead of starting 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from hydra import compose, initialize_config_dir
@@ -32,7 +33,9 @@ def compose_config(overrides: list[str]) -> dict:
 
 def trial_overrides(spec: Mapping[str, Any], choices: Mapping[str, Any]) -> list[str]:
     """The study's overrides plus one `key=value` per chosen space entry."""
-    as_text = lambda v: "[" + ",".join(map(str, v)) + "]" if isinstance(v, (list, tuple)) else str(v)
+    as_text = lambda v: (
+        "[" + ",".join(map(str, v)) + "]" if isinstance(v, (list, tuple)) else str(v)
+    )
     return list(spec.get("overrides") or []) + [f"{k}={as_text(v)}" for k, v in choices.items()]
 
 
@@ -57,17 +60,21 @@ def run_study(spec: Mapping[str, Any], num_trials: int | None = None, root: Path
     check_study(spec)
     root = Path(root or Path("results/optuna") / spec["study_name"])
     if str(spec["storage"]).startswith("sqlite:///"):
-        Path(str(spec["storage"])[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(str(spec["storage"])[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(
-        study_name=spec["study_name"], storage=spec["storage"], load_if_exists=True,
+        study_name=spec["study_name"],
+        storage=spec["storage"],
+        load_if_exists=True,
         direction=spec.get("direction", "maximize"),
-        sampler=optuna.samplers.TPESampler(seed=spec.get("seed", 0)))
+        sampler=optuna.samplers.TPESampler(seed=spec.get("seed", 0)),
+    )
     space = spec["space"]
 
     def objective(trial) -> float:
         # Categorical choices by index: Optuna stores scalars, some choices are lists.
-        choices = {k: v[trial.suggest_categorical(k, list(range(len(v))))]
-                   for k, v in space.items()}
+        choices = {
+            k: v[trial.suggest_categorical(k, list(range(len(v))))] for k, v in space.items()
+        }
         raw = compose_config(trial_overrides(spec, choices))
         prepared = prepare(parse_experiment(raw))
         result = execute(prepared, keep_states=False)

@@ -15,12 +15,18 @@ import yaml
 
 from research import checkpoint, results
 from research.agents import Agent, make_agent
-from research.analysis.curves import (aggregate, ci_markdown, final_values, plot_facets,
-                                      plot_heatmap, plot_learning_curves, plot_sensitivity,
-                                      summary_table)
+from research.analysis.curves import (
+    aggregate,
+    ci_markdown,
+    final_values,
+    plot_facets,
+    plot_heatmap,
+    plot_learning_curves,
+    plot_sensitivity,
+    summary_table,
+)
 from research.analysis.profiles import plot_performance_profiles
-from research.analysis.tables import (aggregate_table, improvement_table, score_matrices,
-                                      write_table)
+from research.analysis.tables import aggregate_table, improvement_table, score_matrices, write_table
 from research.analysis.transfer import area_under_curve, drop_and_recovery, time_to_threshold
 from research.config import ConfigError, ExperimentConfig, FinetuneConfig, parse_experiment
 from research.envs import Env, check_fields
@@ -69,18 +75,23 @@ def shift_updates(config: ExperimentConfig, num_updates: int) -> tuple[int, int]
         raise ConfigError(
             f"env.shift.at: got {shift.at!r}; the change falls on a log boundary, so with "
             f"train.num_logs = {num_logs} it must lie in [{1.5 / num_logs:.3g}, "
-            f"{(num_logs - 1.5) / num_logs:.3g}]")
+            f"{(num_logs - 1.5) / num_logs:.3g}]"
+        )
     start = log * (num_updates // num_logs)
     return start, min(num_updates, start + round(shift.drift * num_updates))
 
 
 def load_checkpoint(prepared: Prepared, path: Path, indices=None) -> Any:
     """States of a checkpoint's runs (all if indices is None) for the prepared agent."""
-    template = jax.eval_shape(prepared.agent.init, jax.random.key(0),
-                              prepared.config.agent.hparams)
-    return checkpoint.load(path, template, agent=prepared.config.agent.name,
-                           spec=prepared.env.spec, agent_config=prepared.config.agent.config,
-                           indices=indices)
+    template = jax.eval_shape(prepared.agent.init, jax.random.key(0), prepared.config.agent.hparams)
+    return checkpoint.load(
+        path,
+        template,
+        agent=prepared.config.agent.name,
+        spec=prepared.env.spec,
+        agent_config=prepared.config.agent.config,
+        indices=indices,
+    )
 
 
 def make_shaping(config: ExperimentConfig, env: Env) -> Shaping | None:
@@ -97,15 +108,18 @@ def make_shaping(config: ExperimentConfig, env: Env) -> Shaping | None:
     checkpoint.read_info(path)
     source = prepare(parse_experiment(yaml.safe_load((path / "config.yaml").read_text())))
     if source.env.spec.obs_shape != env.spec.obs_shape:
-        raise ConfigError(f"shaping.checkpoint: its agent sees observations of shape "
-                          f"{source.env.spec.obs_shape}, {config.env.id} gives "
-                          f"{env.spec.obs_shape}")
+        raise ConfigError(
+            f"shaping.checkpoint: its agent sees observations of shape "
+            f"{source.env.spec.obs_shape}, {config.env.id} gives "
+            f"{env.spec.obs_shape}"
+        )
     state = jax.tree.map(lambda x: x[0], load_checkpoint(source, path, indices=[0]))
     return Shaping("potential", lambda obs, env_params: source.agent.value(state, obs))
 
 
-def prepare(config: ExperimentConfig, finetune: FinetuneConfig | None = None,
-            checkpoints: int = 0) -> Prepared:
+def prepare(
+    config: ExperimentConfig, finetune: FinetuneConfig | None = None, checkpoints: int = 0
+) -> Prepared:
     """Validates everything that needs the environment or devices; compiles nothing.
 
     finetune / checkpoints: runs start from one of `checkpoints` states, adopted with
@@ -116,8 +130,11 @@ def prepare(config: ExperimentConfig, finetune: FinetuneConfig | None = None,
     if shift is not None:
         check_fields(config.env.id, env.default_params, shift.params, "env.shift.params")
     runs = build_runs(
-        config.env.id, env.default_params, config.agent.hparams,
-        num_seeds=config.runs.seeds, base_seed=config.runs.base_seed,
+        config.env.id,
+        env.default_params,
+        config.agent.hparams,
+        num_seeds=config.runs.seeds,
+        base_seed=config.runs.base_seed,
         sweep={k: v.values for k, v in config.sweep.items()},
         sweep_aligned=config.search.kind == "random",
         env_fixed=config.env.params,
@@ -125,62 +142,98 @@ def prepare(config: ExperimentConfig, finetune: FinetuneConfig | None = None,
         env_shift=None if shift is None else shift.params,
         checkpoints=checkpoints,
         shaping=None if config.shaping is None else config.shaping.hparams,
-        shaping_grid=None if config.shaping is None else {
-            k: v.values for k, v in config.shaping.grid.items()},
+        shaping_grid=None
+        if config.shaping is None
+        else {k: v.values for k, v in config.shaping.grid.items()},
     )
     devices = jax.devices()
     if config.runs.num_devices is not None:
         if config.runs.num_devices > len(devices):
-            raise ConfigError(f"runs.num_devices: got {config.runs.num_devices}; only "
-                              f"{len(devices)} {devices[0].platform} device(s) are visible")
+            raise ConfigError(
+                f"runs.num_devices: got {config.runs.num_devices}; only "
+                f"{len(devices)} {devices[0].platform} device(s) are visible"
+            )
         devices = devices[: config.runs.num_devices]
     num_updates = num_updates_for(config)
     env_shift = shift_updates(config, num_updates)
     optimizer = Optimizer(frozen=() if finetune is None else finetune.frozen_groups)
     agent = make_agent(config.agent.name, config.agent.config, env.spec, num_updates, optimizer)
-    trainer = make_train(agent, env, config.agent.config.num_envs, config.agent.config.num_steps,
-                         num_updates, config.train.num_logs, finetune=finetune,
-                         env_shift=env_shift, shaping=make_shaping(config, env))
+    trainer = make_train(
+        agent,
+        env,
+        config.agent.config.num_envs,
+        config.agent.config.num_steps,
+        num_updates,
+        config.train.num_logs,
+        finetune=finetune,
+        env_shift=env_shift,
+        shaping=make_shaping(config, env),
+    )
     return Prepared(config, env, agent, trainer, runs, num_updates, devices, env_shift)
 
 
-def execute(prepared: Prepared, init_state: Any = None, chunk_dir: Path | None = None,
-            fingerprint: str = "", keep_states: bool = True) -> BatchResult:
+def execute(
+    prepared: Prepared,
+    init_state: Any = None,
+    chunk_dir: Path | None = None,
+    fingerprint: str = "",
+    keep_states: bool = True,
+) -> BatchResult:
     """Runs the prepared batch (see research.runner.run_batch for chunk_dir / keep_states)."""
     config = prepared.config
     budget = config.runs.memory_budget_gb
     return run_batch(
-        prepared.trainer, prepared.runs.seeds, prepared.runs.hparams, prepared.runs.env_params,
-        init_state, devices=prepared.devices, chunk_size=config.runs.max_runs_per_chunk,
+        prepared.trainer,
+        prepared.runs.seeds,
+        prepared.runs.hparams,
+        prepared.runs.env_params,
+        init_state,
+        devices=prepared.devices,
+        chunk_size=config.runs.max_runs_per_chunk,
         memory_budget_bytes=None if budget is None else budget * 2**30,
-        progress=config.progress, desc=config.name, chunk_dir=chunk_dir,
-        fingerprint=fingerprint, keep_states=keep_states,
+        progress=config.progress,
+        desc=config.name,
+        chunk_dir=chunk_dir,
+        fingerprint=fingerprint,
+        keep_states=keep_states,
     )
 
 
-def write_run_dir(run_dir: str | Path, prepared: Prepared, result: BatchResult,
-                  raw_config: dict) -> Path:
+def write_run_dir(
+    run_dir: str | Path, prepared: Prepared, result: BatchResult, raw_config: dict
+) -> Path:
     """Config, provenance, per-run table, metrics (npz + long CSV), summary and figure."""
     run_dir = Path(run_dir)
     config, runs = prepared.config, prepared.runs
     info = result.info
     write_config(run_dir, raw_config)
-    results.write_json(run_dir / "run.json", {
-        **results.provenance(),
-        "experiment": config.name,
-        "num_runs": len(runs),
-        "num_updates": prepared.num_updates,
-        "env_steps_per_run": prepared.trainer.steps_per_segment * prepared.trainer.num_logs,
-        "execution": info.__dict__,
-        "memory": results.peak_memory(),
-        "env_steps_per_second": len(runs) * prepared.trainer.steps_per_segment
-        * prepared.trainer.num_logs / info.run_s,
-    })
+    results.write_json(
+        run_dir / "run.json",
+        {
+            **results.provenance(),
+            "experiment": config.name,
+            "num_runs": len(runs),
+            "num_updates": prepared.num_updates,
+            "env_steps_per_run": prepared.trainer.steps_per_segment * prepared.trainer.num_logs,
+            "execution": info.__dict__,
+            "memory": results.peak_memory(),
+            "env_steps_per_second": len(runs)
+            * prepared.trainer.steps_per_segment
+            * prepared.trainer.num_logs
+            / info.run_s,
+        },
+    )
     results.write_csv(run_dir / "runs.csv", runs.table)
     if config.save_checkpoint:
-        checkpoint.save(run_dir / "checkpoint", result.agent_states, agent=config.agent.name,
-                        spec=prepared.env.spec, agent_config=config.agent.config,
-                        runs=runs.table, raw_config=raw_config)
+        checkpoint.save(
+            run_dir / "checkpoint",
+            result.agent_states,
+            agent=config.agent.name,
+            spec=prepared.env.spec,
+            agent_config=config.agent.config,
+            runs=runs.table,
+            raw_config=raw_config,
+        )
     results.write_npz(run_dir / "metrics.npz", result.metrics)
     results.write_csv(run_dir / "metrics.csv", results.metrics_table(runs.table, result.metrics))
     by = list(runs.swept) + [f"env.{k}" for k in runs.varied]
@@ -196,12 +249,23 @@ def write_run_dir(run_dir: str | Path, prepared: Prepared, result: BatchResult,
     if config.plot:
         title = f"{config.agent.name} on {config.env.id}"
         if "shaping.schedule" in by and len(by) > 1:  # a panel per schedule stays readable
-            plot_facets(runs.table, result.metrics, ["shaping.schedule"],
-                        [b for b in by if b != "shaping.schedule"],
-                        run_dir / "learning_curve.png", title=f"{title} (unshaped return)")
+            plot_facets(
+                runs.table,
+                result.metrics,
+                ["shaping.schedule"],
+                [b for b in by if b != "shaping.schedule"],
+                run_dir / "learning_curve.png",
+                title=f"{title} (unshaped return)",
+            )
         else:
-            plot_learning_curves(runs.table, result.metrics, by, run_dir / "learning_curve.png",
-                                 title=title, marks=marks)
+            plot_learning_curves(
+                runs.table,
+                result.metrics,
+                by,
+                run_dir / "learning_curve.png",
+                title=title,
+                marks=marks,
+            )
         plot_sweep(run_dir, runs, result.metrics, title)
     return run_dir
 
@@ -209,17 +273,23 @@ def write_run_dir(run_dir: str | Path, prepared: Prepared, result: BatchResult,
 def plot_sweep(run_dir: Path, runs: RunsAxis, metrics: dict, title: str) -> None:
     """sensitivity.png (final return against each numeric swept value) and, for two or more
     swept values, heatmap.png of the first two."""
-    numeric = [c for c in runs.swept + tuple(f"env.{k}" for k in runs.varied)
-               if c in runs.table and pd.api.types.is_numeric_dtype(runs.table[c])
-               and runs.table[c].nunique() > 1]
+    numeric = [
+        c
+        for c in runs.swept + tuple(f"env.{k}" for k in runs.varied)
+        if c in runs.table
+        and pd.api.types.is_numeric_dtype(runs.table[c])
+        and runs.table[c].nunique() > 1
+    ]
     if not numeric:
         return
     final = final_values(metrics)
-    plot_sensitivity(runs.table, final, numeric[0], run_dir / "sensitivity.png",
-                     by=numeric[1:2], title=title)
+    plot_sensitivity(
+        runs.table, final, numeric[0], run_dir / "sensitivity.png", by=numeric[1:2], title=title
+    )
     if len(numeric) >= 2:
-        plot_heatmap(runs.table, final, numeric[0], numeric[1], run_dir / "heatmap.png",
-                     title=title)
+        plot_heatmap(
+            runs.table, final, numeric[0], numeric[1], run_dir / "heatmap.png", title=title
+        )
 
 
 def write_aggregates(run_dir: Path, prepared: Prepared, result: BatchResult) -> None:
@@ -228,35 +298,48 @@ def write_aggregates(run_dir: Path, prepared: Prepared, result: BatchResult) -> 
     probability_of_improvement.{csv,md,tex} between settings when there are 2+; and
     performance_profile.png."""
     config, runs = prepared.config, prepared.runs
-    matrices = score_matrices(runs.table, final_values(result.metrics), list(runs.swept),
-                              [f"env.{k}" for k in runs.varied])
-    write_table(run_dir / "aggregates",
-                aggregate_table(matrices, config.analysis.optimality_threshold))
+    matrices = score_matrices(
+        runs.table,
+        final_values(result.metrics),
+        list(runs.swept),
+        [f"env.{k}" for k in runs.varied],
+    )
+    write_table(
+        run_dir / "aggregates", aggregate_table(matrices, config.analysis.optimality_threshold)
+    )
     if len(matrices) > 1:
         write_table(run_dir / "probability_of_improvement", improvement_table(matrices))
     if config.plot:
-        plot_performance_profiles(matrices, run_dir / "performance_profile.png",
-                                  title=f"{config.agent.name} on {config.env.id}")
+        plot_performance_profiles(
+            matrices,
+            run_dir / "performance_profile.png",
+            title=f"{config.agent.name} on {config.env.id}",
+        )
 
 
-def write_shaping_summary(run_dir: Path, prepared: Prepared, result: BatchResult,
-                          by: list[str]) -> None:
+def write_shaping_summary(
+    run_dir: Path, prepared: Prepared, result: BatchResult, by: list[str]
+) -> None:
     """shaping.csv/md: per setting, the true (unshaped) final return, area under the curve,
     steps to shaping.threshold, and the shaped final return, with 95% bootstrap CIs."""
     m, threshold = result.metrics, prepared.config.shaping.threshold
-    values = {"final_return": m["episode_return"][:, -1],
-              "auc": area_under_curve(m["episode_return"]),
-              "final_shaped_return": m["shaped_return"][:, -1]}
+    values = {
+        "final_return": m["episode_return"][:, -1],
+        "auc": area_under_curve(m["episode_return"]),
+        "final_shaped_return": m["shaped_return"][:, -1],
+    }
     if threshold is not None:
-        values["steps_to_threshold"] = time_to_threshold(m["episode_return"], m["env_steps"][0],
-                                                         threshold)
+        values["steps_to_threshold"] = time_to_threshold(
+            m["episode_return"], m["env_steps"][0], threshold
+        )
     table = aggregate(prepared.runs.table, values, by)
     results.write_csv(run_dir / "shaping.csv", table)
     results.write_text(run_dir / "shaping.md", ci_markdown(table))
 
 
-def write_adaptation(run_dir: Path, prepared: Prepared, result: BatchResult,
-                     by: list[str]) -> tuple[float, ...]:
+def write_adaptation(
+    run_dir: Path, prepared: Prepared, result: BatchResult, by: list[str]
+) -> tuple[float, ...]:
     """adaptation.csv/md: drop and recovery time after the env shift, per group with CIs.
 
     Returns the env steps where the shift starts and ends (for the figure)."""
@@ -288,13 +371,19 @@ def run_experiment(config: ExperimentConfig, raw_config: dict, run_dir: str | Pa
     prepared = prepare(config)
     fingerprint = write_config(run_dir, raw_config)
     started = time.perf_counter()
-    result = execute(prepared, chunk_dir=run_dir / "chunks", fingerprint=fingerprint,
-                     keep_states=config.save_checkpoint)
+    result = execute(
+        prepared,
+        chunk_dir=run_dir / "chunks",
+        fingerprint=fingerprint,
+        keep_states=config.save_checkpoint,
+    )
     out = write_run_dir(run_dir, prepared, result, raw_config)
     shutil.rmtree(run_dir / "chunks", ignore_errors=True)  # all of it is in metrics.npz now
     write_sinks(out, config.sinks, raw_config)
-    print(f"{len(prepared.runs)} runs in {time.perf_counter() - started:.1f}s "
-          f"(compile {result.info.compile_s:.1f}s, {result.info.num_chunks} chunk(s) of "
-          f"{result.info.chunk_size} on {result.info.num_devices} device(s), peak RSS "
-          f"{results.peak_memory()['peak_rss_mib']:.0f} MiB) -> {out}")
+    print(
+        f"{len(prepared.runs)} runs in {time.perf_counter() - started:.1f}s "
+        f"(compile {result.info.compile_s:.1f}s, {result.info.num_chunks} chunk(s) of "
+        f"{result.info.chunk_size} on {result.info.num_devices} device(s), peak RSS "
+        f"{results.peak_memory()['peak_rss_mib']:.0f} MiB) -> {out}"
+    )
     return out

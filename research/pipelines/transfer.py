@@ -54,20 +54,29 @@ class TransferPlan:
 def source_raw_config(raw: dict) -> dict:
     """The plain train-pipeline config of the pretraining runs (what the checkpoint keeps)."""
     source = raw["transfer"]["source"]
-    env = {**raw["env"], "params": source.get("params") or {},
-           "variants": source.get("variants") or {}, "shift": None}
-    return {**{k: v for k, v in raw.items() if k != "transfer"},
-            "experiment_name": f"{raw.get('experiment_name', 'transfer')}_source",
-            "env": env, "sweep": {}, "train": {**raw["train"],
-                                               "total_timesteps": source["total_timesteps"]},
-            "runs": {**raw["runs"], "seeds": source.get("seeds", 1)}}
+    env = {
+        **raw["env"],
+        "params": source.get("params") or {},
+        "variants": source.get("variants") or {},
+        "shift": None,
+    }
+    return {
+        **{k: v for k, v in raw.items() if k != "transfer"},
+        "experiment_name": f"{raw.get('experiment_name', 'transfer')}_source",
+        "env": env,
+        "sweep": {},
+        "train": {**raw["train"], "total_timesteps": source["total_timesteps"]},
+        "runs": {**raw["runs"], "seeds": source.get("seeds", 1)},
+    }
 
 
 def plan(config: ExperimentConfig, raw: dict) -> TransferPlan:
     t = config.transfer
     if config.env.shift is not None:
-        raise ConfigError("env.shift: a transfer experiment fine-tunes on fixed targets; "
-                          "run the shift as its own experiment (transfer: null)")
+        raise ConfigError(
+            "env.shift: a transfer experiment fine-tunes on fixed targets; "
+            "run the shift as its own experiment (transfer: null)"
+        )
     if t.checkpoint is None:
         source_raw, path = source_raw_config(raw), None
     else:
@@ -76,8 +85,10 @@ def plan(config: ExperimentConfig, raw: dict) -> TransferPlan:
         source_raw = yaml.safe_load((path / "config.yaml").read_text())
     source = prepare(parse_experiment(source_raw))
     if source.config.env.id != config.env.id:
-        raise ConfigError(f"transfer.checkpoint: trained on {source.config.env.id!r}; "
-                          f"env.id is {config.env.id!r} (variants of one env transfer)")
+        raise ConfigError(
+            f"transfer.checkpoint: trained on {source.config.env.id!r}; "
+            f"env.id is {config.env.id!r} (variants of one env transfer)"
+        )
     finetune = prepare(config, finetune=t.finetune, checkpoints=len(source.runs))
     loaded = None if path is None else load_checkpoint(finetune, path)
     scratch = prepare(dataclasses.replace(config, sweep={}, transfer=None)) if t.scratch else None
@@ -86,12 +97,21 @@ def plan(config: ExperimentConfig, raw: dict) -> TransferPlan:
     evaluate = make_evaluate(finetune.agent, env, t.evaluation.num_envs, num_steps)
     metric_evaluators = {
         name: make_evaluate(finetune.agent, env, t.evaluation.num_envs, num_steps, metric)
-        for name, metric in EPISODE_METRICS.get(config.env.id, {}).items()}
-    held_out = variant_grid(config.env.id, env.default_params, config.env.params,
-                            {k: v.values for k, v in t.evaluation.held_out.items()}) \
-        if t.evaluation.held_out else []
-    return TransferPlan(source, source_raw, path, loaded, finetune, scratch, evaluate,
-                        held_out, metric_evaluators)
+        for name, metric in EPISODE_METRICS.get(config.env.id, {}).items()
+    }
+    held_out = (
+        variant_grid(
+            config.env.id,
+            env.default_params,
+            config.env.params,
+            {k: v.values for k, v in t.evaluation.held_out.items()},
+        )
+        if t.evaluation.held_out
+        else []
+    )
+    return TransferPlan(
+        source, source_raw, path, loaded, finetune, scratch, evaluate, held_out, metric_evaluators
+    )
 
 
 def longest_episode(prepared: Prepared, path: str = "transfer.evaluation.num_steps") -> int:
@@ -99,8 +119,10 @@ def longest_episode(prepared: Prepared, path: str = "transfer.evaluation.num_ste
     (ConfigError naming `path`, the setting to give instead, if the env has no limit)."""
     limit = getattr(prepared.runs.env_params, "max_steps_in_episode", None)
     if limit is None:
-        raise ConfigError(f"{path}: {prepared.config.env.id} has no "
-                          "max_steps_in_episode; set the evaluation length")
+        raise ConfigError(
+            f"{path}: {prepared.config.env.id} has no "
+            "max_steps_in_episode; set the evaluation length"
+        )
     return int(np.max(limit))
 
 
@@ -110,7 +132,8 @@ def _evaluations(plan: TransferPlan, prepared: Prepared, initial: Any, final: An
     runs = prepared.runs
     seeds = runs.seeds + np.uint32(1_000_003)  # evaluation episodes differ from training's
     on = lambda states, params, noise=0.0, ev=plan.evaluate: evaluate_batch(
-        ev, states, runs.hparams, params, seeds, noise)
+        ev, states, runs.hparams, params, seeds, noise
+    )
     target = runs.env_params.env if isinstance(runs.env_params, Shaped) else runs.env_params
     out = {"initial_return": on(initial, target), "final_return": on(final, target)}
     for name, ev_metric in plan.metric_evaluators.items():  # e.g. the max drawdown
@@ -119,8 +142,11 @@ def _evaluations(plan: TransferPlan, prepared: Prepared, initial: Any, final: An
     env = prepared.env
     for point in plan.held_out:
         params = stack_params(env.env_id, env.default_params, [point] * len(runs))
-        label = ",".join(f"{k}={v:g}" for k, v in point.items()
-                         if k in plan.finetune.config.transfer.evaluation.held_out)
+        label = ",".join(
+            f"{k}={v:g}"
+            for k, v in point.items()
+            if k in plan.finetune.config.transfer.evaluation.held_out
+        )
         out[f"heldout[{label}]"] = on(final, params)
     for noise in plan.finetune.config.transfer.evaluation.obs_noise:
         out[f"noise[{noise:g}]"] = on(final, target, noise)
@@ -146,9 +172,15 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
         source_result = execute(p.source)
         write_run_dir(run_dir / "source", p.source, source_result, p.source_raw)
         states = source_result.agent_states
-        ckpt = checkpoint.save(run_dir / "checkpoint", states, agent=config.agent.name,
-                               spec=p.source.env.spec, agent_config=config.agent.config,
-                               runs=p.source.runs.table, raw_config=p.source_raw)
+        ckpt = checkpoint.save(
+            run_dir / "checkpoint",
+            states,
+            agent=config.agent.name,
+            spec=p.source.env.spec,
+            agent_config=config.agent.config,
+            runs=p.source.runs.table,
+            raw_config=p.source_raw,
+        )
     else:
         ckpt, states = p.checkpoint_path, p.loaded
     # 2. Fine-tune every checkpoint on every target; 3. scratch on the same targets.
@@ -160,13 +192,21 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
     if p.scratch is not None:
         sc_result = execute(p.scratch)
         write_run_dir(run_dir / "scratch", p.scratch, sc_result, raw)
-        phases.append(("scratch", p.scratch, sc_result,
-                       initial_agent_states(p.scratch.trainer, p.scratch.runs, None)))
+        phases.append(
+            (
+                "scratch",
+                p.scratch,
+                sc_result,
+                initial_agent_states(p.scratch.trainer, p.scratch.runs, None),
+            )
+        )
     # 4. Evaluate and compare.
     tables = []
     for kind, prepared, result, initial in phases:
-        values = {**_evaluations(p, prepared, initial, result.agent_states),
-                  **curve_metrics(result, t.threshold)}
+        values = {
+            **_evaluations(p, prepared, initial, result.agent_states),
+            **curve_metrics(result, t.threshold),
+        }
         table = prepared.runs.table.copy()
         table.insert(0, "kind", kind)
         for name, v in values.items():
@@ -179,37 +219,60 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
     # Forgetting: each checkpoint's return on its own source variant, before and after.
     src_runs = p.source.runs
     src_params = take(src_runs.env_params, ft.runs.checkpoint)
-    before = evaluate_batch(p.evaluate, states, src_runs.hparams, src_runs.env_params,
-                            src_runs.seeds + np.uint32(1_000_003))
+    before = evaluate_batch(
+        p.evaluate,
+        states,
+        src_runs.hparams,
+        src_runs.env_params,
+        src_runs.seeds + np.uint32(1_000_003),
+    )
     ft_table["source_return_before"] = before[ft.runs.checkpoint]
     ft_table["source_return_after"] = evaluate_batch(
-        p.evaluate, ft_result.agent_states, ft.runs.hparams, src_params,
-        ft.runs.seeds + np.uint32(1_000_003))
+        p.evaluate,
+        ft_result.agent_states,
+        ft.runs.hparams,
+        src_params,
+        ft.runs.seeds + np.uint32(1_000_003),
+    )
     ft_table["forgetting"] = ft_table["source_return_before"] - ft_table["source_return_after"]
     target_cols = [f"env.{k}" for k in ft.runs.varied]
     if p.scratch is not None:
         against_scratch(ft_table, tables[1], target_cols)
     all_runs = pd.concat(tables, ignore_index=True)
     results.write_csv(run_dir / "transfer_runs.csv", all_runs)
-    summary = _summary(tables, target_cols, ["source." + c[4:] for c in source_cols],
-                       list(ft.runs.swept))
+    summary = _summary(
+        tables, target_cols, ["source." + c[4:] for c in source_cols], list(ft.runs.swept)
+    )
     results.write_csv(run_dir / "transfer_summary.csv", summary)
     results.write_text(run_dir / "transfer_summary.md", ci_markdown(summary))
     results.write_text(run_dir / "config.yaml", yaml.safe_dump(raw, sort_keys=False))
-    results.write_json(run_dir / "run.json", {**results.provenance(), "experiment": config.name,
-                                              "checkpoint": str(ckpt),
-                                              "seconds": time.perf_counter() - started})
+    results.write_json(
+        run_dir / "run.json",
+        {
+            **results.provenance(),
+            "experiment": config.name,
+            "checkpoint": str(ckpt),
+            "seconds": time.perf_counter() - started,
+        },
+    )
     if config.plot:
         plot_transfer(run_dir)
         if source_cols and target_cols:  # the transfer matrix: source x target
-            plot_heatmap(ft_table.assign(run=np.arange(len(ft_table))),
-                         ft_table["final_return"].to_numpy(), target_cols[0],
-                         "source." + source_cols[0][4:], run_dir / "transfer_matrix.png",
-                         label="final return after fine-tuning", title=config.name)
+            plot_heatmap(
+                ft_table.assign(run=np.arange(len(ft_table))),
+                ft_table["final_return"].to_numpy(),
+                target_cols[0],
+                "source." + source_cols[0][4:],
+                run_dir / "transfer_matrix.png",
+                label="final return after fine-tuning",
+                title=config.name,
+            )
     write_sinks(run_dir, config.sinks, raw)
-    print(f"transfer: {len(ft.runs)} fine-tuning runs from {len(src_runs)} checkpoint(s)"
-          f"{'' if p.scratch is None else f', {len(p.scratch.runs)} from scratch'} in "
-          f"{time.perf_counter() - started:.1f}s -> {run_dir}")
+    print(
+        f"transfer: {len(ft.runs)} fine-tuning runs from {len(src_runs)} checkpoint(s)"
+        f"{'' if p.scratch is None else f', {len(p.scratch.runs)} from scratch'} in "
+        f"{time.perf_counter() - started:.1f}s -> {run_dir}"
+    )
     return run_dir
 
 
@@ -217,31 +280,53 @@ def against_scratch(ft: pd.DataFrame, scratch: pd.DataFrame, target_cols: list[s
     """Adds jumpstart, transfer ratio and final gain against the mean scratch run of the
     same target variant (columns of `ft`, in place)."""
     means = scratch.groupby(target_cols or (lambda _: 0))[
-        ["initial_return", "final_return", "auc"]].mean()
-    key = ft[target_cols].apply(tuple, axis=1) if len(target_cols) > 1 else (
-        ft[target_cols[0]] if target_cols else pd.Series(0, index=ft.index))
+        ["initial_return", "final_return", "auc"]
+    ].mean()
+    key = (
+        ft[target_cols].apply(tuple, axis=1)
+        if len(target_cols) > 1
+        else (ft[target_cols[0]] if target_cols else pd.Series(0, index=ft.index))
+    )
     ref = means.reindex(key.to_numpy())
     ft["jumpstart"] = ft["initial_return"].to_numpy() - ref["initial_return"].to_numpy()
     ft["final_gain"] = ft["final_return"].to_numpy() - ref["final_return"].to_numpy()
-    ft["transfer_ratio"] = metrics_lib.transfer_ratio(ft["auc"].to_numpy(),
-                                                      ref["auc"].to_numpy())
+    ft["transfer_ratio"] = metrics_lib.transfer_ratio(ft["auc"].to_numpy(), ref["auc"].to_numpy())
 
 
-METRICS = ("initial_return", "final_return", "auc", "steps_to_threshold", "jumpstart",
-           "final_gain", "transfer_ratio", "forgetting")
+METRICS = (
+    "initial_return",
+    "final_return",
+    "auc",
+    "steps_to_threshold",
+    "jumpstart",
+    "final_gain",
+    "transfer_ratio",
+    "forgetting",
+)
 
 
-def _summary(tables: list[pd.DataFrame], target_cols: list[str], source_cols: list[str],
-             swept: list[str]) -> pd.DataFrame:
+def _summary(
+    tables: list[pd.DataFrame], target_cols: list[str], source_cols: list[str], swept: list[str]
+) -> pd.DataFrame:
     frames = []
     for table in tables:
         kind = table["kind"].iloc[0]
         by = target_cols + (source_cols + swept if kind == "finetune" else [])
-        cols = [c for c in table.columns
-                if c in METRICS or c.startswith(("heldout[", "noise[", "initial_", "final_"))]
+        cols = [
+            c
+            for c in table.columns
+            if c in METRICS or c.startswith(("heldout[", "noise[", "initial_", "final_"))
+        ]
         runs = table.assign(run=np.arange(len(table)))
-        frames.append(aggregate(runs, {c: table[c].to_numpy() for c in cols}, by,
-                                extra={"kind": kind}, iqm_of=("final_return",)))
+        frames.append(
+            aggregate(
+                runs,
+                {c: table[c].to_numpy() for c in cols},
+                by,
+                extra={"kind": kind},
+                iqm_of=("final_return",),
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -257,7 +342,11 @@ def plot_transfer(run_dir: str | Path) -> Path:
     swept = [k for k, v in (raw.get("sweep") or {}).items() if v is not None]
     targets = [c for c in runs.columns if c.startswith("env.")]
     lines = ["kind"] + [c for c in runs.columns if c.startswith("source.")] + swept
-    return plot_facets(runs.fillna({c: "-" for c in lines}), metrics, targets, lines,
-                       run_dir / "transfer_curves.png",
-                       title=f"{raw['agent']['name']} on {raw['env']['id']}: "
-                             "fine-tuning vs scratch")
+    return plot_facets(
+        runs.fillna({c: "-" for c in lines}),
+        metrics,
+        targets,
+        lines,
+        run_dir / "transfer_curves.png",
+        title=f"{raw['agent']['name']} on {raw['env']['id']}: fine-tuning vs scratch",
+    )

@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 
 
-def schedule(kind: str, start: jax.Array, end: jax.Array, fraction: jax.Array,
-             progress: jax.Array) -> jax.Array:
+def schedule(
+    kind: str, start: jax.Array, end: jax.Array, fraction: jax.Array, progress: jax.Array
+) -> jax.Array:
     """A value moving from `start` to `end` over the first `fraction` of training.
 
     kind: "constant" (always start), "linear", or "exponential" (geometric: start *

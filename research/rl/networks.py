@@ -71,7 +71,7 @@ def orthonormal_batch(key: jax.Array, shapes: Sequence[tuple[int, int]]) -> list
     draws = jax.random.normal(key, (big_n, len(groups)), jnp.float32)
     q = orthonormal_columns(jnp.where(np.arange(big_n)[:, None] < rows, draws, 0.0), groups)
     starts = np.cumsum([0, *widths])
-    return [q[:n, start:start + m] for (n, m), start in zip(shapes, starts)]
+    return [q[:n, start : start + m] for (n, m), start in zip(shapes, starts)]
 
 
 class _KernelPool:
@@ -87,13 +87,16 @@ class _KernelPool:
             self.shapes.append((n, m))
             return jnp.zeros((n, m), jnp.float32)
         if not self.matrices or self.matrices[0].shape != (n, m):
-            raise RuntimeError(f"init_params: the module asked for an [{n}, {m}] kernel that "
-                               f"its first pass did not create (created: {self.shapes})")
+            raise RuntimeError(
+                f"init_params: the module asked for an [{n}, {m}] kernel that "
+                f"its first pass did not create (created: {self.shapes})"
+            )
         return self.matrices.pop(0)
 
 
 _POOL: contextvars.ContextVar[_KernelPool | None] = contextvars.ContextVar(
-    "research.rl.networks.kernel_pool", default=None)
+    "research.rl.networks.kernel_pool", default=None
+)
 
 
 def orthogonal(scale: float = 1.0):
@@ -104,8 +107,11 @@ def orthogonal(scale: float = 1.0):
         rows, cols = math.prod(shape[:-1]), shape[-1]
         n, m = max(rows, cols), min(rows, cols)
         pool = _POOL.get()
-        q = (orthonormal_columns(jax.random.normal(key, (n, m), jnp.float32)) if pool is None
-             else pool.take(n, m))
+        q = (
+            orthonormal_columns(jax.random.normal(key, (n, m), jnp.float32))
+            if pool is None
+            else pool.take(n, m)
+        )
         q = q if rows >= cols else q.T
         return (scale * q).reshape(shape).astype(dtype)
 
@@ -135,8 +141,10 @@ def init_params(module: nn.Module, key: jax.Array, *inputs: Any) -> Any:
     finally:
         _POOL.reset(token)
     if pool.matrices:
-        raise RuntimeError(f"init_params: the module created fewer kernels the second time "
-                           f"({len(pool.matrices)} of {pool.shapes} left)")
+        raise RuntimeError(
+            f"init_params: the module created fewer kernels the second time "
+            f"({len(pool.matrices)} of {pool.shapes} left)"
+        )
     return variables
 
 

@@ -14,10 +14,10 @@ class RunningMeanStd:
     count: jax.Array  # []
 
     @classmethod
-    def create(cls, shape: tuple[int, ...]) -> "RunningMeanStd":
+    def create(cls, shape: tuple[int, ...]) -> RunningMeanStd:
         return cls(jnp.zeros(shape), jnp.ones(shape), jnp.asarray(1e-4))
 
-    def update(self, x: jax.Array) -> "RunningMeanStd":
+    def update(self, x: jax.Array) -> RunningMeanStd:
         """Merges a batch x: [B, *obs_shape]."""
         x = x.reshape(-1, *self.mean.shape)
         b_mean, b_var, b_count = x.mean(0), x.var(0), x.shape[0]

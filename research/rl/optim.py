@@ -40,8 +40,9 @@ class OptState:
     anchor: Any  # parameters the L2-to-init penalty pulls towards
 
 
-def annealed_lr(lr: jax.Array, num_updates: jax.Array, total_updates: int,
-                anneal: bool) -> jax.Array:
+def annealed_lr(
+    lr: jax.Array, num_updates: jax.Array, total_updates: int, anneal: bool
+) -> jax.Array:
     """lr, or lr decayed linearly to 0 over total_updates when `anneal` (a static choice)."""
     return lr * jnp.clip(1.0 - num_updates / total_updates, 0.0, 1.0) if anneal else lr
 
@@ -68,25 +69,33 @@ class Optimizer:
     def _trainable(self, tree: Any) -> Any:
         """Leaves of frozen groups replaced by zeros (decided from static key paths)."""
         return jax.tree_util.tree_map_with_path(
-            lambda path, x: jnp.zeros_like(x) if param_group(path) in self.frozen else x, tree)
+            lambda path, x: jnp.zeros_like(x) if param_group(path) in self.frozen else x, tree
+        )
 
-    def step(self, opt_state: OptState, params: Any, grads: Any, lr: jax.Array,
-             max_grad_norm: jax.Array, l2_init: jax.Array = 0.0) -> tuple[Any, OptState, jax.Array]:
+    def step(
+        self,
+        opt_state: OptState,
+        params: Any,
+        grads: Any,
+        lr: jax.Array,
+        max_grad_norm: jax.Array,
+        l2_init: jax.Array = 0.0,
+    ) -> tuple[Any, OptState, jax.Array]:
         """One step on grads of the loss plus l2_init / 2 * |params - anchor|^2.
 
         Frozen groups get no gradient (so they do not count towards the clipping norm)
         and no update (so kept Adam moments cannot move them).
         Returns (new params, new opt_state, the gradient norm before clipping).
         """
-        grads = jax.tree.map(lambda g, p, a: g + l2_init * (p - a), grads, params,
-                             opt_state.anchor)
+        grads = jax.tree.map(lambda g, p, a: g + l2_init * (p - a), grads, params, opt_state.anchor)
         grads = self._trainable(grads)
         grad_norm = optax.tree.norm(grads)
         scale = jnp.minimum(1.0, max_grad_norm / jnp.maximum(grad_norm, 1e-12))
         grads = jax.tree.map(lambda g: g * scale, grads)
         adam = opt_state.adam
-        adam = adam._replace(hyperparams={**adam.hyperparams,
-                                          "learning_rate": jnp.asarray(lr, jnp.float32)})
+        adam = adam._replace(
+            hyperparams={**adam.hyperparams, "learning_rate": jnp.asarray(lr, jnp.float32)}
+        )
         updates, adam = self._adam.update(grads, adam, params)
         params = optax.apply_updates(params, self._trainable(updates))
         return params, opt_state.replace(adam=adam), grad_norm

@@ -22,7 +22,7 @@ class Policy:
     normalize_obs: bool
 
     @classmethod
-    def create(cls, spec: EnvSpec, config: Any) -> "Policy":
+    def create(cls, spec: EnvSpec, config: Any) -> Policy:
         """From an agent config with hidden_sizes, activation and normalize_obs."""
         return cls(ActorCritic(spec, config.hidden_sizes, config.activation), config.normalize_obs)
 
@@ -38,8 +38,9 @@ class Policy:
         """What the network sees of obs [..., *obs_shape]."""
         return obs_stats.normalize(obs) if self.normalize_obs else obs
 
-    def act(self, params: Any, obs_stats: RunningMeanStd, obs: jax.Array, key: jax.Array,
-            explore: bool) -> tuple[jax.Array, dict]:
+    def act(
+        self, params: Any, obs_stats: RunningMeanStd, obs: jax.Array, key: jax.Array, explore: bool
+    ) -> tuple[jax.Array, dict]:
         """A sampled (explore) or modal action for obs [N, ...], with its log-prob and V(obs)."""
         dist, value = self.network.apply(params, self.observe(obs_stats, obs))
         action = dist.sample(key) if explore else dist.mode()
@@ -60,8 +61,13 @@ def standardize(x: jax.Array) -> jax.Array:
     return (x - x.mean()) / (x.std() + 1e-8)
 
 
-def actor_critic_objective(policy_loss: jax.Array, value_loss: jax.Array, entropy: jax.Array,
-                           vf_coef: jax.Array, ent_coef: jax.Array) -> tuple[jax.Array, dict]:
+def actor_critic_objective(
+    policy_loss: jax.Array,
+    value_loss: jax.Array,
+    entropy: jax.Array,
+    vf_coef: jax.Array,
+    ent_coef: jax.Array,
+) -> tuple[jax.Array, dict]:
     """policy_loss + vf_coef * value_loss - ent_coef * entropy, with its parts as metrics."""
     total = policy_loss + vf_coef * value_loss - ent_coef * entropy
     return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy}

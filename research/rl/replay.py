@@ -22,8 +22,9 @@ class ReplayBuffer:
 
 def buffer_init(example: Any, capacity: int) -> ReplayBuffer:
     """An empty buffer whose items look like `example` (one item, no leading axis)."""
-    data = jax.tree.map(lambda x: jnp.zeros((capacity, *jnp.shape(x)), jnp.asarray(x).dtype),
-                        example)
+    data = jax.tree.map(
+        lambda x: jnp.zeros((capacity, *jnp.shape(x)), jnp.asarray(x).dtype), example
+    )
     return ReplayBuffer(data, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
 
@@ -32,8 +33,11 @@ def buffer_add(buffer: ReplayBuffer, items: Any) -> ReplayBuffer:
     count = jax.tree.leaves(items)[0].shape[0]
     index = (buffer.position + jnp.arange(count)) % buffer.capacity
     data = jax.tree.map(lambda d, x: d.at[index].set(x.astype(d.dtype)), buffer.data, items)
-    return ReplayBuffer(data, (buffer.position + count) % buffer.capacity,
-                        jnp.minimum(buffer.size + count, buffer.capacity))
+    return ReplayBuffer(
+        data,
+        (buffer.position + count) % buffer.capacity,
+        jnp.minimum(buffer.size + count, buffer.capacity),
+    )
 
 
 def buffer_sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int) -> Any:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 
@@ -28,10 +29,14 @@ class Transition(NamedTuple):
     episode_length: jax.Array
 
 
-ActFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, Any]]  # (obs [N], key) -> (action [N], aux)
+ActFn = Callable[
+    [jax.Array, jax.Array], tuple[jax.Array, Any]
+]  # (obs [N], key) -> (action [N], aux)
 
 
-def reset_envs(env: Env, key: jax.Array, env_params: Any, num_envs: int) -> tuple[jax.Array, EnvState]:
+def reset_envs(
+    env: Env, key: jax.Array, env_params: Any, num_envs: int
+) -> tuple[jax.Array, EnvState]:
     """obs [N, ...], states [N] from N fresh episodes."""
     return jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key, num_envs), env_params)
 
@@ -45,7 +50,9 @@ def rollout(
     key: jax.Array,
     num_steps: int,
 ) -> tuple[tuple[EnvState, jax.Array], Transition]:
-    """Steps N envs (auto-resetting) for num_steps. Returns ((env_state, obs), Transition [T, N])."""
+    """Steps N envs (auto-resetting) for num_steps.
+
+    Returns ((env_state, obs), Transition [T, N])."""
     num_envs = obs.shape[0]
     step_envs = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
@@ -53,8 +60,17 @@ def rollout(
         env_state, obs = carry
         action, aux = act(obs, keys[0])
         env_state, ts = step_envs(keys[1:], env_state, action, env_params)
-        transition = Transition(obs, action, ts.reward, ts.terminated, ts.truncated, ts.next_obs,
-                                aux, ts.episode_return, ts.episode_length)
+        transition = Transition(
+            obs,
+            action,
+            ts.reward,
+            ts.terminated,
+            ts.truncated,
+            ts.next_obs,
+            aux,
+            ts.episode_return,
+            ts.episode_length,
+        )
         return (env_state, ts.obs), transition
 
     # Every step's keys in one draw [T, 1 + N] (acting, then each env): each separate

@@ -14,8 +14,9 @@ import jax.numpy as jnp
 SCHEDULES = ("constant", "linear", "exponential", "adaptive")
 
 
-def potential_term(phi: jax.Array, next_phi: jax.Array, terminated: jax.Array,
-                   gamma: jax.Array) -> jax.Array:
+def potential_term(
+    phi: jax.Array, next_phi: jax.Array, terminated: jax.Array, gamma: jax.Array
+) -> jax.Array:
     """F = gamma * (1 - terminated) * Phi(s') - Phi(s), elementwise ([T, N] or any shape)."""
     return gamma * (1.0 - terminated) * next_phi - phi
 
@@ -25,9 +26,15 @@ def proximity_bonus(next_distance: jax.Array) -> jax.Array:
     return 1.0 / (next_distance + 1.0)
 
 
-def schedule_factor(schedule: jax.Array, progress: jax.Array, anneal_fraction: jax.Array,
-                    decay: jax.Array, return_ema: jax.Array, return_low: jax.Array,
-                    return_high: jax.Array) -> jax.Array:
+def schedule_factor(
+    schedule: jax.Array,
+    progress: jax.Array,
+    anneal_fraction: jax.Array,
+    decay: jax.Array,
+    return_ema: jax.Array,
+    return_low: jax.Array,
+    return_high: jax.Array,
+) -> jax.Array:
     """The multiplier of the shaping weight, []; every argument a traced scalar.
 
     schedule: index into SCHEDULES (traced, so schedules can differ across runs):
@@ -40,16 +47,19 @@ def schedule_factor(schedule: jax.Array, progress: jax.Array, anneal_fraction: j
     exponential = jnp.exp(-decay * progress)
     adaptive = jnp.clip((return_high - return_ema) / (return_high - return_low), 0.0, 1.0)
     index = jnp.round(schedule).astype(jnp.int32)
-    return jnp.select([index == 0, index == 1, index == 2], [1.0, linear, exponential],
-                      adaptive).astype(jnp.float32)
+    return jnp.select(
+        [index == 0, index == 1, index == 2], [1.0, linear, exponential], adaptive
+    ).astype(jnp.float32)
 
 
-def episode_sums(rewards: jax.Array, done: jax.Array, running: jax.Array
-                 ) -> tuple[jax.Array, jax.Array]:
+def episode_sums(
+    rewards: jax.Array, done: jax.Array, running: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """Per-env sums of rewards [T, N] over episodes; `running` [N] carries across rollouts.
 
     Returns (sum of the episode ending at each step, read where done [T, N]; new running [N]).
     """
+
     def step(acc, x):
         reward, end = x
         total = acc + reward

@@ -1,9 +1,27 @@
 """The runner: the only training loop, the batched, sharded, chunked runs axis, evaluation."""
 
 from research.runner.evaluate import evaluate_batch, make_evaluate
-from research.runner.execute import (BatchResult, ExecutionInfo, initial_agent_states, run_batch,
-                                     take)
+from research.runner.execute import (
+    BatchResult,
+    ExecutionInfo,
+    initial_agent_states,
+    run_batch,
+    take,
+)
 from research.runner.train import RunnerState, Shaped, Shaping, Shift, Trainer, make_train
 
-__all__ = ["BatchResult", "ExecutionInfo", "RunnerState", "Shaped", "Shaping", "Shift", "Trainer", "evaluate_batch",
-           "initial_agent_states", "make_evaluate", "make_train", "run_batch", "take"]
+__all__ = [
+    "BatchResult",
+    "ExecutionInfo",
+    "RunnerState",
+    "Shaped",
+    "Shaping",
+    "Shift",
+    "Trainer",
+    "evaluate_batch",
+    "initial_agent_states",
+    "make_evaluate",
+    "make_train",
+    "run_batch",
+    "take",
+]

@@ -7,7 +7,8 @@ episode is scored from its reset. T must cover the longest episode.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,8 +37,9 @@ def first_episode(done: jax.Array) -> jax.Array:
     return jnp.cumsum(done, axis=0) - done == 0
 
 
-def first_episode_metric(metric: Callable, done: jax.Array, reward: jax.Array,
-                         env_params: Any) -> jax.Array:
+def first_episode_metric(
+    metric: Callable, done: jax.Array, reward: jax.Array, env_params: Any
+) -> jax.Array:
     """metric(rewards [T], env_params) -> [] of each env's first episode, [N] (NaN where none
     ended); its rewards are zero after the episode's end. done, reward: [T, N]."""
     rewards = jnp.where(first_episode(done), reward, 0.0)
@@ -45,8 +47,9 @@ def first_episode_metric(metric: Callable, done: jax.Array, reward: jax.Array,
     return jnp.where(done.any(0), values, jnp.nan)
 
 
-def make_evaluate(agent: Agent, env: Env, num_envs: int, num_steps: int,
-                  metric: Callable | None = None) -> Callable:
+def make_evaluate(
+    agent: Agent, env: Env, num_envs: int, num_steps: int, metric: Callable | None = None
+) -> Callable:
     """evaluate(agent_state, hparams, env_params, key, obs_noise []) -> mean return [].
 
     obs_noise: std of Gaussian noise added to every observation the agent sees
@@ -74,8 +77,14 @@ def make_evaluate(agent: Agent, env: Env, num_envs: int, num_steps: int,
     return evaluate
 
 
-def evaluate_batch(evaluate: Callable, agent_states: Any, hparams: Any, env_params: Any,
-                   seeds: np.ndarray, obs_noise: float = 0.0) -> np.ndarray:
+def evaluate_batch(
+    evaluate: Callable,
+    agent_states: Any,
+    hparams: Any,
+    env_params: Any,
+    seeds: np.ndarray,
+    obs_noise: float = 0.0,
+) -> np.ndarray:
     """Mean greedy return of R runs, [R]; every leaf of the first three has leading [R].
 
     One compiled program per evaluator and shapes: new params, seeds or noise reuse it.
@@ -85,8 +94,7 @@ def evaluate_batch(evaluate: Callable, agent_states: Any, hparams: Any, env_para
     batched = _BATCHED[evaluate]
     keys = jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32))
     with straight_line_threefry():  # the first call lowers the program
-        return np.asarray(batched(agent_states, hparams, env_params, keys,
-                                  np.float32(obs_noise)))
+        return np.asarray(batched(agent_states, hparams, env_params, keys, np.float32(obs_noise)))
 
 
 _BATCHED: dict[Callable, Callable] = {}

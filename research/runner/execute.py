@@ -20,9 +20,10 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -102,22 +103,30 @@ class Programs(NamedTuple):
     train: Any
 
     def __call__(self, seeds, hparams, env_params, init_state, tick0):
-        return self.train(self.init(seeds, hparams, env_params, init_state), hparams,
-                          env_params, tick0)
+        return self.train(
+            self.init(seeds, hparams, env_params, init_state), hparams, env_params, tick0
+        )
 
 
 def _init_jit(trainer: Trainer, platform: str, **jit_kwargs):
     """The jitted init program, compiled with `init_compiler_options(platform)`."""
-    return jax.jit(_init_program(trainer), compiler_options=init_compiler_options(platform),
-                   **jit_kwargs)
+    return jax.jit(
+        _init_program(trainer), compiler_options=init_compiler_options(platform), **jit_kwargs
+    )
 
 
 # jax's lowering platforms -> the platform of their devices (jax.Device.platform).
 _DEVICE_PLATFORM = {"cuda": "gpu", "rocm": "gpu"}
 
 
-def lower(trainer: Trainer, args: tuple, platform: str, sharding: Any = None, *,
-          lowering_platform: str | None = None) -> tuple[Any, Any]:
+def lower(
+    trainer: Trainer,
+    args: tuple,
+    platform: str,
+    sharding: Any = None,
+    *,
+    lowering_platform: str | None = None,
+) -> tuple[Any, Any]:
     """(init, train) lowered for `platform` and args = (seeds, hparams, env_params,
     init_state, tick0), each leaf with leading [C] but tick0; `sharding` is where the
     runners live (that of the args' runs axis). None: jit's own placement, for arguments
@@ -132,23 +141,24 @@ def lower(trainer: Trainer, args: tuple, platform: str, sharding: Any = None, *,
     if lowering_platform is not None:
         expected = _DEVICE_PLATFORM.get(lowering_platform, lowering_platform)
         if platform != expected:
-            raise ValueError(f"lower: lowering_platform {lowering_platform!r} runs on "
-                             f"{expected!r} devices, but platform is {platform!r}")
+            raise ValueError(
+                f"lower: lowering_platform {lowering_platform!r} runs on "
+                f"{expected!r} devices, but platform is {platform!r}"
+            )
     seeds, hparams, env_params, init_state, tick0 = args
     # Pinned: XLA would otherwise replicate constant leaves (zero biases) across devices.
-    init = _init_jit(trainer, platform, **({} if sharding is None else
-                                           {"out_shardings": sharding}))
+    init = _init_jit(trainer, platform, **({} if sharding is None else {"out_shardings": sharding}))
     # The runners are the train program's to consume: donating them spares a second copy
     # of the agent states (replay buffers included). Env states, obs and keys are not
     # outputs, so their buffers cannot be reused, which XLA warns about; that is expected.
-    train = jax.jit(_train_program(trainer, progress=lowering_platform is None),
-                    donate_argnums=0)
+    train = jax.jit(_train_program(trainer, progress=lowering_platform is None), donate_argnums=0)
     platforms = {} if lowering_platform is None else {"lowering_platforms": (lowering_platform,)}
     with straight_line_threefry(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Some donated buffers were not usable")
         init = init.trace(seeds, hparams, env_params, init_state).lower(**platforms)
         runner = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), init.out_info)
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), init.out_info
+        )
         return init, train.trace(runner, hparams, env_params, tick0).lower(**platforms)
 
 
@@ -164,8 +174,9 @@ _COMPILED: dict[Any, Any] = {}
 _MAX_COMPILED = 16
 
 
-def _compiled_program(trainer: Trainer, args: tuple, devices: Sequence[jax.Device],
-                      sharding: Any) -> tuple[Programs, float]:
+def _compiled_program(
+    trainer: Trainer, args: tuple, devices: Sequence[jax.Device], sharding: Any
+) -> tuple[Programs, float]:
     shapes = jax.tree.map(lambda x: (x.shape, x.dtype), args)
     key = (trainer, tuple(d.id for d in devices), jax.tree.structure(args), str(shapes))
     if key not in _COMPILED:
@@ -193,9 +204,17 @@ def program_bytes(programs: Programs) -> int:
         stats = compiled.memory_analysis()
         if stats is None:
             return 0
-        totals.append((int(stats.argument_size_in_bytes + stats.output_size_in_bytes
-                           - stats.alias_size_in_bytes + stats.temp_size_in_bytes),
-                       int(stats.argument_size_in_bytes)))
+        totals.append(
+            (
+                int(
+                    stats.argument_size_in_bytes
+                    + stats.output_size_in_bytes
+                    - stats.alias_size_in_bytes
+                    + stats.temp_size_in_bytes
+                ),
+                int(stats.argument_size_in_bytes),
+            )
+        )
     (init_total, init_args), (train_total, _) = totals
     return max(init_total, train_total + init_args)
 
@@ -265,8 +284,12 @@ def run_batch(
 
     def chunk_args(start: int, size: int):
         index = np.minimum(np.arange(start, start + size), num_runs - 1)  # pad with the last run
-        host = (seeds[index], take(hparams, index), take(env_params, index),
-                None if init_state is None else take(init_state, index))
+        host = (
+            seeds[index],
+            take(hparams, index),
+            take(env_params, index),
+            None if init_state is None else take(init_state, index),
+        )
         return jax.device_put(host, sharded) + (jax.device_put(np.int32(0), replicated),)
 
     def compile_for(size: int):
@@ -282,15 +305,29 @@ def run_batch(
         compile_s += extra_s
         used = program_bytes(compiled)
     if memory_budget_bytes is not None and used > memory_budget_bytes:
-        warnings.warn(f"one run per device needs {used / 2**20:.1f} MiB, over the memory "
-                      f"budget of {memory_budget_bytes / 2**20:.1f} MiB; running anyway")
-    bar = ProgressBar(num_runs * steps_per_run, trainer.steps_per_segment * chunk,
-                      desc=desc, enabled=progress)
+        warnings.warn(
+            f"one run per device needs {used / 2**20:.1f} MiB, over the memory "
+            f"budget of {memory_budget_bytes / 2**20:.1f} MiB; running anyway",
+            stacklevel=2,
+        )
+    bar = ProgressBar(
+        num_runs * steps_per_run, trainer.steps_per_segment * chunk, desc=desc, enabled=progress
+    )
 
     num_chunks = math.ceil(num_runs / chunk)
-    store = None if chunk_dir is None else ChunkStore(
-        Path(chunk_dir), {"fingerprint": fingerprint, "num_runs": num_runs, "chunk_size": chunk,
-                          "keep_states": keep_states})
+    store = (
+        None
+        if chunk_dir is None
+        else ChunkStore(
+            Path(chunk_dir),
+            {
+                "fingerprint": fingerprint,
+                "num_runs": num_runs,
+                "chunk_size": chunk,
+                "keep_states": keep_states,
+            },
+        )
+    )
     states, metrics = [], []
     started = time.perf_counter()
     try:
@@ -302,9 +339,12 @@ def run_batch(
                 args = chunk_args(c * chunk, chunk)
                 tick0 = jax.device_put(np.int32(c * trainer.num_logs), replicated)
                 out_states, out_metrics = compiled(*args[:-1], tick0)
-                done = ({k: np.asarray(v)[:keep] for k, v in out_metrics.items()},
-                        jax.tree.map(lambda x: np.asarray(x)[:keep], out_states)
-                        if keep_states else None)
+                done = (
+                    {k: np.asarray(v)[:keep] for k, v in out_metrics.items()},
+                    jax.tree.map(lambda x, keep=keep: np.asarray(x)[:keep], out_states)
+                    if keep_states
+                    else None,
+                )
                 if store is not None:
                     store.save(c, *done)
             else:
@@ -318,7 +358,8 @@ def run_batch(
     cat = lambda *xs: np.concatenate(xs, axis=0)
     if keep_states and store is not None:  # chunks loaded from disk are flat: rebuild trees
         treedef = jax.tree.structure(
-            jax.eval_shape(_init_program(trainer), *chunk_args(0, chunk)[:-1]).agent_state)
+            jax.eval_shape(_init_program(trainer), *chunk_args(0, chunk)[:-1]).agent_state
+        )
         states = [s if not isinstance(s, list) else jax.tree.unflatten(treedef, s) for s in states]
     return BatchResult(
         agent_states=jax.tree.map(cat, *states) if keep_states else None,
@@ -341,8 +382,10 @@ class ChunkStore:
         if found.exists():
             old = json.loads(found.read_text())
             if old != manifest:
-                raise ValueError(f"{path} holds chunks of another program ({old}); this one is "
-                                 f"{manifest}. Use a fresh run directory or delete them.")
+                raise ValueError(
+                    f"{path} holds chunks of another program ({old}); this one is "
+                    f"{manifest}. Use a fresh run directory or delete them."
+                )
         else:
             results.write_json(found, manifest)
 
@@ -372,5 +415,6 @@ def initial_agent_states(trainer: Trainer, runs: Any, init_state: Any = None) ->
     """
     init = _init_jit(trainer, jax.default_backend())
     with straight_line_threefry():
-        return init(np.asarray(runs.seeds, np.uint32), runs.hparams, runs.env_params,
-                    init_state).agent_state
+        return init(
+            np.asarray(runs.seeds, np.uint32), runs.hparams, runs.env_params, init_state
+        ).agent_state

@@ -24,7 +24,8 @@ from research.rl.optim import param_group
 
 def _with_fresh_heads(loaded: Any, fresh: Any) -> Any:
     return jax.tree_util.tree_map_with_path(
-        lambda path, old, new: new if param_group(path) == "head" else old, loaded, fresh)
+        lambda path, old, new: new if param_group(path) == "head" else old, loaded, fresh
+    )
 
 
 def adopt(fresh: Any, loaded: Any, options: FinetuneConfig) -> Any:

@@ -16,13 +16,21 @@ from tqdm.auto import tqdm
 class ProgressBar:
     """Env steps done (summed over runs), total, steps/s and time left."""
 
-    def __init__(self, total_steps: int, steps_per_tick: int, desc: str = "train",
-                 enabled: bool = True):
+    def __init__(
+        self, total_steps: int, steps_per_tick: int, desc: str = "train", enabled: bool = True
+    ):
         self.steps_per_tick = steps_per_tick
         self._done_ticks = 0
         self._lock = threading.Lock()
-        self._bar = tqdm(total=total_steps, desc=desc, unit="step", unit_scale=True,
-                         disable=not enabled, dynamic_ncols=True, smoothing=0.1)
+        self._bar = tqdm(
+            total=total_steps,
+            desc=desc,
+            unit="step",
+            unit_scale=True,
+            disable=not enabled,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
 
     def tick(self, index) -> None:
         """Marks tick `index` (0-based, global) done; called from the device program."""

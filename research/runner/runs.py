@@ -17,8 +17,8 @@ import jax
 import numpy as np
 import pandas as pd
 
-from research.envs import stack_params, variant_grid
 from research.config import SHAPING_SCHEDULES
+from research.envs import stack_params, variant_grid
 from research.runner.train import Shaped, Shift
 
 
@@ -46,10 +46,12 @@ def grid_points(grid: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
 
 def _stack(base: Any, points: Sequence[Mapping[str, float]]) -> Any:
     """A dataclass of scalars -> the same with every field [len(points)] float32."""
-    return base.replace(**{
-        f.name: np.asarray([p.get(f.name, getattr(base, f.name)) for p in points], np.float32)
-        for f in dataclasses.fields(base)
-    })
+    return base.replace(
+        **{
+            f.name: np.asarray([p.get(f.name, getattr(base, f.name)) for p in points], np.float32)
+            for f in dataclasses.fields(base)
+        }
+    )
 
 
 def build_runs(
@@ -79,20 +81,31 @@ def build_runs(
     """
     sweep, env_variants = dict(sweep or {}), dict(env_variants or {})
     variants = variant_grid(env_id, default_env_params, env_fixed or {}, env_variants)
-    points = ([dict(zip(sweep, values)) for values in zip(*sweep.values())]
-              if sweep_aligned and sweep else grid_points(sweep))
+    points = (
+        [dict(zip(sweep, values)) for values in zip(*sweep.values())]
+        if sweep_aligned and sweep
+        else grid_points(sweep)
+    )
     shaping_grid = dict(shaping_grid or {})
     shaping_points = grid_points(shaping_grid)
     rows, variant_index, hparam_rows, shaping_rows, checkpoint = [], [], [], [], []
-    combos = itertools.product(range(max(checkpoints, 1)), enumerate(variants), points,
-                               shaping_points, range(num_seeds))
+    combos = itertools.product(
+        range(max(checkpoints, 1)), enumerate(variants), points, shaping_points, range(num_seeds)
+    )
     for c, (v, variant), point, shaping_point, seed_index in combos:
-        rows.append({"run": len(rows), **({"checkpoint": c} if checkpoints else {}),
-                     "seed": base_seed + seed_index,
-                     **{k: point[k] for k in sweep},
-                     **{f"shaping.{k}": SHAPING_SCHEDULES[int(x)] if k == "schedule" else x
-                        for k, x in shaping_point.items()},
-                     **{f"env.{k}": variant[k] for k in env_variants}})
+        rows.append(
+            {
+                "run": len(rows),
+                **({"checkpoint": c} if checkpoints else {}),
+                "seed": base_seed + seed_index,
+                **{k: point[k] for k in sweep},
+                **{
+                    f"shaping.{k}": SHAPING_SCHEDULES[int(x)] if k == "schedule" else x
+                    for k, x in shaping_point.items()
+                },
+                **{f"env.{k}": variant[k] for k in env_variants},
+            }
+        )
         variant_index.append(v)
         hparam_rows.append(point)
         shaping_rows.append(shaping_point)

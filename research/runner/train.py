@@ -8,16 +8,17 @@ batch of runs; `train` here is the same computation for a single run.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from research.agents import Agent
+from research.config import FinetuneConfig
 from research.envs import Env, EnvState, interpolate
 from research.rl.rollout import reset_envs, rollout
-from research.config import FinetuneConfig
 from research.rl.shaping import episode_sums, potential_term, proximity_bonus, schedule_factor
 from research.runner.finetune import adopt
 
@@ -80,15 +81,27 @@ class Trainer(NamedTuple):
 def episode_metrics(done: jax.Array, episode_return: jax.Array, episode_length: jax.Array) -> dict:
     """Mean return and length of the episodes that ended (NaN if none did; never a fake 0)."""
     count = done.sum()
-    mean = lambda x: jnp.where(count > 0, jnp.sum(jnp.where(done, x, 0.0)) / jnp.maximum(count, 1), jnp.nan)
-    return {"episode_return": mean(episode_return), "episode_length": mean(episode_length),
-            "episodes": count}
+    mean = lambda x: jnp.where(
+        count > 0, jnp.sum(jnp.where(done, x, 0.0)) / jnp.maximum(count, 1), jnp.nan
+    )
+    return {
+        "episode_return": mean(episode_return),
+        "episode_length": mean(episode_length),
+        "episodes": count,
+    }
 
 
-def make_train(agent: Agent, env: Env, num_envs: int, num_steps: int, num_updates: int,
-               num_logs: int, finetune: FinetuneConfig | None = None,
-               env_shift: tuple[int, int] | None = None,
-               shaping: Shaping | None = None) -> Trainer:
+def make_train(
+    agent: Agent,
+    env: Env,
+    num_envs: int,
+    num_steps: int,
+    num_updates: int,
+    num_logs: int,
+    finetune: FinetuneConfig | None = None,
+    env_shift: tuple[int, int] | None = None,
+    shaping: Shaping | None = None,
+) -> Trainer:
     """One run: `num_updates` updates of `num_envs * num_steps` env steps each.
 
     num_updates must be a multiple of num_logs (the config layer rounds it).
@@ -120,20 +133,32 @@ def make_train(agent: Agent, env: Env, num_envs: int, num_steps: int, num_update
         """(batch with shaped rewards, new stats, metrics)."""
         if shaping.kind == "potential":
             phi = lambda obs: shaping.fn(obs, env_params)
-            term = potential_term(phi(batch.obs), phi(batch.next_obs),
-                                  batch.terminated.astype(jnp.float32), hparams.gamma)
+            term = potential_term(
+                phi(batch.obs),
+                phi(batch.next_obs),
+                batch.terminated.astype(jnp.float32),
+                hparams.gamma,
+            )
         else:
             term = proximity_bonus(shaping.fn(batch.next_obs, env_params))
-        weight = h.weight * schedule_factor(h.schedule, progress, h.anneal_fraction, h.decay,
-                                            stats.return_ema, h.return_low, h.return_high)
+        weight = h.weight * schedule_factor(
+            h.schedule,
+            progress,
+            h.anneal_fraction,
+            h.decay,
+            stats.return_ema,
+            h.return_low,
+            h.return_high,
+        )
         reward = batch.reward + weight * term
         done = jnp.logical_or(batch.terminated, batch.truncated)
         shaped_returns, running = episode_sums(reward, done, stats.shaped_return)
         finished = episode_metrics(done, batch.episode_return, batch.episode_length)
-        ema = jnp.where(finished["episodes"] > 0,
-                        stats.return_ema + h.return_rate * (finished["episode_return"]
-                                                            - stats.return_ema),
-                        stats.return_ema)
+        ema = jnp.where(
+            finished["episodes"] > 0,
+            stats.return_ema + h.return_rate * (finished["episode_return"] - stats.return_ema),
+            stats.return_ema,
+        )
         metrics = {"shaped_return": (shaped_returns, done), "shaping_weight": weight}
         return batch._replace(reward=reward), ShapingStats(ema, running), metrics
 
@@ -142,8 +167,9 @@ def make_train(agent: Agent, env: Env, num_envs: int, num_steps: int, num_update
         agent_key, env_key, run_key = jax.random.split(key, 3)
         agent_state = agent.init(agent_key, hparams)
         if init_state is not None:
-            agent_state = init_state if finetune is None else adopt(agent_state, init_state,
-                                                                    finetune)
+            agent_state = (
+                init_state if finetune is None else adopt(agent_state, init_state, finetune)
+            )
         obs, env_state = reset_envs(env, env_key, params_at(env_params, 0), num_envs)
         stats = None if h is None else ShapingStats(h.return_low, jnp.zeros(num_envs))
         return RunnerState(agent_state, env_state, obs, run_key, jnp.zeros((), jnp.int32), stats)
@@ -153,14 +179,16 @@ def make_train(agent: Agent, env: Env, num_envs: int, num_steps: int, num_update
         key, rollout_key, update_key = jax.random.split(runner.key, 3)
         env_params = params_at(env_params, runner.num_updates)
         act = lambda obs, k: agent.act(runner.agent_state, obs, k, hparams, True)
-        (env_state, obs), batch = rollout(env, act, env_params, runner.env_state, runner.obs,
-                                          rollout_key, num_steps)
+        (env_state, obs), batch = rollout(
+            env, act, env_params, runner.env_state, runner.obs, rollout_key, num_steps
+        )
         done = jnp.logical_or(batch.terminated, batch.truncated)
         episodes = {"done": done, "return": batch.episode_return, "length": batch.episode_length}
         stats = runner.shaping
         if shaping is not None:
-            batch, stats, extra = shape(batch, stats, h, env_params, hparams,
-                                        runner.num_updates / num_updates)
+            batch, stats, extra = shape(
+                batch, stats, h, env_params, hparams, runner.num_updates / num_updates
+            )
             episodes.update(extra)
         agent_state, metrics = agent.update(runner.agent_state, batch, update_key, hparams)
         runner = RunnerState(agent_state, env_state, obs, key, runner.num_updates + 1, stats)
@@ -168,7 +196,8 @@ def make_train(agent: Agent, env: Env, num_envs: int, num_steps: int, num_update
 
     def segment(runner: RunnerState, hparams, env_params) -> tuple[RunnerState, dict]:
         runner, (losses, episodes) = jax.lax.scan(
-            lambda r, _: one_update(r, hparams, env_params), runner, None, updates_per_log)
+            lambda r, _: one_update(r, hparams, env_params), runner, None, updates_per_log
+        )
         metrics = {
             "env_steps": runner.num_updates * (num_envs * num_steps),
             **episode_metrics(episodes["done"], episodes["return"], episodes["length"]),
@@ -183,7 +212,8 @@ def make_train(agent: Agent, env: Env, num_envs: int, num_steps: int, num_update
     def train(key, hparams, env_params, init_state=None):
         runner = init(key, hparams, env_params, init_state)
         runner, metrics = jax.lax.scan(
-            lambda r, _: segment(r, hparams, env_params), runner, None, num_logs)
+            lambda r, _: segment(r, hparams, env_params), runner, None, num_logs
+        )
         return runner.agent_state, metrics
 
     return Trainer(init, segment, train, num_logs, updates_per_log * num_envs * num_steps)
