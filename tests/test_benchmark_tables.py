@@ -1,6 +1,7 @@
-"""The benchmark scripts' tables: rows merged by key, the ours/peer ratios, the scaling plot.
-Pure table code on hand-made rows (the measurements themselves are the scripts' job), plus
-small end-to-end runs of the compile-level benchmark and of the GPU check script."""
+"""The benchmarks' tables (research.bench): rows merged by key, the ours/peer ratios, the
+scaling plot. Pure table code on hand-made rows (the measurements themselves are the worker
+processes' job), plus small end-to-end runs of the compile-level benchmark and of the GPU
+check script."""
 
 import sys
 from pathlib import Path
@@ -8,9 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import benchmark as bench  # noqa: E402
-import benchmark_peers as peers  # noqa: E402
+from research import bench
+from research.bench import peers
 
 
 def row(agent: str, runs: int, rate: float, compile_s: float, rss: float, load=0.0) -> dict:
@@ -92,7 +92,7 @@ def test_batch_step_cap(runs, expected):
 
 
 def test_compile_levels_benchmark_times_each_level_on_one_program(tmp_path):
-    import benchmark_compile_levels as levels
+    from research.bench import compile_levels as levels
 
     assert (
         levels.main(

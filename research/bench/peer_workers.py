@@ -1,0 +1,259 @@
+"""The peer libraries' side of the comparison (research.bench.peers), run in the worker
+process: rejax's PPO and PQN vmapped over R keys, and one stable-baselines3 PPO run, each at
+the numbers of this project's program for the same overrides, so that the settings cannot
+drift apart. rejax, stable-baselines3 and torch are imported only here, and only when a peer
+is measured: the project itself does not depend on them."""
+
+from __future__ import annotations
+
+import time
+
+from research.bench.program import device_name, prepared, tree_bytes
+
+
+def five_value_step(env):
+    """A copy of gymnax environment `env` whose `step` returns gymnax's pre-1.0 five values,
+    (obs, state, reward, done, info) with done = terminated | truncated: what rejax 0.1.3
+    unpacks. A subclass, so rejax's deepcopy and jit (static self) treat it as the env."""
+    base = type(env)
+
+    class FiveValueStep(base):
+        def step(self, key, state, action, params=None):
+            obs, state, reward, terminated, truncated, info = base.step(
+                self, key, state, action, params
+            )
+            return obs, state, reward, terminated | truncated, info
+
+    FiveValueStep.__name__ = FiveValueStep.__qualname__ = f"FiveValueStep[{base.__name__}]"
+    adapted = FiveValueStep.__new__(FiveValueStep)
+    adapted.__dict__.update(env.__dict__)
+    return adapted
+
+
+def rejax_algo(peer: str, p, steps_per_run: int):
+    """The rejax algorithm with the numbers of prepared program `p` (ours), evaluation off."""
+    import gymnax
+    import rejax
+
+    config, h = p.config.agent.config, p.config.agent.hparams
+    env, env_params = gymnax.make(p.config.env.id)
+    common = dict(
+        env=five_value_step(env),
+        env_params=env_params,
+        total_timesteps=steps_per_run,
+        eval_freq=steps_per_run // p.trainer.num_logs,
+        skip_initial_evaluation=True,
+        num_envs=config.num_envs,
+        num_steps=config.num_steps,
+        num_epochs=config.num_epochs,
+        num_minibatches=config.num_minibatches,
+        learning_rate=h.lr,
+        gamma=h.gamma,
+        max_grad_norm=h.max_grad_norm,
+    )
+    if peer == "rejax_ppo":
+        algo = rejax.PPO.create(
+            **common,
+            gae_lambda=h.gae_lambda,
+            clip_eps=h.clip_eps,
+            ent_coef=h.ent_coef,
+            vf_coef=h.vf_coef,
+            agent_kwargs={
+                "activation": config.activation,
+                "hidden_layer_sizes": tuple(config.hidden_sizes),
+            },
+        )
+    else:
+        net = (tuple(config.hidden_sizes), config.activation, config.layer_norm)
+        if net != ((64, 64), "relu", True):
+            raise SystemExit(
+                f"rejax.PQN's network is fixed at 64x64 LayerNorm + relu; ours is "
+                f"{net}: add agent.hidden_sizes=[64,64]"
+            )
+        algo = rejax.PQN.create(
+            **common,
+            td_lambda=h.q_lambda,
+            eps_start=h.epsilon_start,
+            eps_end=h.epsilon_end,
+            exploration_fraction=h.epsilon_fraction,
+        )
+    # Evaluation off: the 128 greedy episodes after every segment are not training work.
+    return algo.replace(eval_callback=lambda algo, ts, rng: ())
+
+
+def rejax_worker(
+    peer: str,
+    runs: int,
+    total_timesteps: int,
+    num_logs: int,
+    num_devices: int | None,
+    overrides: list[str],
+) -> dict:
+    """R rejax runs at the settings of our program for `overrides`; one result row."""
+    import jax
+    import numpy as np
+
+    from research.results import peak_memory
+
+    p = prepared(runs, total_timesteps, num_logs, num_devices, overrides)
+    steps_per_run = p.trainer.steps_per_segment * p.trainer.num_logs
+    algo = rejax_algo(peer, p, steps_per_run)
+    keys, devices = sharded_keys(runs, list(p.devices))
+    started = time.perf_counter()
+    compiled = jax.jit(jax.vmap(algo.train)).lower(keys).compile()
+    compile_s = time.perf_counter() - started
+    started = time.perf_counter()
+    states, _ = jax.device_get(compiled(keys))  # to the host, as run_batch does
+    run_s = time.perf_counter() - started
+    done = np.asarray(states.global_step)
+    if not (done == steps_per_run).all():
+        raise SystemExit(
+            f"rejax ran {sorted(set(done.tolist()))} env steps per run, expected {steps_per_run}"
+        )
+    program = program_bytes(compiled)
+    rate = runs * steps_per_run / run_s
+    return {
+        "device": device_name(jax),
+        "platform": devices[0].platform,
+        "num_devices": len(devices),
+        "runs": runs,
+        "env_id": p.config.env.id,
+        "agent_settings": rejax_settings(peer, algo),
+        "env_steps_per_run": steps_per_run,
+        "num_updates": p.num_updates,
+        "num_logs": p.trainer.num_logs,
+        "chunk_size": runs,
+        "num_chunks": 1,
+        "env_steps_per_s": rate,
+        "env_steps_per_s_per_run": rate / runs,
+        "compile_s": compile_s,
+        "run_s": run_s,
+        "program_mib": None if program is None else program / 2**20,
+        **peak_memory(devices),
+        "state_kib_per_run": tree_bytes(jax.tree.map(lambda x: x[0], states)) / 2**10,
+        "final_return": None,
+        "cpu_s": time.process_time(),
+        "jax": jax.__version__,
+    }
+
+
+def sharded_keys(runs: int, devices: list):
+    """R PRNG keys, sharded over the devices like our runner shards the runs axis (where R
+    divides evenly), and the devices used."""
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    keys = jax.random.split(jax.random.key(0), runs)
+    devices = devices[:runs]
+    if len(devices) > 1 and runs % len(devices) == 0:
+        mesh = Mesh(np.array(devices), ("runs",))
+        return jax.device_put(keys, NamedSharding(mesh, PartitionSpec("runs"))), devices
+    return keys, devices[:1]
+
+
+def program_bytes(compiled) -> int | None:
+    """XLA's memory estimate of a compiled program, as `program_mib` is for ours."""
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return None
+    return stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+
+
+def rejax_settings(peer: str, algo) -> str:
+    """The `agent_settings` cell: rejax's version and the numbers it actually ran with."""
+    import importlib.metadata as metadata
+
+    fields = (
+        "num_envs",
+        "num_steps",
+        "num_epochs",
+        "num_minibatches",
+        "learning_rate",
+        "gamma",
+        "max_grad_norm",
+        "gae_lambda",
+        "clip_eps",
+        "ent_coef",
+        "vf_coef",
+        "td_lambda",
+        "eps_start",
+        "eps_end",
+        "exploration_fraction",
+    )
+    net = algo.actor.hidden_layer_sizes if peer == "rejax_ppo" else "(64, 64) LayerNorm relu"
+    settings = [f"{k}={getattr(algo, k)}" for k in fields if hasattr(algo, k)]
+    version = metadata.version("rejax")
+    return f"rejax {version}: " + ", ".join(settings) + f", hidden={net}, eval off"
+
+
+def sb3_worker(total_timesteps: int, overrides: list[str]) -> dict:
+    """One stable-baselines3 PPO run on gymnasium's CartPole-v1 with our PPO's numbers."""
+    import importlib.metadata as metadata
+
+    import jax
+    import numpy as np
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from research.results import peak_memory
+
+    p = prepared(1, total_timesteps, 1, None, overrides)
+    config, h = p.config.agent.config, p.config.agent.hparams
+    batch = config.num_envs * config.num_steps
+    started = time.perf_counter()
+    env = make_vec_env(p.config.env.id, n_envs=config.num_envs, seed=0)
+    model = PPO(
+        "MlpPolicy",
+        env,
+        n_steps=config.num_steps,
+        batch_size=batch // config.num_minibatches,
+        n_epochs=config.num_epochs,
+        learning_rate=h.lr,
+        gamma=h.gamma,
+        gae_lambda=h.gae_lambda,
+        clip_range=h.clip_eps,
+        ent_coef=h.ent_coef,
+        vf_coef=h.vf_coef,
+        max_grad_norm=h.max_grad_norm,
+        seed=0,
+        device="cpu",
+        policy_kwargs={
+            "net_arch": list(config.hidden_sizes),
+            "activation_fn": {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[config.activation],
+        },
+    )
+    setup_s = time.perf_counter() - started
+    steps = max(total_timesteps // batch, 1) * batch
+    started = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    run_s = time.perf_counter() - started
+    returns = [info["r"] for info in model.ep_info_buffer]
+    rate = model.num_timesteps / run_s
+    return {
+        "device": device_name(jax),
+        "platform": "cpu",
+        "num_devices": 1,
+        "runs": 1,
+        "env_id": f"{p.config.env.id} (gymnasium)",
+        "agent_settings": f"stable-baselines3 {metadata.version('stable-baselines3')}, torch "
+        f"{torch.__version__} ({torch.get_num_threads()} threads): n_envs={config.num_envs} "
+        f"(DummyVecEnv), n_steps={config.num_steps}, n_epochs={config.num_epochs}, "
+        f"batch_size={batch // config.num_minibatches}, net_arch={list(config.hidden_sizes)}, "
+        f"activation={config.activation}; setup {setup_s:.1f} s",
+        "env_steps_per_run": model.num_timesteps,
+        "num_updates": model.num_timesteps // batch,
+        "num_logs": None,
+        "chunk_size": 1,
+        "num_chunks": 1,
+        "env_steps_per_s": rate,
+        "env_steps_per_s_per_run": rate,
+        "compile_s": None,
+        "run_s": run_s,
+        "program_mib": None,
+        **peak_memory(),
+        "final_return": float(np.mean(returns[-20:])) if returns else None,
+        "cpu_s": time.process_time(),
+        "jax": None,
+    }
