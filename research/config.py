@@ -15,6 +15,7 @@ Two kinds of agent settings exist, and the split is the heart of batching:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.util
 import math
 from collections.abc import Mapping, Sequence
@@ -1124,10 +1125,36 @@ def _check_meta(config: ExperimentConfig) -> ExperimentConfig:
     return config
 
 
+def import_modules(raw: Any) -> tuple[str, ...]:
+    """Imports each module named in the config's `import_modules` (returns the names).
+
+    A user's module outside research/ registers its own environments and potentials
+    (`research.envs.register`) when imported, so a config names it here and every
+    entry point that parses configs (train, resume, reproduce) sees them.
+    """
+    if raw is None:
+        return ()
+    if not isinstance(raw, (list, tuple)):
+        raise ConfigError(
+            f"import_modules: got {raw!r}; must be a list of module names, e.g. [my_envs]"
+        )
+    for i, name in enumerate(raw):
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"import_modules[{i}]: got {name!r}; must be a module name")
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise ConfigError(f"import_modules: cannot import {name!r}: {error}") from error
+    return tuple(raw)
+
+
 def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Validates a composed config mapping (e.g. Hydra's) into an ExperimentConfig."""
     raw = _mapping("config", raw)
+    # First: the modules may register the env.id and the potential checked below.
+    import_modules(raw.get("import_modules"))
     top = (
+        "import_modules",
         "experiment_name",
         "agent",
         "env",

@@ -12,7 +12,7 @@ from flax import struct
 
 from research.agents.base import Agent
 from research.config import ConfigError, QLearningConfig, QLearningHParams
-from research.envs import DISCRETE_STATE_IDS, EnvSpec
+from research.envs import EnvSpec, discrete_state_ids
 from research.rl.exploration import epsilon_greedy, schedule
 from research.rl.rollout import Transition
 
@@ -83,7 +83,7 @@ def make(config: QLearningConfig, spec: EnvSpec, total_updates: int) -> Agent:
         raise ConfigError(
             f"agent.name: 'q_learning' is tabular and needs discrete states; env.id "
             f"{spec.env_id!r} has observations of shape {spec.obs_shape}. Allowed: an env with "
-            f"discrete states ({', '.join(DISCRETE_STATE_IDS)}), or env.discretize with bins, "
+            f"discrete states ({', '.join(discrete_state_ids())}), or env.discretize with bins, "
             "low and high per observation dimension (e.g. env=cartpole_discrete)"
         )
 

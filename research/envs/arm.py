@@ -38,6 +38,8 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from research.envs.registry import EnvEntry, register
+
 # Discrete actions: index a -> torque directions (a // 3 - 1, a % 3 - 1), a = 4 is zero torque.
 DISCRETE_TORQUES = np.array([[i - 1, j - 1] for i in range(3) for j in range(3)], np.float32)
 OBS_SIZE = 10
@@ -289,4 +291,21 @@ class ArmReachDiscrete(ArmReach):
         return spaces.Discrete(len(DISCRETE_TORQUES))
 
 
+def progress(obs: jax.Array, params: ArmParams) -> jax.Array:
+    """-distance from fingertip to target / reach (l1 + l2): 0 on the target, about -1 at
+    the far side of the workspace."""
+    return -target_distance(obs) / (params.link_length_1 + params.link_length_2)
+
+
 ARMS = {"ArmReach-v0": ArmReach, "ArmReachDiscrete-v0": ArmReachDiscrete}
+
+for _env_id, _arm in ARMS.items():
+    register(
+        EnvEntry(
+            _env_id,
+            _arm,
+            check=check_params,
+            potentials={"distance": progress},
+            goal_distance=target_distance,
+        )
+    )

@@ -19,6 +19,8 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from research.envs.registry import EnvEntry, register
+
 MAX_SIZE = 10
 MOVES = ((-1, 0), (0, 1), (1, 0), (0, -1))  # up, right, down, left: (d_row, d_col)
 
@@ -99,3 +101,26 @@ class GridWorld(environment.Environment[GridWorldState, GridWorldParams]):
 
     def observation_space(self, params: Any = None) -> spaces.Discrete:
         return spaces.Discrete(self.num_states)
+
+
+def distance_to_goal(obs: jax.Array, params: GridWorldParams) -> jax.Array:
+    """Manhattan distance from the cell (obs = row * size + col) to the goal."""
+    row, col = obs // params.size, obs % params.size
+    return (jnp.abs(row - params.goal_row) + jnp.abs(col - params.goal_col)).astype(jnp.float32)
+
+
+def progress(obs: jax.Array, params: GridWorldParams) -> jax.Array:
+    """-distance to the goal / (2 (size - 1)): 0 at the goal, -1 in the far corner."""
+    return -distance_to_goal(obs, params) / (2.0 * (params.size - 1))
+
+
+register(
+    EnvEntry(
+        "GridWorld-tabular",
+        GridWorld,
+        check=check_params,
+        potentials={"distance": progress},
+        goal_distance=distance_to_goal,
+        discrete_states=True,
+    )
+)

@@ -21,6 +21,8 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from research.envs.registry import EnvEntry, register
+
 
 @struct.dataclass
 class ProbeState(environment.EnvState):
@@ -119,3 +121,6 @@ PROBES = {
     "ObsActionReward-probe": ObsActionReward,
     "TwoStepDiscount-probe": TwoStepDiscount,
 }
+
+for _env_id, _probe in PROBES.items():
+    register(EnvEntry(_env_id, _probe))

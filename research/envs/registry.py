@@ -1,12 +1,21 @@
 """One registry for every environment: gymnax's built-ins and the project's own.
 
-`make(env_id)` returns the wrapped environment the runner steps; `spec` tells an
-agent the observation shape and the action space without touching gymnax.
+Everything the project knows about one environment is one `EnvEntry`: how to make it,
+which EnvParams fields are derived, which field combinations are invalid, its shaping
+potentials and goal distance, its per-episode metrics. Each environment module registers
+its own entries when imported (research/envs/__init__.py imports them all); a user's
+module outside research/ calls `register` the same way and is named in the config's
+`import_modules`. An id nobody registered (most gymnax built-ins) has the empty entry.
+
+`make_gymnax(env_id)` returns the raw environment; `spec_of` tells an agent the
+observation shape and the action space without touching gymnax.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import gymnax
@@ -14,29 +23,96 @@ import numpy as np
 from gymnax.environments import spaces
 
 from research.config import ConfigError
-from research.envs import trading
-from research.envs.arm import ARMS
-from research.envs.gridworld import GridWorld
-from research.envs.probes import PROBES
-from research.envs.tabular import ENCODED
 
-_OWN: dict[str, Any] = {
-    **PROBES,
-    "GridWorld-tabular": GridWorld,
-    **ENCODED,
-    **ARMS,
-    **trading.TRADING,
-}
+ObsFn = Callable[[Any, Any], Any]  # (obs [..., *obs_shape], env_params) -> [...], jittable
+Check = Callable[[Any], tuple[str, str] | None]  # params -> (field, what is allowed) or None
 
-# Per-episode statistics beyond the return, by env id: name -> fn(rewards [T] of one
-# episode from its start, zeros after its end; env params) -> []. Evaluation reports them.
-EPISODE_METRICS: dict[str, dict[str, Any]] = {
-    "Trading-v0": {"max_drawdown": trading.max_drawdown},
-}
 
-# Ids observed as state indices (a Discrete observation space), for tabular agents;
-# any flat continuous env becomes one with env.discretize.
-DISCRETE_STATE_IDS = ("GridWorld-tabular", *ENCODED, "FrozenLake-misc")
+def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A read-only copy, so that an entry cannot change after it is registered."""
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    """What the project knows about one environment id.
+
+    factory: makes the environment (a gymnax-API class or a function of no arguments);
+        None for a gymnax built-in, which `gymnax.make(env_id)` makes.
+    derived: EnvParams fields gymnax stores but computes from others, name -> fn(params).
+        Set directly, a variant would be silently inconsistent, so they are recomputed
+        after every override and a config may not set them.
+    check: params -> (field, what is allowed) for the first inconsistent field, else None.
+        A goal outside the grid would silently make the task unsolvable.
+    potentials: progress potentials for shaping, name -> fn(obs, params) -> [...], scaled
+        to about [-1, 1] so that one shaping weight means something similar across envs;
+        the first is the default of `shaping.name`.
+    goal_distance: fn(obs, params) -> [...] >= 0, for the (non-potential) bonus shaping.
+    episode_metrics: statistics beyond the return that evaluation reports, name ->
+        fn(rewards [T] of one episode from its start, zeros after its end; params) -> [].
+    discrete_states: observations are state indices (Discrete), for tabular agents.
+    """
+
+    env_id: str
+    factory: Callable[[], Any] | None = None
+    derived: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    check: Check | None = None
+    potentials: Mapping[str, ObsFn] = field(default_factory=dict)
+    goal_distance: ObsFn | None = None
+    episode_metrics: Mapping[str, Callable[[Any, Any], Any]] = field(default_factory=dict)
+    discrete_states: bool = False
+
+    def __post_init__(self):
+        for name in ("derived", "potentials", "episode_metrics"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+
+
+_ENTRIES: dict[str, EnvEntry] = {}
+
+
+def register(new: EnvEntry, *, replace: bool = False) -> EnvEntry:
+    """Adds `new` to the registry (returns it); ValueError for an id registered before,
+    unless `replace`. An entry without a factory adds to a gymnax built-in; one with a
+    factory may not shadow a gymnax id, since two environments would share one name."""
+    if not isinstance(new, EnvEntry):
+        raise TypeError(f"register takes an EnvEntry; got {type(new).__name__}")
+    env_id = new.env_id
+    if not isinstance(env_id, str) or not env_id:
+        raise ValueError(f"EnvEntry.env_id: got {env_id!r}; must be a non-empty id")
+    builtin = env_id in gymnax.registered_envs
+    if new.factory is None and not builtin:
+        raise ValueError(
+            f"environment {env_id!r} has no factory and is not a gymnax id; pass the "
+            "environment class as factory"
+        )
+    if new.factory is not None and builtin:
+        raise ValueError(
+            f"environment {env_id!r} is already registered (by gymnax); use another id, "
+            "or factory=None to add to gymnax's own"
+        )
+    if env_id in _ENTRIES and not replace:
+        raise ValueError(
+            f"environment {env_id!r} is already registered; pass replace=True to replace it"
+        )
+    _ENTRIES[env_id] = new
+    return new
+
+
+def entry(env_id: str) -> EnvEntry:
+    """The registered entry of `env_id`; the empty one (gymnax makes it, nothing to add)
+    for an id nobody registered. Whether the id exists at all is `make_gymnax`'s check."""
+    return _ENTRIES.get(env_id) or EnvEntry(env_id)
+
+
+def registered() -> tuple[EnvEntry, ...]:
+    """Every registered entry, in registration order (the order error messages list)."""
+    return tuple(_ENTRIES.values())
+
+
+def discrete_state_ids() -> tuple[str, ...]:
+    """Ids observed as state indices, for tabular agents; any flat continuous env becomes
+    one with env.discretize."""
+    return tuple(e.env_id for e in registered() if e.discrete_states)
 
 
 @dataclass(frozen=True)
@@ -60,22 +136,21 @@ class EnvSpec:
     num_states: int = 0
 
 
+def _own_ids() -> list[str]:
+    """Registered ids that gymnax does not make."""
+    return [k for k, e in _ENTRIES.items() if e.factory is not None]
+
+
 def available() -> list[str]:
     """All environment ids, gymnax's first."""
-    return list(gymnax.registered_envs) + [k for k in _OWN if k not in gymnax.registered_envs]
-
-
-def register(env_id: str, factory: Any) -> None:
-    """Adds an environment class (gymnax API) under `env_id`."""
-    if env_id in available():
-        raise ValueError(f"environment {env_id!r} is already registered")
-    _OWN[env_id] = factory
+    return list(gymnax.registered_envs) + _own_ids()
 
 
 def make_gymnax(env_id: str) -> tuple[Any, Any]:
     """The raw gymnax environment and its default params; ConfigError if unknown."""
-    if env_id in _OWN:
-        env = _OWN[env_id]()
+    factory = entry(env_id).factory
+    if factory is not None:
+        env = factory()
         return env, env.default_params
     if env_id in gymnax.registered_envs:
         return gymnax.make(env_id)

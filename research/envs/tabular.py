@@ -26,6 +26,7 @@ from gymnax.environments import spaces
 from gymnax.wrappers.purerl import GymnaxWrapper
 
 from research.config import ConfigError
+from research.envs.registry import EnvEntry, register
 
 Encoder = Callable[[jax.Array], jax.Array]  # one observation -> [] int32 state index
 
@@ -111,6 +112,9 @@ ENCODED = {
     "FourRooms-tabular": _encoded("FourRooms-misc", four_rooms_encoder),
     "DeepSea-tabular": _encoded("DeepSea-bsuite", deep_sea_encoder),
 }
+
+for _env_id, _factory in ENCODED.items():
+    register(EnvEntry(_env_id, _factory, discrete_states=True))
 
 
 def discretized(env_id: str, env: Any, params: Any, discretize: Any) -> IndexObservation:

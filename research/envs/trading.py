@@ -37,6 +37,8 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from research.envs.registry import EnvEntry, register
+
 WINDOW = 8  # past log returns in the observation (static: it sets the observation shape)
 MAX_JUMPS = 8  # a larger jump count is drawn as 8: P(N > 8) < 1.1e-6 at jump_rate <= 1
 PERCENT = 100.0  # returns are observed in percent so that the network sees O(1) inputs
@@ -259,4 +261,8 @@ class Trading(environment.Environment[TradingState, TradingParams]):
         return spaces.Box(-jnp.inf, jnp.inf, (WINDOW + 2,), jnp.float32)
 
 
-TRADING = {"Trading-v0": Trading}
+register(
+    EnvEntry(
+        "Trading-v0", Trading, check=check_params, episode_metrics={"max_drawdown": max_drawdown}
+    )
+)

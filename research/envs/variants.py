@@ -2,13 +2,14 @@
 
 A variant is a dict of field overrides. `variant_params` builds one EnvParams
 from it, `stack_params` a batch whose leaves carry a leading [R] axis so the
-runner can vmap over variants like over seeds.
+runner can vmap over variants like over seeds. Which fields are derived, and which
+combinations are invalid, each environment's registry entry says (`EnvEntry`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -16,31 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from research.config import ConfigError
-from research.envs import arm, gridworld, trading
-
-# Fields that gymnax stores but computes from others: set them and the variant
-# would be silently inconsistent, so they are recomputed and never set directly.
-DERIVED: dict[str, dict[str, Callable[[Any], Any]]] = {
-    "CartPole-v1": {
-        "total_mass": lambda p: p.masscart + p.masspole,
-        "polemass_length": lambda p: p.masspole * p.length,
-    },
-}
-
-
-# Constraints between fields, by env id: params -> (field, what is allowed) or None.
-# A goal outside the grid would silently make the task unsolvable.
-CHECKS: dict[str, Callable[[Any], tuple[str, str] | None]] = {
-    "GridWorld-tabular": gridworld.check_params,
-    "ArmReach-v0": arm.check_params,
-    "ArmReachDiscrete-v0": arm.check_params,
-    "Trading-v0": trading.check_params,
-}
+from research.envs.registry import entry
 
 
 def settable_fields(env_id: str, default_params: Any) -> dict[str, Any]:
     """Scalar EnvParams fields a config may set -> their default value."""
-    derived = DERIVED.get(env_id, {})
+    derived = entry(env_id).derived
     out = {}
     for f in dataclasses.fields(default_params):
         value = getattr(default_params, f.name)
@@ -49,10 +31,17 @@ def settable_fields(env_id: str, default_params: Any) -> dict[str, Any]:
     return out
 
 
+def with_derived(env_id: str, params: Any) -> Any:
+    """`params` with the env's derived fields recomputed from the others (jittable)."""
+    for name, derive in entry(env_id).derived.items():
+        params = params.replace(**{name: derive(params)})
+    return params
+
+
 def check_fields(env_id: str, default_params: Any, overrides: Mapping[str, Any], path: str) -> None:
     """ConfigError at `path`.<field> for an override that is not a settable field."""
     allowed = settable_fields(env_id, default_params)
-    derived = DERIVED.get(env_id, {})
+    derived = entry(env_id).derived
     for name, value in overrides.items():
         if name in derived:
             raise ConfigError(
@@ -75,10 +64,7 @@ def variant_params(env_id: str, default_params: Any, overrides: Mapping[str, Any
     for name, value in overrides.items():
         default = getattr(default_params, name)
         fields[name] = type(default)(value) if isinstance(default, (int, float)) else value
-    params = default_params.replace(**fields)
-    for name, derive in DERIVED.get(env_id, {}).items():
-        params = params.replace(**{name: derive(params)})
-    return params
+    return with_derived(env_id, default_params.replace(**fields))
 
 
 def variant_grid(
@@ -94,7 +80,7 @@ def variant_grid(
         for value in values:
             check_fields(env_id, default_params, {name: value}, "env.variants")
         grid = [{**g, name: v} for g in grid for v in values]
-    check = CHECKS.get(env_id)
+    check = entry(env_id).check
     for point in grid if check else ():
         params = variant_params(env_id, default_params, point)
         problem = check(params)
@@ -123,7 +109,4 @@ def interpolate(env_id: str, before: Any, after: Any, weight: jax.Array) -> Any:
             return a + weight * (b - a)
         return jnp.where(weight >= 1.0, b, a)
 
-    params = jax.tree.map(mix, before, after)
-    for name, derive in DERIVED.get(env_id, {}).items():
-        params = params.replace(**{name: derive(params)})
-    return params
+    return with_derived(env_id, jax.tree.map(mix, before, after))

@@ -28,8 +28,7 @@ from research import checkpoint, results
 from research.analysis import transfer as metrics_lib
 from research.analysis.curves import aggregate, ci_markdown, plot_facets, plot_heatmap
 from research.config import ConfigError, ExperimentConfig, parse_experiment
-from research.envs import stack_params, variant_grid
-from research.envs.registry import EPISODE_METRICS
+from research.envs import entry, stack_params, variant_grid
 from research.pipelines.train import Prepared, execute, load_checkpoint, prepare, write_run_dir
 from research.runner import Shaped, evaluate_batch, initial_agent_states, make_evaluate, take
 from research.sinks import write_sinks
@@ -47,7 +46,7 @@ class TransferPlan:
     scratch: Prepared | None
     evaluate: Any
     held_out: list[dict[str, float]]
-    # the env's per-episode metrics beyond the return (EPISODE_METRICS): name -> evaluator
+    # the env's per-episode metrics beyond the return (EnvEntry.episode_metrics): name -> evaluator
     metric_evaluators: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -97,7 +96,7 @@ def plan(config: ExperimentConfig, raw: dict) -> TransferPlan:
     evaluate = make_evaluate(finetune.agent, env, t.evaluation.num_envs, num_steps)
     metric_evaluators = {
         name: make_evaluate(finetune.agent, env, t.evaluation.num_envs, num_steps, metric)
-        for name, metric in EPISODE_METRICS.get(config.env.id, {}).items()
+        for name, metric in entry(config.env.id).episode_metrics.items()
     }
     held_out = (
         variant_grid(
