@@ -169,7 +169,7 @@ class DQNConfig:
     batch_size: int = _f(128, POS_INT)  # dqn
     learning_starts: int = _f(1_000, Rule("int", low=0))  # dqn, transitions before learning
     double_q: bool = _f(False, BOOL)  # dqn: online net picks a', target net values it
-    loss: str = _f("mse", Rule("str", choices=("mse", "huber")))  # dqn TD loss
+    loss: str = _f("mse", Rule("str", choices=("mse", "huber")))  # TD loss, both modes
     epsilon_schedule: str = _f("linear", SCHEDULES)
     anneal_lr: bool = _f(False, BOOL)
 

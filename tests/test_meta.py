@@ -10,6 +10,7 @@ import pytest
 from research import checkpoint
 from research.config import ConfigError, FieldRange, FinetuneConfig, parse_experiment
 from research.envs import make_gymnax
+from research.extensions import Finetune
 from research.meta import (
     SearchSpace,
     decode,
@@ -54,7 +55,7 @@ def _inner_trainer(num_updates):
         parse_experiment(compose_raw(*TINY, "train.total_timesteps=64", "train.num_logs=1"))
     )
     agent, env = prepared.agent, prepared.env
-    trainer = make_train(agent, env, 4, 16, num_updates, 1, finetune=FinetuneConfig())
+    trainer = make_train(agent, env, 4, 16, num_updates, 1, [Finetune(FinetuneConfig())])
     state = agent.init(jax.random.key(0), prepared.config.agent.hparams)
     _, params = sample_variants(
         np.random.default_rng(0),

@@ -9,9 +9,10 @@ import pytest
 from research.agents import Agent
 from research.config import ConfigError, QLearningHParams, ShapingHParams, parse_experiment
 from research.envs import Env, variant_params
+from research.extensions import RewardShaping
 from research.pipelines.train import prepare, run_experiment
 from research.rl.shaping import SCHEDULES, potential_term, proximity_bonus, schedule_factor
-from research.runner import Shaped, Shaping, make_train
+from research.runner import RunParams, make_train
 from tests.conftest import compose_raw, train
 from tests.test_q_learning import q_star_gridworld
 
@@ -83,7 +84,7 @@ def _recording_agent(num_steps, num_envs):
     return Agent(
         init=lambda key, hp: {k: jnp.zeros((num_steps, num_envs), jnp.float32) for k in fields},
         act=lambda state, obs, key, hp, explore: (jax.random.randint(key, obs.shape, 0, 4), {}),
-        update=lambda state, batch, key, hp: (
+        update=lambda state, batch, key, hp, penalty=None: (
             {k: getattr(batch, k).astype(jnp.float32) for k in fields},
             {},
         ),
@@ -106,13 +107,13 @@ def _record(weight, num_steps=128, num_envs=8):
         num_steps,
         num_updates=4,
         num_logs=2,
-        shaping=Shaping("potential", lambda obs, p: table[obs]),
+        extensions=[RewardShaping("potential", lambda obs, p: table[obs], num_envs)],
     )
     run = jax.jit(trainer.train)
     state, metrics = run(
         jax.random.key(0),
         QLearningHParams(gamma=0.9),
-        Shaped(params, ShapingHParams(weight=weight)),
+        RunParams(params, {"shaping": ShapingHParams(weight=weight)}),
     )
     return jax.tree.map(np.asarray, state), jax.tree.map(np.asarray, metrics), np.asarray(table)
 

@@ -9,6 +9,7 @@ import pytest
 from research.analysis import transfer as tm
 from research.config import ConfigError, FinetuneConfig, parse_experiment
 from research.envs import interpolate, make_gymnax, variant_params
+from research.extensions import l2_penalty
 from research.pipelines.train import prepare
 from research.pipelines.transfer import run_transfer
 from research.rl.optim import Optimizer, param_group
@@ -118,19 +119,20 @@ def test_tabular_finetuning_loads_the_table_and_rewarms_epsilon():
 def test_optimizer_l2_pull_and_frozen_groups():
     params = {"torso": {"w": jnp.array([1.0, -2.0])}, "head": {"w": jnp.array([3.0])}}
     anchor = jax.tree.map(jnp.zeros_like, params)
-    zeros = jax.tree.map(jnp.zeros_like, params)
+    # The L2-to-init extension's loss term alone (the agent's own loss has zero gradient).
+    l2_grads = lambda weight: jax.grad(l2_penalty)(params, anchor, weight)
     opt = Optimizer()
     state = opt.init(params).replace(anchor=anchor)
-    same, _, norm = opt.step(state, params, zeros, 0.1, 1e9, 0.0)
+    same, _, norm = opt.step(state, params, l2_grads(0.0), 0.1, 1e9)
     assert_trees_equal(same, params) and float(norm) == 0.0
-    pulled, _, norm = opt.step(state, params, zeros, 0.1, 1e9, 2.0)
+    pulled, _, norm = opt.step(state, params, l2_grads(2.0), 0.1, 1e9)
     # Adam's first step moves each coordinate by lr against the sign of its gradient.
     np.testing.assert_allclose(pulled["torso"]["w"], [0.9, -1.9], rtol=1e-5)
     np.testing.assert_allclose(pulled["head"]["w"], [2.9], rtol=1e-5)
     np.testing.assert_allclose(float(norm), 2.0 * np.sqrt(1 + 4 + 9), rtol=1e-6)
     frozen = Optimizer(frozen=("torso",))
     moved, _, norm = frozen.step(
-        frozen.init(params).replace(anchor=anchor), params, zeros, 0.1, 1e9, 2.0
+        frozen.init(params).replace(anchor=anchor), params, l2_grads(2.0), 0.1, 1e9
     )
     assert_trees_equal(moved["torso"], params["torso"])
     np.testing.assert_allclose(moved["head"]["w"], [2.9], rtol=1e-5)

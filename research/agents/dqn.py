@@ -89,7 +89,6 @@ def make(
         )
     network = q_network(config, spec)
     replay = config.mode == "dqn"
-    loss_kind = config.loss if replay else "mse"
 
     def init(key: jax.Array, hparams: DQNHParams) -> DQNState:
         obs = jnp.zeros(spec.obs_shape, jnp.float32)
@@ -133,22 +132,23 @@ def make(
     def learning_rate(state: DQNState, hparams: DQNHParams) -> jax.Array:
         return optim.annealed_lr(hparams.lr, state.num_updates, total_updates, config.anneal_lr)
 
-    def sgd_step(carry, minibatch, targets_fn, hparams, lr):
+    def sgd_step(carry, minibatch, targets_fn, hparams, lr, penalty):
         params, opt_state = carry
 
         def loss(p):
             targets = targets_fn(minibatch)
-            return td_loss(
-                network.apply(p, minibatch["obs"]), minibatch["action"], targets, loss_kind
+            td = td_loss(
+                network.apply(p, minibatch["obs"]), minibatch["action"], targets, config.loss
             )
+            return optim.with_penalty(td, penalty, p, minibatch["obs"]), td
 
-        value, grads = jax.value_and_grad(loss)(params)
+        (_, value), grads = jax.value_and_grad(loss, has_aux=True)(params)
         params, opt_state, grad_norm = optimizer.step(
-            opt_state, params, grads, lr, hparams.max_grad_norm, hparams.l2_init
+            opt_state, params, grads, lr, hparams.max_grad_norm
         )
         return (params, opt_state), {"td_loss": value, "grad_norm": grad_norm}
 
-    def update_pqn(state: DQNState, batch, key, hparams: DQNHParams):
+    def update_pqn(state: DQNState, batch, key, hparams: DQNHParams, penalty):
         next_q = network.apply(state.params, batch.next_obs)  # [T, N, A]
         targets = q_lambda_targets(
             batch.reward,
@@ -161,7 +161,7 @@ def make(
         )
         flat = flatten_time({"obs": batch.obs, "action": batch.action, "target": targets})
         lr = learning_rate(state, hparams)
-        step = lambda c, mb: sgd_step(c, mb, lambda m: m["target"], hparams, lr)
+        step = lambda c, mb: sgd_step(c, mb, lambda m: m["target"], hparams, lr, penalty)
         (params, opt_state), metrics = minibatch_epochs(
             key,
             (state.params, state.opt_state),
@@ -172,7 +172,7 @@ def make(
         )
         return state.replace(params=params, opt_state=opt_state), metrics
 
-    def update_dqn(state: DQNState, batch, key, hparams: DQNHParams):
+    def update_dqn(state: DQNState, batch, key, hparams: DQNHParams, penalty):
         items = flatten_time(
             {
                 "obs": batch.obs,
@@ -200,7 +200,7 @@ def make(
         def grad_step(carry, step_key):
             minibatch = buffer_sample(buffer, step_key, config.batch_size)
             minibatch = {**minibatch, "target": targets(carry[0], minibatch)}
-            return sgd_step(carry, minibatch, lambda m: m["target"], hparams, lr)
+            return sgd_step(carry, minibatch, lambda m: m["target"], hparams, lr, penalty)
 
         (params, opt_state), metrics = jax.lax.scan(
             grad_step, (state.params, state.opt_state), jax.random.split(key, config.num_epochs)
@@ -219,8 +219,11 @@ def make(
             params=params, target_params=target, opt_state=opt_state, buffer=buffer
         ), metrics
 
-    def update(state: DQNState, batch, key, hparams: DQNHParams) -> tuple[DQNState, dict]:
-        state, metrics = (update_dqn if replay else update_pqn)(state, batch, key, hparams)
+    def update(
+        state: DQNState, batch, key, hparams: DQNHParams, penalty=None
+    ) -> tuple[DQNState, dict]:
+        update_mode = update_dqn if replay else update_pqn
+        state, metrics = update_mode(state, batch, key, hparams, penalty)
         metrics = {**jax.tree.map(jnp.mean, metrics), "epsilon": epsilon(state, hparams)}
         return state.replace(num_updates=state.num_updates + 1), metrics
 

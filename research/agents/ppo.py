@@ -63,19 +63,20 @@ def make(
     ) -> tuple[jax.Array, dict]:
         return policy.act(state.params, state.obs_stats, obs, key, explore)
 
-    def loss(params, minibatch, hparams: PPOHParams):
+    def loss(params, minibatch, hparams: PPOHParams, penalty):
         obs, action, old_logp, old_value, adv, target = minibatch
         dist, value = network.apply(params, obs)
         policy_loss = clipped_surrogate(
             dist.log_prob(action), old_logp, standardize(adv), hparams.clip_eps
         )
         value_loss = clipped_value_loss(value, old_value, target, hparams.clip_eps)
-        return actor_critic_objective(
+        total, metrics = actor_critic_objective(
             policy_loss, value_loss, dist.entropy().mean(), hparams.vf_coef, hparams.ent_coef
         )
+        return optim.with_penalty(total, penalty, params, obs), metrics
 
     def update(
-        state: PPOState, batch: Transition, key: jax.Array, hparams: PPOHParams
+        state: PPOState, batch: Transition, key: jax.Array, hparams: PPOHParams, penalty=None
     ) -> tuple[PPOState, dict]:
         obs = policy.observe(state.obs_stats, batch.obs)
         next_obs = policy.observe(state.obs_stats, batch.next_obs)
@@ -96,9 +97,9 @@ def make(
 
         def sgd_step(carry, minibatch):
             params, opt_state = carry
-            grads, metrics = jax.grad(loss, has_aux=True)(params, minibatch, hparams)
+            grads, metrics = jax.grad(loss, has_aux=True)(params, minibatch, hparams, penalty)
             params, opt_state, grad_norm = optimizer.step(
-                opt_state, params, grads, lr, hparams.max_grad_norm, hparams.l2_init
+                opt_state, params, grads, lr, hparams.max_grad_norm
             )
             return (params, opt_state), {**metrics, "grad_norm": grad_norm}
 

@@ -112,8 +112,15 @@ def make(config: QLearningConfig, spec: EnvSpec, total_updates: int) -> Agent:
         return action, {}
 
     def update(
-        state: QLearningState, batch: Transition, key: jax.Array, hparams: QLearningHParams
+        state: QLearningState,
+        batch: Transition,
+        key: jax.Array,
+        hparams: QLearningHParams,
+        penalty=None,
     ) -> tuple[QLearningState, dict]:
+        if penalty is not None:
+            raise ValueError("tabular Q-learning has no gradient step to add a loss term to")
+
         def step(q, t):
             return td_step(q, *t, hparams.lr, hparams.gamma)
 

@@ -82,7 +82,7 @@ def make(
     ) -> tuple[jax.Array, dict]:
         return policy.act(state.params, state.obs_stats, obs, key, explore)
 
-    def loss(params, obs, action, returns, baseline, hparams: ReinforceHParams):
+    def loss(params, obs, action, returns, baseline, hparams: ReinforceHParams, penalty):
         """obs [T, N, ...], action [T, N, ...], returns [T, N], baseline [] (unused for "value")."""
         dist, values = policy.network.apply(params, obs)
         if learned_baseline:
@@ -92,12 +92,17 @@ def make(
             advantages = standardize(advantages)
         policy_loss = policy_gradient_loss(dist.log_prob(action), advantages)
         v_loss = value_loss(values, returns) if learned_baseline else jnp.zeros(())
-        return actor_critic_objective(
+        total, metrics = actor_critic_objective(
             policy_loss, v_loss, dist.entropy().mean(), hparams.vf_coef, hparams.ent_coef
         )
+        return optim.with_penalty(total, penalty, params, obs), metrics
 
     def update(
-        state: ReinforceState, batch: Transition, key: jax.Array, hparams: ReinforceHParams
+        state: ReinforceState,
+        batch: Transition,
+        key: jax.Array,
+        hparams: ReinforceHParams,
+        penalty=None,
     ) -> tuple[ReinforceState, dict]:
         obs = policy.observe(state.obs_stats, batch.obs)
         if learned_baseline:
@@ -117,10 +122,10 @@ def make(
         # it is subtracted from (which would bias the gradient).
         baseline = state.baseline if config.baseline == "mean" else jnp.zeros(())
         grads, metrics = jax.grad(loss, has_aux=True)(
-            state.params, obs, batch.action, returns, baseline, hparams
+            state.params, obs, batch.action, returns, baseline, hparams, penalty
         )
         params, opt_state, grad_norm = optimizer.step(
-            state.opt_state, state.params, grads, hparams.lr, hparams.max_grad_norm, hparams.l2_init
+            state.opt_state, state.params, grads, hparams.lr, hparams.max_grad_norm
         )
         new_state = ReinforceState(
             params,

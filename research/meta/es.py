@@ -21,7 +21,8 @@ import numpy as np
 import optax
 
 from research.config import FieldRange
-from research.runner.train import Shaped, Trainer
+from research.runner.extension import RunParams
+from research.runner.train import Trainer
 
 
 @dataclass(frozen=True)
@@ -155,9 +156,8 @@ def finetune_fitness(
         keys = jax.random.split(key, per)[jnp.tile(jnp.arange(per), num)]
         env_params = jax.tree.map(lambda x: x[variant], variants)
         if shaping is not None:
-            env_params = Shaped(
-                env_params, with_values(shaping, space, values[candidate], "shaping.")
-            )
+            shaped = with_values(shaping, space, values[candidate], "shaping.")
+            env_params = RunParams(env_params, {"shaping": shaped})
         _, metrics = train(
             keys, with_values(hparams, space, values[candidate]), env_params, init_state
         )

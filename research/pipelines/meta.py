@@ -57,7 +57,14 @@ from research.meta import (
 )
 from research.pipelines.train import Prepared, execute, prepare, write_config, write_run_dir
 from research.pipelines.transfer import against_scratch, curve_metrics, longest_episode
-from research.runner import Shaped, evaluate_batch, initial_agent_states, make_evaluate, take
+from research.runner import (
+    RunParams,
+    evaluate_batch,
+    initial_agent_states,
+    make_evaluate,
+    split_params,
+    take,
+)
 from research.sinks import write_sinks
 
 BASELINES = ("scratch", "source", "multitask")
@@ -138,9 +145,8 @@ def _shaped(config: ExperimentConfig, env_params: Any) -> Any:
     if config.shaping is None:
         return env_params
     shape = np.shape(jax.tree.leaves(env_params)[0])
-    return Shaped(
-        env_params, jax.tree.map(lambda x: np.full(shape, x, np.float32), config.shaping.hparams)
-    )
+    shaping = jax.tree.map(lambda x: np.full(shape, x, np.float32), config.shaping.hparams)
+    return RunParams(env_params, {"shaping": shaping})
 
 
 def _variant_streams(
@@ -242,7 +248,7 @@ def _with_searched(
     runs: Any, rows: np.ndarray, meta_seed: np.ndarray, space: SearchSpace, values: np.ndarray
 ) -> Any:
     """The runs axis with the searched fields of `rows` set to their meta seed's values
-    (agent hyperparameters in hparams, shaping.<field> in the Shaped env params)."""
+    (agent hyperparameters in hparams, shaping.<field> in the env params' ext)."""
     hparams, env_params = runs.hparams, runs.env_params
 
     def put(tree, field, column):
@@ -252,9 +258,8 @@ def _with_searched(
 
     for i, name in enumerate(space.names):
         if name.startswith("shaping."):
-            env_params = env_params.replace(
-                shaping=put(env_params.shaping, name.removeprefix("shaping."), i)
-            )
+            shaping = put(env_params.ext["shaping"], name.removeprefix("shaping."), i)
+            env_params = env_params.replace(ext={**env_params.ext, "shaping": shaping})
         else:
             hparams = put(hparams, name, i)
     return dataclasses.replace(runs, hparams=hparams, env_params=env_params)
@@ -275,7 +280,8 @@ def _arm_runs(p: MetaPlan, es_values: np.ndarray | None) -> Prepared:
             runs, np.flatnonzero(table["arm"] == "es"), meta_seed, space, es_values
         )
         for name in space.names:
-            source = runs.env_params.shaping if name.startswith("shaping.") else runs.hparams
+            shaped = name.startswith("shaping.")
+            source = runs.env_params.ext["shaping"] if shaped else runs.hparams
             table[name] = np.asarray(getattr(source, name.removeprefix("shaping.")))
     runs = dataclasses.replace(runs, table=table, swept=("arm",))
     return dataclasses.replace(ev, runs=runs)
@@ -285,7 +291,7 @@ def _evaluate(p: MetaPlan, prepared: Prepared, init: Any, result: Any) -> pd.Dat
     """One row per fine-tuning run: greedy return before / after, curve metrics, and
     jumpstart, final gain and transfer ratio against scratch on the same variant."""
     runs = prepared.runs
-    target = runs.env_params.env if isinstance(runs.env_params, Shaped) else runs.env_params
+    target = split_params(runs.env_params)[0]
     seeds = runs.seeds + EVALUATION_SEED_OFFSET
     initial = initial_agent_states(prepared.trainer, runs, init)
     table = runs.table.copy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import pandas as pd
 import yaml
 
@@ -31,8 +33,9 @@ from research.analysis.transfer import area_under_curve, drop_and_recovery, time
 from research.config import ConfigError, ExperimentConfig, FinetuneConfig, parse_experiment
 from research.envs import Env, check_fields
 from research.envs.shaping import goal_distance, progress_potential
+from research.extensions import EnvShift, Finetune, L2Init, RewardShaping
 from research.rl.optim import Optimizer
-from research.runner import BatchResult, Shaping, Trainer, make_train, run_batch
+from research.runner import BatchResult, Extension, Trainer, make_train, run_batch
 from research.runner.runs import RunsAxis, build_runs
 from research.sinks import write_sinks
 
@@ -94,16 +97,17 @@ def load_checkpoint(prepared: Prepared, path: Path, indices=None) -> Any:
     )
 
 
-def make_shaping(config: ExperimentConfig, env: Env) -> Shaping | None:
+def make_shaping(config: ExperimentConfig, env: Env) -> RewardShaping | None:
     """The static shaping function of the config: a progress potential, a learned value
     (run 0 of a checkpoint, closed over as constants), or a distance for the bonus."""
     cfg = config.shaping
     if cfg is None:
         return None
+    num_envs = config.agent.config.num_envs
     if cfg.kind == "bonus":
-        return Shaping("bonus", goal_distance(config.env.id))
+        return RewardShaping("bonus", goal_distance(config.env.id), num_envs)
     if cfg.potential == "progress":
-        return Shaping("potential", progress_potential(config.env.id, cfg.name))
+        return RewardShaping("potential", progress_potential(config.env.id, cfg.name), num_envs)
     path = Path(cfg.checkpoint)
     checkpoint.read_info(path)
     source = prepare(parse_experiment(yaml.safe_load((path / "config.yaml").read_text())))
@@ -113,8 +117,39 @@ def make_shaping(config: ExperimentConfig, env: Env) -> Shaping | None:
             f"{source.env.spec.obs_shape}, {config.env.id} gives "
             f"{env.spec.obs_shape}"
         )
-    state = jax.tree.map(lambda x: x[0], load_checkpoint(source, path, indices=[0]))
-    return Shaping("potential", lambda obs, env_params: source.agent.value(state, obs))
+    # As jax arrays: a numpy table (tabular Q) cannot be indexed by traced observations.
+    state = jax.tree.map(lambda x: jnp.asarray(x[0]), load_checkpoint(source, path, indices=[0]))
+    value = lambda obs, env_params: source.agent.value(state, obs)
+    return RewardShaping("potential", value, num_envs)
+
+
+def uses_l2_init(config: ExperimentConfig) -> bool:
+    """Whether any run of the config can have a non-zero L2-to-init weight: set, swept, or
+    searched by ES (a weight of 0 everywhere trains exactly as without the extension)."""
+    hparams = config.agent.hparams
+    if "l2_init" not in {f.name for f in dataclasses.fields(hparams)}:
+        return False
+    searched = config.meta is not None and "l2_init" in config.meta.es.search
+    return hparams.l2_init != 0 or "l2_init" in config.sweep or searched
+
+
+def make_extensions(
+    config: ExperimentConfig, env: Env, num_updates: int, finetune: FinetuneConfig | None
+) -> tuple[Extension, ...]:
+    """The loop's extensions for this config, in the order their hooks run (adoption
+    before the L2 anchor is read from the adopted state)."""
+    extensions: list[Extension] = []
+    if finetune is not None:
+        extensions.append(Finetune(finetune))
+    if uses_l2_init(config):
+        extensions.append(L2Init())
+    shift = shift_updates(config, num_updates)
+    if shift is not None:
+        extensions.append(EnvShift(config.env.id, *shift))
+    shaping = make_shaping(config, env)
+    if shaping is not None:
+        extensions.append(shaping)
+    return tuple(extensions)
 
 
 def prepare(
@@ -165,9 +200,7 @@ def prepare(
         config.agent.config.num_steps,
         num_updates,
         config.train.num_logs,
-        finetune=finetune,
-        env_shift=env_shift,
-        shaping=make_shaping(config, env),
+        make_extensions(config, env, num_updates, finetune),
     )
     return Prepared(config, env, agent, trainer, runs, num_updates, devices, env_shift)
 

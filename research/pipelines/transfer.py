@@ -30,7 +30,13 @@ from research.analysis.curves import aggregate, ci_markdown, plot_facets, plot_h
 from research.config import ConfigError, ExperimentConfig, parse_experiment
 from research.envs import entry, stack_params, variant_grid
 from research.pipelines.train import Prepared, execute, load_checkpoint, prepare, write_run_dir
-from research.runner import Shaped, evaluate_batch, initial_agent_states, make_evaluate, take
+from research.runner import (
+    evaluate_batch,
+    initial_agent_states,
+    make_evaluate,
+    split_params,
+    take,
+)
 from research.sinks import write_sinks
 
 
@@ -133,7 +139,7 @@ def _evaluations(plan: TransferPlan, prepared: Prepared, initial: Any, final: An
     on = lambda states, params, noise=0.0, ev=plan.evaluate: evaluate_batch(
         ev, states, runs.hparams, params, seeds, noise
     )
-    target = runs.env_params.env if isinstance(runs.env_params, Shaped) else runs.env_params
+    target = split_params(runs.env_params)[0]
     out = {"initial_return": on(initial, target), "final_return": on(final, target)}
     for name, ev_metric in plan.metric_evaluators.items():  # e.g. the max drawdown
         out[f"initial_{name}"] = on(initial, target, ev=ev_metric)

@@ -8,6 +8,7 @@ the parameters the run started from ("L2-to-init", anchor kept in the state).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,14 @@ def param_group(path: tuple) -> str:
 class OptState:
     adam: Any
     anchor: Any  # parameters the L2-to-init penalty pulls towards
+
+
+def with_penalty(
+    loss: jax.Array, penalty: Callable[[Any, jax.Array], jax.Array] | None, params: Any, obs: Any
+) -> jax.Array:
+    """loss + penalty(params, obs): the loop's extension loss terms
+    (research.runner.extension), added inside the differentiated loss; loss if None."""
+    return loss if penalty is None else loss + penalty(params, obs)
 
 
 def annealed_lr(
@@ -79,15 +88,13 @@ class Optimizer:
         grads: Any,
         lr: jax.Array,
         max_grad_norm: jax.Array,
-        l2_init: jax.Array = 0.0,
     ) -> tuple[Any, OptState, jax.Array]:
-        """One step on grads of the loss plus l2_init / 2 * |params - anchor|^2.
+        """One step on the loss's grads.
 
         Frozen groups get no gradient (so they do not count towards the clipping norm)
         and no update (so kept Adam moments cannot move them).
         Returns (new params, new opt_state, the gradient norm before clipping).
         """
-        grads = jax.tree.map(lambda g, p, a: g + l2_init * (p - a), grads, params, opt_state.anchor)
         grads = self._trainable(grads)
         grad_norm = optax.tree.norm(grads)
         scale = jnp.minimum(1.0, max_grad_norm / jnp.maximum(grad_norm, 1e-12))

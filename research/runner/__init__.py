@@ -8,15 +8,18 @@ from research.runner.execute import (
     run_batch,
     take,
 )
-from research.runner.train import RunnerState, Shaped, Shaping, Shift, Trainer, make_train
+from research.runner.extension import Extension, RunParams, Start, Step, split_params
+from research.runner.train import RunnerState, Trainer, make_train
 
 __all__ = [
     "BatchResult",
     "ExecutionInfo",
     "RunnerState",
-    "Shaped",
-    "Shaping",
-    "Shift",
+    "Extension",
+    "RunParams",
+    "Start",
+    "Step",
+    "split_params",
     "Trainer",
     "evaluate_batch",
     "initial_agent_states",

@@ -55,7 +55,8 @@ def make_evaluate(
     obs_noise: std of Gaussian noise added to every observation the agent sees
     (robustness); integer (state-index) observations are never perturbed.
     metric: score each first episode by metric(rewards [T], env_params) -> [] instead of
-    its return (e.g. the trading env's max drawdown, research.envs.registry.EPISODE_METRICS).
+    its return (e.g. the trading env's max drawdown: research.envs.registry.EnvEntry
+    .episode_metrics).
     """
 
     def evaluate(agent_state, hparams, env_params, key, obs_noise):

@@ -19,7 +19,7 @@ import pandas as pd
 
 from research.config import SHAPING_SCHEDULES
 from research.envs import stack_params, variant_grid
-from research.runner.train import Shaped, Shift
+from research.runner.extension import RunParams
 
 
 @dataclass(frozen=True)
@@ -72,11 +72,12 @@ def build_runs(
 ) -> RunsAxis:
     """Stacks every (checkpoint, variant, hparam point, seed) combination into a RunsAxis.
 
-    env_shift: overrides that take effect during training; env_params is then a
-    `Shift(before, after)` with `after` = each variant with the overrides applied.
+    env_shift: overrides that take effect during training (research.extensions.env_shift):
+    env_params is then a `RunParams` whose ext["env_shift"] is each variant with the
+    overrides applied.
     checkpoints: K > 0 adds an outermost axis of K initial states (column "checkpoint").
     shaping: base ShapingHParams, and shaping_grid the fields it sweeps: env_params is then
-    `Shaped(env, shaping)`, columns "shaping.<field>" (schedules by name).
+    a `RunParams` with ext["shaping"], columns "shaping.<field>" (schedules by name).
     sweep_aligned: the sweep's value lists are joint points (random search), not a grid.
     """
     sweep, env_variants = dict(sweep or {}), dict(env_variants or {})
@@ -113,11 +114,14 @@ def build_runs(
     hparams = _stack(base_hparams, hparam_rows)
     per_run = lambda params: jax.tree.map(lambda x: x[np.asarray(variant_index)], params)
     env_params = per_run(stack_params(env_id, default_env_params, variants))
+    ext = {}
     if env_shift:
         after = stack_params(env_id, default_env_params, [{**v, **env_shift} for v in variants])
-        env_params = Shift(before=env_params, after=per_run(after))
+        ext["env_shift"] = per_run(after)
     if shaping is not None:
-        env_params = Shaped(env=env_params, shaping=_stack(shaping, shaping_rows))
+        ext["shaping"] = _stack(shaping, shaping_rows)
+    if ext:
+        env_params = RunParams(env=env_params, ext=ext)
     return RunsAxis(
         seeds=np.asarray([r["seed"] for r in rows], np.uint32),
         hparams=hparams,

@@ -8,7 +8,7 @@ batch of runs; `train` here is the same computation for a single run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -16,41 +16,9 @@ import jax.numpy as jnp
 from flax import struct
 
 from research.agents import Agent
-from research.config import FinetuneConfig
-from research.envs import Env, EnvState, interpolate
+from research.envs import Env, EnvState
 from research.rl.rollout import reset_envs, rollout
-from research.rl.shaping import episode_sums, potential_term, proximity_bonus, schedule_factor
-from research.runner.finetune import adopt
-
-
-@struct.dataclass
-class Shift:
-    """Env params of runs whose environment changes during training: before -> after."""
-
-    before: Any
-    after: Any
-
-
-@struct.dataclass
-class Shaped:
-    """Env params of runs with reward shaping: the env's, and the traced ShapingHParams."""
-
-    env: Any
-    shaping: Any
-
-
-class Shaping(NamedTuple):
-    """Static shaping: kind "potential" with fn = Phi, or "bonus" with fn = distance to the
-    goal; fn(obs [..., *obs_shape], env_params) -> [...]."""
-
-    kind: str
-    fn: Callable[[Any, Any], Any]
-
-
-@struct.dataclass
-class ShapingStats:
-    return_ema: jax.Array  # [] running mean of the unshaped episode return (adaptive schedule)
-    shaped_return: jax.Array  # [N] shaped return of each env's episode so far
+from research.runner.extension import Extension, Start, Step, check_names, split_params
 
 
 @struct.dataclass
@@ -60,7 +28,7 @@ class RunnerState:
     obs: jax.Array  # [N, *obs_shape]
     key: jax.Array
     num_updates: jax.Array  # [] int32
-    shaping: ShapingStats | None = None
+    ext: tuple = ()  # each extension's per-run state, in the trainer's order
 
 
 class Trainer(NamedTuple):
@@ -76,6 +44,7 @@ class Trainer(NamedTuple):
     train: Callable[..., tuple[Any, dict]]
     num_logs: int
     steps_per_segment: int
+    extensions: tuple = ()  # the plugged-in methods, in the order their hooks run
 
 
 def episode_metrics(done: jax.Array, episode_return: jax.Array, episode_length: jax.Array) -> dict:
@@ -98,104 +67,92 @@ def make_train(
     num_steps: int,
     num_updates: int,
     num_logs: int,
-    finetune: FinetuneConfig | None = None,
-    env_shift: tuple[int, int] | None = None,
-    shaping: Shaping | None = None,
+    extensions: Sequence[Extension] = (),
 ) -> Trainer:
     """One run: `num_updates` updates of `num_envs * num_steps` env steps each.
 
-    num_updates must be a multiple of num_logs (the config layer rounds it).
-    An `init_state` continues training exactly as it is (resume), or, with `finetune`
-    options, is adopted as a fine-tuning start (research.runner.finetune.adopt).
-    env_shift (start, end): the env changes during training, and env_params is a `Shift`;
-    updates before `start` see `before`, from `end` on `after`, linearly in between
-    (start == end: a step change).
-    shaping: rewards the agent learns from get a shaping term, and env_params is a
-    `Shaped`; the logged episode_return stays the env's own (unshaped) return, and
-    shaped_return / shaping_weight are logged beside it.
+    num_updates must be a multiple of num_logs (the config layer rounds it). An
+    `init_state` continues training exactly as it is (resume) unless an extension's
+    `start` adopts it otherwise (research.extensions.finetune). `extensions` plug
+    methods into the loop (research.runner.extension); with any that has traced values,
+    the run's `env_params` is a `RunParams(env, ext)`, else the env's own params.
     """
     if num_updates % num_logs:
         raise ValueError(f"num_updates={num_updates} is not a multiple of num_logs={num_logs}")
+    extensions = tuple(extensions)
+    check_names(extensions)
     updates_per_log = num_updates // num_logs
+    has_loss = tuple(type(e).loss is not Extension.loss for e in extensions)
 
-    def params_at(env_params, update: jax.Array):
-        if env_shift is None:
-            return env_params
-        start, end = env_shift
-        weight = jnp.clip((update - start) / max(end - start, 1), 0.0, 1.0)
-        weight = jnp.where(update >= end, 1.0, weight)
-        return interpolate(env.env_id, env_params.before, env_params.after, weight)
-
-    def split_shaping(env_params):
-        return (env_params.env, env_params.shaping) if shaping is not None else (env_params, None)
-
-    def shape(batch, stats: ShapingStats, h, env_params, hparams, progress):
-        """(batch with shaped rewards, new stats, metrics)."""
-        if shaping.kind == "potential":
-            phi = lambda obs: shaping.fn(obs, env_params)
-            term = potential_term(
-                phi(batch.obs),
-                phi(batch.next_obs),
-                batch.terminated.astype(jnp.float32),
-                hparams.gamma,
-            )
-        else:
-            term = proximity_bonus(shaping.fn(batch.next_obs, env_params))
-        weight = h.weight * schedule_factor(
-            h.schedule,
-            progress,
-            h.anneal_fraction,
-            h.decay,
-            stats.return_ema,
-            h.return_low,
-            h.return_high,
-        )
-        reward = batch.reward + weight * term
-        done = jnp.logical_or(batch.terminated, batch.truncated)
-        shaped_returns, running = episode_sums(reward, done, stats.shaped_return)
-        finished = episode_metrics(done, batch.episode_return, batch.episode_length)
-        ema = jnp.where(
-            finished["episodes"] > 0,
-            stats.return_ema + h.return_rate * (finished["episode_return"] - stats.return_ema),
-            stats.return_ema,
-        )
-        metrics = {"shaped_return": (shaped_returns, done), "shaping_weight": weight}
-        return batch._replace(reward=reward), ShapingStats(ema, running), metrics
+    def env_params_at(env_params, ext_params, update):
+        for e in extensions:
+            env_params = e.env_params(env_params, ext_params.get(e.name), update)
+        return env_params
 
     def init(key, hparams, env_params, init_state=None) -> RunnerState:
-        env_params, h = split_shaping(env_params)
+        env_params, ext_params = split_params(env_params)
         agent_key, env_key, run_key = jax.random.split(key, 3)
-        agent_state = agent.init(agent_key, hparams)
-        if init_state is not None:
-            agent_state = (
-                init_state if finetune is None else adopt(agent_state, init_state, finetune)
+        fresh = agent.init(agent_key, hparams)
+        agent_state = fresh if init_state is None else init_state
+        states = []
+        for i, e in enumerate(extensions):
+            start = Start(
+                jax.random.fold_in(run_key, i),
+                fresh,
+                init_state,
+                agent_state,
+                hparams,
+                env_params,
+                ext_params.get(e.name),
             )
-        obs, env_state = reset_envs(env, env_key, params_at(env_params, 0), num_envs)
-        stats = None if h is None else ShapingStats(h.return_low, jnp.zeros(num_envs))
-        return RunnerState(agent_state, env_state, obs, run_key, jnp.zeros((), jnp.int32), stats)
+            agent_state, state = e.start(start)
+            states.append(state)
+        reset_params = env_params_at(env_params, ext_params, 0)
+        obs, env_state = reset_envs(env, env_key, reset_params, num_envs)
+        zero = jnp.zeros((), jnp.int32)
+        return RunnerState(agent_state, env_state, obs, run_key, zero, tuple(states))
 
     def one_update(runner: RunnerState, hparams, env_params):
-        env_params, h = split_shaping(env_params)
+        env_params, ext_params = split_params(env_params)
         key, rollout_key, update_key = jax.random.split(runner.key, 3)
-        env_params = params_at(env_params, runner.num_updates)
+        env_params = env_params_at(env_params, ext_params, runner.num_updates)
+        steps = [
+            Step(
+                runner.num_updates,
+                num_updates,
+                hparams,
+                env_params,
+                ext_params.get(e.name),
+                jax.random.fold_in(update_key, i),
+            )
+            for i, e in enumerate(extensions)
+        ]
         act = lambda obs, k: agent.act(runner.agent_state, obs, k, hparams, True)
         (env_state, obs), batch = rollout(
             env, act, env_params, runner.env_state, runner.obs, rollout_key, num_steps
         )
         done = jnp.logical_or(batch.terminated, batch.truncated)
         episodes = {"done": done, "return": batch.episode_return, "length": batch.episode_length}
-        stats = runner.shaping
-        if shaping is not None:
-            batch, stats, extra = shape(
-                batch, stats, h, env_params, hparams, runner.num_updates / num_updates
-            )
-            episodes.update(extra)
-        agent_state, metrics = agent.update(runner.agent_state, batch, update_key, hparams)
-        runner = RunnerState(agent_state, env_state, obs, key, runner.num_updates + 1, stats)
-        return runner, (metrics, episodes)
+        states, ext_metrics = list(runner.ext), []
+        for i, e in enumerate(extensions):
+            batch, states[i], metrics = e.on_batch(batch, states[i], steps[i])
+            ext_metrics.append(metrics)
+        terms = [(e, states[i], steps[i]) for i, e in enumerate(extensions) if has_loss[i]]
+        penalty = None
+        if terms:
+            penalty = lambda params, obs: sum(e.loss(params, obs, s, st) for e, s, st in terms)
+        agent_state, losses = agent.update(
+            runner.agent_state, batch, update_key, hparams, penalty=penalty
+        )
+        for i, e in enumerate(extensions):
+            agent_state, states[i] = e.after_update(agent_state, states[i], steps[i])
+        runner = RunnerState(
+            agent_state, env_state, obs, key, runner.num_updates + 1, tuple(states)
+        )
+        return runner, (losses, episodes, tuple(ext_metrics))
 
     def segment(runner: RunnerState, hparams, env_params) -> tuple[RunnerState, dict]:
-        runner, (losses, episodes) = jax.lax.scan(
+        runner, (losses, episodes, ext_metrics) = jax.lax.scan(
             lambda r, _: one_update(r, hparams, env_params), runner, None, updates_per_log
         )
         metrics = {
@@ -203,10 +160,8 @@ def make_train(
             **episode_metrics(episodes["done"], episodes["return"], episodes["length"]),
             **jax.tree.map(jnp.mean, losses),
         }
-        if shaping is not None:
-            shaped, done = episodes["shaped_return"]
-            metrics["shaped_return"] = episode_metrics(done, shaped, shaped)["episode_return"]
-            metrics["shaping_weight"] = episodes["shaping_weight"].mean()
+        for e, m in zip(extensions, ext_metrics):
+            metrics.update(e.summarize(m))
         return runner, metrics
 
     def train(key, hparams, env_params, init_state=None):
@@ -216,4 +171,5 @@ def make_train(
         )
         return runner.agent_state, metrics
 
-    return Trainer(init, segment, train, num_logs, updates_per_log * num_envs * num_steps)
+    steps_per_segment = updates_per_log * num_envs * num_steps
+    return Trainer(init, segment, train, num_logs, steps_per_segment, extensions)

@@ -1,4 +1,4 @@
-"""The state a fine-tuning run starts from: a loaded checkpoint state, adopted.
+"""Fine-tuning: the state a run starts from is a loaded checkpoint state, adopted.
 
 One rule for every agent, by state field name (see research/agents/*State):
 - loaded from the checkpoint: `params` (or the tabular `q`), `obs_stats` (the
@@ -14,12 +14,14 @@ One rule for every agent, by state field name (see research/agents/*State):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 
 from research.config import FinetuneConfig
 from research.rl.optim import param_group
+from research.runner.extension import Extension, Start
 
 
 def _with_fresh_heads(loaded: Any, fresh: Any) -> Any:
@@ -45,3 +47,16 @@ def adopt(fresh: Any, loaded: Any, options: FinetuneConfig) -> Any:
         if getattr(fresh, "target_params", None) is not None:
             fields["target_params"] = params
     return fresh.replace(**fields)
+
+
+@dataclass(frozen=True)
+class Finetune(Extension):
+    """Adopts the given initial state with `options` (without an initial state: nothing)."""
+
+    options: FinetuneConfig
+    name: str = "finetune"
+
+    def start(self, s: Start) -> tuple[Any, None]:
+        if s.loaded is None:
+            return s.agent_state, None
+        return adopt(s.fresh, s.loaded, self.options), None

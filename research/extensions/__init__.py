@@ -1,0 +1,22 @@
+"""Methods plugged into the one training loop, one module each (research.runner.extension).
+
+- env_shift: the environment changes during training (a step or a linear drift);
+- shaping: potential-based shaping or a proximity bonus, with weight schedules;
+- finetune: a run starts from an adopted checkpoint state;
+- l2_init: an L2 pull towards the parameters a run started from.
+"""
+
+from research.extensions.env_shift import EnvShift
+from research.extensions.finetune import Finetune, adopt
+from research.extensions.l2_init import L2Init, l2_penalty
+from research.extensions.shaping import RewardShaping, ShapingStats
+
+__all__ = [
+    "EnvShift",
+    "Finetune",
+    "L2Init",
+    "RewardShaping",
+    "ShapingStats",
+    "adopt",
+    "l2_penalty",
+]

@@ -1,0 +1,129 @@
+"""Extension points of the one training loop (`research.runner.train.make_train`).
+
+A method that changes how runs train (an env schedule, reward shaping, a regulariser
+towards a checkpoint, a reset between updates, extra diagnostics) is one `Extension`:
+a small frozen object whose hooks the loop calls at fixed points of every update. The
+loop knows no method by name; `make_train(agent, env, ..., extensions=(...))` runs
+whichever it is given, in order.
+
+Per update, for a run, the loop does:
+
+    env_params = fold(ext.env_params)            which env the rollout steps
+    batch      = rollout(agent.act, env_params)
+    batch      = fold(ext.on_batch)              what the agent learns from
+    agent.update(batch, penalty=sum(ext.loss))   extra loss terms, differentiated with it
+    agent      = fold(ext.after_update)          state transforms between updates
+
+and at the start `ext.start` (may replace the agent state, e.g. adopt a checkpoint) and
+per segment `ext.summarize` (its metrics row). Each extension may carry its own per-run
+state through the scan (`start` returns it) and has its own traced values: the leaf
+`RunParams.ext[ext.name]` of the run's parameters, vmapped like any hyperparameter, so
+its strengths can be swept without recompiling. Everything static (sizes, schedules'
+kinds, functions) is a field of the extension object.
+
+The base class's hooks do nothing, so an extension defines only the hooks it needs, and a
+trainer without extensions is the plain loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+
+@struct.dataclass
+class RunParams:
+    """A run's traced parameters beyond the agent's hyperparameters: the env's params and,
+    by extension name, each extension's own traced values (leaves [R] across runs)."""
+
+    env: Any
+    ext: dict[str, Any]
+
+
+def split_params(params: Any) -> tuple[Any, dict[str, Any]]:
+    """(env params, extensions' traced values) of plain EnvParams or a RunParams."""
+    if isinstance(params, RunParams):
+        return params.env, params.ext
+    return params, {}
+
+
+class Start(NamedTuple):
+    """What `Extension.start` sees when a run is initialised.
+
+    fresh: the agent state from this run's own key; loaded: the given initial state or
+    None; agent_state: the state chosen so far (loaded if given, else fresh, as changed by
+    earlier extensions)."""
+
+    key: jax.Array
+    fresh: Any
+    loaded: Any
+    agent_state: Any
+    hparams: Any
+    env_params: Any
+    traced: Any
+
+
+class Step(NamedTuple):
+    """What a hook sees of the loop at one update.
+
+    update: [] int32, updates done before this one; num_updates: static total.
+    env_params: those of this update's rollout. traced: the extension's own traced values
+    (None if it has none). key: a key of the extension's own for this update, independent
+    of the loop's stream (unused keys cost nothing)."""
+
+    update: jax.Array
+    num_updates: int
+    hparams: Any
+    env_params: Any
+    traced: Any
+    key: jax.Array
+
+    @property
+    def progress(self) -> jax.Array:
+        """Fraction of training done before this update, []."""
+        return self.update / self.num_updates
+
+
+class Extension:
+    """Base of every extension: all hooks are the identity. Subclasses are frozen
+    dataclasses; `name` is the key of their traced values and must be unique in a trainer.
+    """
+
+    name: str = "extension"
+
+    def start(self, s: Start) -> tuple[Any, Any]:
+        """(agent state to train from, this extension's per-run state)."""
+        return s.agent_state, None
+
+    def env_params(self, env_params: Any, traced: Any, update: jax.Array) -> Any:
+        """The env params of the rollout at `update` (update 0 also resets the envs)."""
+        return env_params
+
+    def on_batch(self, batch: Any, state: Any, step: Step) -> tuple[Any, Any, Any]:
+        """(batch [T, N] the agent learns from, new state, per-update metrics pytree)."""
+        return batch, state, None
+
+    def loss(self, params: Any, obs: jax.Array, state: Any, step: Step) -> jax.Array | None:
+        """A term added to the agent's loss at every gradient step, or None for none.
+
+        params: those being differentiated; obs: the minibatch's observations as the
+        network sees them [B, *obs_shape]."""
+        return None
+
+    def after_update(self, agent_state: Any, state: Any, step: Step) -> tuple[Any, Any]:
+        """(agent state, state) after the agent's update."""
+        return agent_state, state
+
+    def summarize(self, metrics: Any) -> dict[str, jax.Array]:
+        """One metrics row of a segment from its per-update metrics (leaves [U, ...])."""
+        return {} if metrics is None else jax.tree.map(jnp.mean, metrics)
+
+
+def check_names(extensions: tuple[Extension, ...]) -> None:
+    names = [e.name for e in extensions]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ValueError(f"extensions named {duplicated} more than once: {names}")
