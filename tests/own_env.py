@@ -1,7 +1,7 @@
 """A user's own environment and potential, defined outside research/ and registered on import.
 
-What README "Your own environment" describes: `import_modules=[tests.own_env]` on the
-command line imports this module, whose `register` call makes `LineWalk-own` an env.id
+What docs/environments.md ("Your own environment") describes: `import_modules=[tests.own_env]`
+on the command line imports this module, whose `register` call makes `LineWalk-own` an env.id
 with its own progress potential and goal distance.
 
 LineWalk-own: cells 0 .. size - 1 on a line, the agent starts in cell 0 and moves left

@@ -174,7 +174,7 @@ def test_dqn_with_replay_learns_cartpole():
 
 
 def test_replay_memory_per_run_matches_the_readme_formula():
-    """docs/agents.md: buffer_size x (2 x obs size + 3) x 4 bytes; CartPole with 50k slots: 2.2 MB."""
+    """docs/agents.md: buffer_size x (2 x obs size + 3) x 4 bytes; CartPole, 50k slots: 2.2 MB."""
     prepared = prepare(parse_experiment(compose_raw("experiment=dqn_cartpole", "runs.seeds=1")))
     state = jax.eval_shape(prepared.agent.init, jax.random.key(0), prepared.config.agent.hparams)
     expected = prepared.config.agent.config.buffer_size * (2 * 4 + 3) * 4

@@ -1,4 +1,4 @@
-"""The QR-free orthogonal initialiser, and a batched-init stress test (see DESIGN.md deadlock)."""
+"""The QR-free orthogonal initialiser, and a batched-init stress test (docs/design.md)."""
 
 import flax.linen as nn
 import jax
@@ -39,7 +39,7 @@ def test_vmapped_init_repeatedly_does_not_hang():
 
 @pytest.mark.timeout(600)
 def test_batched_init_and_short_train_repeatedly_do_not_hang():
-    """The DESIGN.md deadlock case: Acrobot, 16 vmapped seeds, init + train, many times."""
+    """The docs/design.md deadlock case: Acrobot, 16 vmapped seeds, init + train, many times."""
     from research.config import parse_experiment
     from research.pipelines.train import execute, prepare
     from research.runner import run_batch

@@ -1,7 +1,7 @@
 """Networks and a QR-free orthogonal initialiser.
 
 Why QR-free: on a 2-core CPU, vmapped LAPACK QR inside a jitted program can
-deadlock XLA's intra-op pool (see DESIGN.md). Gram-Schmidt in plain jnp under
+deadlock XLA's intra-op pool (see docs/design.md). Gram-Schmidt in plain jnp under
 `lax.fori_loop` gives the same Haar-distributed matrices with matmuls only.
 
 Why `init_params`: through flax, each kernel derives its own key, draws its own

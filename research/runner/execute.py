@@ -10,8 +10,13 @@ chunk size, or a memory budget checked against XLA's own memory analysis of the
 compiled programs) and, when they ask for neither, on CPU, where a chunk of
 more than `CPU_RUNS_PER_DEVICE` runs per device trains more slowly per run
 (`default_chunk_size`). The last chunk is padded with copies of a run and the
-padding is dropped. A run's results are the same alone, in a batch, sharded or
-chunked.
+padding is dropped.
+
+What is the same bit for bit (tests/test_runner.py): a run in the same program, whatever
+the values of the other runs; and a program run again. A run in a program of another
+per-device batch shape (alone, in a chunk of another size, over another device count)
+runs a differently compiled program: its first log is the same, later ones drift apart
+by float rounding, which learning can amplify (docs/design.md, "Execution").
 """
 
 from __future__ import annotations
