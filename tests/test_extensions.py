@@ -68,16 +68,52 @@ def test_shift_weight(first, last, updates, expected):
 
 
 def _counting_agent(num_steps, num_envs):
-    """State: the last batch's reward sum and the number of updates; acts at random."""
+    """State: the last batch's reward sum, the number of updates and the first batch's
+    actions [T, N]; acts at random."""
+
+    def update(state, batch, key, hp, penalty=None):
+        first = jnp.where(state["updates"] == 0, batch.action, state["first_actions"])
+        new = {"reward_sum": batch.reward.sum(), "updates": state["updates"] + 1}
+        return {**new, "first_actions": first}, {"loss": jnp.zeros(())}
+
     return Agent(
-        init=lambda key, hp: {"reward_sum": jnp.zeros(()), "updates": jnp.zeros((), jnp.int32)},
+        init=lambda key, hp: {
+            "reward_sum": jnp.zeros(()),
+            "updates": jnp.zeros((), jnp.int32),
+            "first_actions": jnp.zeros((num_steps, num_envs), jnp.int32),
+        },
         act=lambda state, obs, key, hp, explore: (jax.random.randint(key, (num_envs,), 0, 2), {}),
-        update=lambda state, batch, key, hp, penalty=None: (
-            {"reward_sum": batch.reward.sum(), "updates": state["updates"] + 1},
-            {"loss": jnp.zeros(())},
-        ),
+        update=update,
         value=None,
     )
+
+
+@dataclass(frozen=True)
+class _PushRightAtFirst(Extension):
+    """Acts 1 in the first 2 steps of every episode (as a guide policy's roll-in would)."""
+
+    name: str = "push_right"
+
+    def act(self, act, state, step):
+        def forced(obs, key, env_state):
+            action, aux = act(obs, key, env_state)
+            return jnp.where(env_state.episode_length < 2, 1, action), aux
+
+        return forced
+
+
+def test_act_hook_sees_each_envs_episode_step():
+    env = Env("CartPole-v1")
+    agent = _counting_agent(8, 4)
+    key, hp = jax.random.key(1), PPOHParams()
+    plain, _ = jax.jit(make_train(agent, env, 4, 8, 2, 1).train)(key, hp, env.default_params)
+    forced, _ = jax.jit(make_train(agent, env, 4, 8, 2, 1, [_PushRightAtFirst()]).train)(
+        key, hp, env.default_params
+    )
+    first = np.asarray(forced["first_actions"])
+    assert (first[:2] == 1).all()  # every env's episode starts at the first rollout step
+    np.testing.assert_array_equal(first[2:], np.asarray(plain["first_actions"])[2:])
+    assert not (np.asarray(plain["first_actions"])[:2] == 1).all()
 
 
 @dataclass(frozen=True)
@@ -93,11 +129,12 @@ class _PlusOne(Extension):
     def on_batch(self, batch, calls, step):
         return batch._replace(reward=batch.reward + 1.0), calls + 1, {"calls": calls + 1}
 
-    def after_update(self, agent_state, calls, step):
+    def after_update(self, agent_state, calls, step, previous):
+        assert previous["updates"].shape == ()  # the state before the update
         return {**agent_state, "updates": agent_state["updates"] + step.update + 1}, calls
 
-    def summarize(self, metrics):
-        return {"calls": metrics["calls"][-1]}
+    def on_segment(self, agent_state, calls, metrics, step):
+        return agent_state, calls, {"calls": metrics["calls"][-1], "at": step.update}
 
 
 def test_hooks_change_what_the_agent_learns_from_and_its_state():
@@ -115,6 +152,7 @@ def test_hooks_change_what_the_agent_learns_from_and_its_state():
     # Each update adds 1 (agent) + update index + 1 (extension): 1+2+3+4 + 4.
     assert int(state0["updates"]) == 4 and int(state1["updates"]) == 14
     np.testing.assert_array_equal(m1["calls"], [2, 4])
+    np.testing.assert_array_equal(m1["at"], [2, 4])
     np.testing.assert_array_equal(m0["episode_return"], m1["episode_return"])  # env's own
 
 

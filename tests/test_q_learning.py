@@ -277,7 +277,7 @@ def _greedy_episodes(prepared, result, num_steps):
     def one(state, hparams, env_params):
         key = jax.random.key(0)
         obs, env_state = reset_envs(env, key, env_params, 1)
-        act = lambda o, k: agent.act(state, o, k, hparams, False)
+        act = lambda o, k, env_state: agent.act(state, o, k, hparams, False)
         _, batch = rollout(env, act, env_params, env_state, obs, key, num_steps)
         first = jnp.argmax(batch.terminated[:, 0] | batch.truncated[:, 0])
         return batch.terminated[first, 0], batch.episode_length[first, 0]

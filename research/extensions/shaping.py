@@ -68,9 +68,10 @@ class RewardShaping(Extension):
         metrics = {"shaped_return": (shaped_returns, done), "shaping_weight": weight}
         return batch._replace(reward=reward), ShapingStats(ema, running), metrics
 
-    def summarize(self, metrics: Any) -> dict[str, jax.Array]:
+    def on_segment(self, agent_state: Any, stats: ShapingStats, metrics: Any, step: Step):
         shaped, done = metrics["shaped_return"]
-        return {
+        row = {
             "shaped_return": episode_metrics(done, shaped, shaped)["episode_return"],
             "shaping_weight": metrics["shaping_weight"].mean(),
         }
+        return agent_state, stats, row

@@ -29,9 +29,9 @@ class Transition(NamedTuple):
     episode_length: jax.Array
 
 
-ActFn = Callable[
-    [jax.Array, jax.Array], tuple[jax.Array, Any]
-]  # (obs [N], key) -> (action [N], aux)
+# (obs [N, ...], key, env_state [N]) -> (action [N, ...], aux); the env states let a
+# policy depend on where each episode is (e.g. its step count, for guide-policy roll-in).
+ActFn = Callable[[jax.Array, jax.Array, EnvState], tuple[jax.Array, Any]]
 
 
 def reset_envs(
@@ -58,7 +58,7 @@ def rollout(
 
     def one_step(carry, keys):
         env_state, obs = carry
-        action, aux = act(obs, keys[0])
+        action, aux = act(obs, keys[0], env_state)
         env_state, ts = step_envs(keys[1:], env_state, action, env_params)
         transition = Transition(
             obs,

@@ -63,7 +63,7 @@ def make_evaluate(
         reset_key, run_key = jax.random.split(key)
         obs, env_state = reset_envs(env, reset_key, env_params, num_envs)
 
-        def act(obs, k):
+        def act(obs, k, env_state):
             noise_key, act_key = jax.random.split(k)
             if jnp.issubdtype(obs.dtype, jnp.floating):
                 obs = obs + obs_noise * jax.random.normal(noise_key, obs.shape, obs.dtype)

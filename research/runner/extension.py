@@ -9,16 +9,22 @@ whichever it is given, in order.
 Per update, for a run, the loop does:
 
     env_params = fold(ext.env_params)            which env the rollout steps
-    batch      = rollout(agent.act, env_params)
+    act        = fold(ext.act)                   who acts (e.g. a guide policy's roll-in)
+    batch      = rollout(act, env_params)
     batch      = fold(ext.on_batch)              what the agent learns from
     agent.update(batch, penalty=sum(ext.loss))   extra loss terms, differentiated with it
     agent      = fold(ext.after_update)          state transforms between updates
 
-and at the start `ext.start` (may replace the agent state, e.g. adopt a checkpoint) and
-per segment `ext.summarize` (its metrics row). Each extension may carry its own per-run
-state through the scan (`start` returns it) and has its own traced values: the leaf
-`RunParams.ext[ext.name]` of the run's parameters, vmapped like any hyperparameter, so
-its strengths can be swept without recompiling. Everything static (sizes, schedules'
+at the start `ext.start` (may replace the agent state, e.g. adopt a checkpoint), and at
+the end of every segment `ext.on_segment` (its metrics row, from its per-update metrics
+and, for diagnostics or an in-training evaluation, the agent state; it may also change
+the state, e.g. a reset every K segments). Hooks act per run: whatever needs several
+runs at once (population-based training) belongs one level up, in the batched program.
+
+Each extension may carry its own per-run state through the scan (`start` returns it)
+and has its own traced values: the leaf `RunParams.ext[ext.name]` of the run's
+parameters, vmapped like any hyperparameter, so its strengths can be swept without
+recompiling. Everything static (sizes, schedules'
 kinds, functions) is a field of the extension object.
 
 The base class's hooks do nothing, so an extension defines only the hooks it needs, and a
@@ -27,6 +33,7 @@ trainer without extensions is the plain loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -102,6 +109,11 @@ class Extension:
         """The env params of the rollout at `update` (update 0 also resets the envs)."""
         return env_params
 
+    def act(self, act: Callable, state: Any, step: Step) -> Callable:
+        """The acting function of this update's rollout, given the one so far:
+        act(obs [N, ...], key, env_state [N]) -> (action [N, ...], aux)."""
+        return act
+
     def on_batch(self, batch: Any, state: Any, step: Step) -> tuple[Any, Any, Any]:
         """(batch [T, N] the agent learns from, new state, per-update metrics pytree)."""
         return batch, state, None
@@ -113,13 +125,21 @@ class Extension:
         network sees them [B, *obs_shape]."""
         return None
 
-    def after_update(self, agent_state: Any, state: Any, step: Step) -> tuple[Any, Any]:
-        """(agent state, state) after the agent's update."""
+    def after_update(
+        self, agent_state: Any, state: Any, step: Step, previous: Any
+    ) -> tuple[Any, Any]:
+        """(agent state, state) after the agent's update; `previous` is the agent state
+        before it (for churn, or to undo)."""
         return agent_state, state
 
-    def summarize(self, metrics: Any) -> dict[str, jax.Array]:
-        """One metrics row of a segment from its per-update metrics (leaves [U, ...])."""
-        return {} if metrics is None else jax.tree.map(jnp.mean, metrics)
+    def on_segment(
+        self, agent_state: Any, state: Any, metrics: Any, step: Step
+    ) -> tuple[Any, Any, dict[str, jax.Array]]:
+        """(agent state, state, metrics row) at the end of a segment; `metrics` are this
+        extension's per-update ones (leaves [U, ...]), the default row their means. Here
+        step.update counts the updates done so far, segment included."""
+        row = {} if metrics is None else jax.tree.map(jnp.mean, metrics)
+        return agent_state, state, row
 
 
 def check_names(extensions: tuple[Extension, ...]) -> None:

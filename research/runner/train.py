@@ -60,6 +60,11 @@ def episode_metrics(done: jax.Array, episode_return: jax.Array, episode_length: 
     }
 
 
+# Folded into a runner's key for the segment-level hooks' keys: a stream apart from every
+# update's, which folds small indices into its own update key.
+_SEGMENT_KEY = 1 << 20
+
+
 def make_train(
     agent: Agent,
     env: Env,
@@ -127,7 +132,9 @@ def make_train(
             )
             for i, e in enumerate(extensions)
         ]
-        act = lambda obs, k: agent.act(runner.agent_state, obs, k, hparams, True)
+        act = lambda obs, k, env_state: agent.act(runner.agent_state, obs, k, hparams, True)
+        for i, e in enumerate(extensions):
+            act = e.act(act, runner.ext[i], steps[i])
         (env_state, obs), batch = rollout(
             env, act, env_params, runner.env_state, runner.obs, rollout_key, num_steps
         )
@@ -145,7 +152,9 @@ def make_train(
             runner.agent_state, batch, update_key, hparams, penalty=penalty
         )
         for i, e in enumerate(extensions):
-            agent_state, states[i] = e.after_update(agent_state, states[i], steps[i])
+            agent_state, states[i] = e.after_update(
+                agent_state, states[i], steps[i], runner.agent_state
+            )
         runner = RunnerState(
             agent_state, env_state, obs, key, runner.num_updates + 1, tuple(states)
         )
@@ -160,9 +169,21 @@ def make_train(
             **episode_metrics(episodes["done"], episodes["return"], episodes["length"]),
             **jax.tree.map(jnp.mean, losses),
         }
-        for e, m in zip(extensions, ext_metrics):
-            metrics.update(e.summarize(m))
-        return runner, metrics
+        env_params, ext_params = split_params(env_params)
+        env_params = env_params_at(env_params, ext_params, runner.num_updates)
+        agent_state, states = runner.agent_state, list(runner.ext)
+        for i, (e, m) in enumerate(zip(extensions, ext_metrics)):
+            step = Step(
+                runner.num_updates,
+                num_updates,
+                hparams,
+                env_params,
+                ext_params.get(e.name),
+                jax.random.fold_in(runner.key, _SEGMENT_KEY + i),
+            )
+            agent_state, states[i], row = e.on_segment(agent_state, states[i], m, step)
+            metrics.update(row)
+        return runner.replace(agent_state=agent_state, ext=tuple(states)), metrics
 
     def train(key, hparams, env_params, init_state=None):
         runner = init(key, hparams, env_params, init_state)
