@@ -10,7 +10,7 @@ import pytest
 from research.agents import Agent
 from research.config import PPOHParams, parse_experiment
 from research.envs import Env
-from research.extensions import L2Init, l2_penalty
+from research.extensions import L2Init, RewardShaping, l2_penalty
 from research.extensions.env_shift import shift_weight
 from research.pipelines.train import prepare, run_experiment
 from research.runner import Extension, make_train
@@ -233,3 +233,81 @@ def test_value_potential_of_a_tabular_q_checkpoint(tmp_path):
     out = run_experiment(parse_experiment(raw), raw, tmp_path / "shaped")
     metrics = np.load(out / "metrics.npz")
     assert np.isfinite(metrics["shaped_return"]).any()
+
+
+# ------------------------------------------------------------------ what the loop guarantees
+
+
+@dataclass(frozen=True)
+class _Probe(Extension):
+    """Records its first update key, and branches with lax.cond on the update index."""
+
+    name: str = "probe"
+
+    def start(self, s):
+        return s.agent_state, jnp.zeros((2,), jnp.uint32)
+
+    def on_batch(self, batch, state, step):
+        first = jnp.where(step.update == 0, jax.random.key_data(step.key), state)
+        odd = jax.lax.cond(step.update % 2 == 1, lambda: 1.0, lambda: 0.0)
+        return batch, first, {"odd": odd}
+
+
+def test_extension_keys_are_apart_from_the_loops_and_updates_unbatched():
+    env = Env("CartPole-v1")
+    agent = _counting_agent(4, 2)
+    trainer = make_train(agent, env, 2, 4, num_updates=4, num_logs=2, extensions=[_Probe()])
+    key, hp = jax.random.key(5), PPOHParams()
+    runner = jax.jit(trainer.train)(key, hp, env.default_params)
+    # The loop's keys of the first update: (next, rollout, update), and the update's epochs.
+    run_key = jax.random.split(key, 3)[2]
+    loop_keys = list(jax.random.split(run_key, 3))
+    loop_keys += list(jax.random.split(loop_keys[2], 8))
+    seen = np.asarray(jax.jit(trainer.init)(key, hp, env.default_params).ext[0])
+    recorded = np.asarray(
+        jax.lax.scan(
+            lambda r, i: trainer.segment(r, hp, env.default_params, i), trainer.init(
+                key, hp, env.default_params), jnp.arange(1))[0].ext[0]
+    )  # fmt: skip
+    assert (seen == 0).all() and not (recorded == 0).all()
+    for k in loop_keys:
+        assert not np.array_equal(recorded, np.asarray(jax.random.key_data(k)))
+    np.testing.assert_array_equal(runner[1]["odd"], [0.5, 0.5])
+    # Under the batched program's vmap the update index stays unbatched: a real branch.
+    batched = jax.vmap(trainer.segment, in_axes=(0, 0, 0, None))
+    runners = jax.vmap(trainer.init, in_axes=(0, None, None))(
+        jax.random.split(key, 3), hp, env.default_params
+    )
+    hps = jax.tree.map(lambda x: jnp.full((3,), x), hp)
+    params = jax.tree.map(lambda x: jnp.stack([x] * 3), env.default_params)
+    jaxpr = str(jax.make_jaxpr(batched)(runners, hps, params, jnp.int32(0)))
+    assert "cond[" in jaxpr
+
+
+@dataclass(frozen=True)
+class _Clash(Extension):
+    name: str = "clash"
+
+    def on_segment(self, agent_state, state, metrics, step):
+        return agent_state, state, {"episode_return": jnp.zeros(())}
+
+
+@dataclass(frozen=True)
+class _NoneLoss(Extension):
+    name: str = "none_loss"
+
+    def loss(self, params, obs, state, step):
+        return None
+
+
+def test_clear_errors_for_misused_hooks(tiny_ppo):
+    args, key, hp, env_params = _plain_args(tiny_ppo)
+    run = lambda extensions, params=env_params: jax.jit(make_train(*args, extensions).train)(
+        key, hp, params
+    )
+    with pytest.raises(ValueError, match=r"'clash' logs \['episode_return'\], which are logged"):
+        run([_Clash()])
+    with pytest.raises(ValueError, match="'none_loss' overrides loss but returned None"):
+        run([_NoneLoss()])
+    with pytest.raises(ValueError, match=r"RunParams.ext: missing \['shaping'\], unknown \[\]"):
+        run([RewardShaping("bonus", lambda obs, p: obs[..., 0], 2)])

@@ -29,6 +29,7 @@ class EnvShift(Extension):
     first: int  # the first update that sees any change
     last: int  # the first update that sees the full change
     name: str = "env_shift"
+    traced = True
 
     def env_params(self, env_params: Any, traced: Any, update: jax.Array) -> Any:
         weight = shift_weight(update, self.first, self.last)

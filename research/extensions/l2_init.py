@@ -3,7 +3,7 @@ fine-tuning), loss term `l2_init / 2 * |params - anchor|^2` with the agent's tra
 hyperparameter `l2_init` (so it is swept and searched like any other).
 
 The anchor is the optimiser state's (set at init, and by adoption to the adopted params:
-research.extensions.finetune), read once at the start and carried as this extension's state.
+research.extensions.finetune), read from the state each update starts from.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from research.runner.extension import Extension, Start, Step
+from research.runner.extension import Extension, Step
 
 
 def l2_penalty(params: Any, anchor: Any, weight: jax.Array) -> jax.Array:
@@ -28,8 +28,6 @@ def l2_penalty(params: Any, anchor: Any, weight: jax.Array) -> jax.Array:
 class L2Init(Extension):
     name: str = "l2_init"
 
-    def start(self, s: Start) -> tuple[Any, Any]:
-        return s.agent_state, s.agent_state.opt_state.anchor
-
-    def loss(self, params: Any, obs: jax.Array, anchor: Any, step: Step) -> jax.Array:
+    def loss(self, params: Any, obs: jax.Array, state: None, step: Step) -> jax.Array:
+        anchor = step.agent_state.opt_state.anchor
         return l2_penalty(params, anchor, jnp.asarray(step.hparams.l2_init, jnp.float32))

@@ -37,6 +37,7 @@ class RewardShaping(Extension):
     fn: Callable[[Any, Any], Any]
     num_envs: int
     name: str = "shaping"
+    traced = True
 
     def start(self, s: Start) -> tuple[Any, ShapingStats]:
         return s.agent_state, ShapingStats(s.traced.return_low, jnp.zeros(self.num_envs))

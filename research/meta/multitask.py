@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 
 from research.runner.train import Trainer
 
@@ -26,8 +27,9 @@ def make_sequential(trainer: Trainer) -> Callable:
     def pretrain(key, hparams, variants):
         first = jax.tree.map(lambda x: x[0], variants)
         runner = trainer.init(key, hparams, first)
+        index = jnp.arange(trainer.num_logs, dtype=jnp.int32)
         runner, metrics = jax.lax.scan(
-            lambda r, params: trainer.segment(r, hparams, params), runner, variants
+            lambda r, xs: trainer.segment(r, hparams, *xs), runner, (variants, index)
         )
         return runner.agent_state, metrics
 

@@ -77,10 +77,10 @@ def _train_program(trainer: Trainer, progress: bool = True):
     progress: a host callback after every segment ticks the active progress bar."""
 
     def train(runner, hparams, env_params, tick0):
-        segment = jax.vmap(trainer.segment)
+        segment = jax.vmap(trainer.segment, in_axes=(0, 0, 0, None))
 
         def body(runner, i):
-            runner, metrics = segment(runner, hparams, env_params)
+            runner, metrics = segment(runner, hparams, env_params, i)
             if progress:
                 jax.debug.callback(progress_module.tick_active, tick0 + i)
             return runner, metrics

@@ -76,10 +76,13 @@ class Start(NamedTuple):
 class Step(NamedTuple):
     """What a hook sees of the loop at one update.
 
-    update: [] int32, updates done before this one; num_updates: static total.
+    update: [] int32, updates done before this one, the same in every run of a batch (not
+    batched under vmap, so `lax.cond(step.update % k == 0, ...)` runs one branch: "every K
+    updates" costs only every K); num_updates: static total.
     env_params: those of this update's rollout. traced: the extension's own traced values
-    (None if it has none). key: a key of the extension's own for this update, independent
-    of the loop's stream (unused keys cost nothing)."""
+    (None if it has none). key: a key of the extension's own for this update, a stream
+    apart from the loop's and the other extensions' (unused keys cost nothing).
+    agent_state: the agent state the update starts from (on_segment: the current one)."""
 
     update: jax.Array
     num_updates: int
@@ -87,6 +90,7 @@ class Step(NamedTuple):
     env_params: Any
     traced: Any
     key: jax.Array
+    agent_state: Any
 
     @property
     def progress(self) -> jax.Array:
@@ -97,9 +101,11 @@ class Step(NamedTuple):
 class Extension:
     """Base of every extension: all hooks are the identity. Subclasses are frozen
     dataclasses; `name` is the key of their traced values and must be unique in a trainer.
+    `traced` (a class attribute): whether the run's params carry RunParams.ext[name].
     """
 
     name: str = "extension"
+    traced = False
 
     def start(self, s: Start) -> tuple[Any, Any]:
         """(agent state to train from, this extension's per-run state)."""
@@ -119,10 +125,11 @@ class Extension:
         return batch, state, None
 
     def loss(self, params: Any, obs: jax.Array, state: Any, step: Step) -> jax.Array | None:
-        """A term added to the agent's loss at every gradient step, or None for none.
+        """A [] term added to the agent's loss at every gradient step. Override it only to
+        add one (the base's None means no term, and no penalty reaches the agent).
 
         params: those being differentiated; obs: the minibatch's observations as the
-        network sees them [B, *obs_shape]."""
+        network sees them [..., *obs_shape]."""
         return None
 
     def after_update(
@@ -140,6 +147,25 @@ class Extension:
         step.update counts the updates done so far, segment included."""
         row = {} if metrics is None else jax.tree.map(jnp.mean, metrics)
         return agent_state, state, row
+
+
+def loss_term(e: Extension, params: Any, obs: Any, state: Any, step: Step) -> jax.Array:
+    """e's loss term, or a clear error where an override gave none."""
+    term = e.loss(params, obs, state, step)
+    if term is None:
+        raise ValueError(f"extension {e.name!r} overrides loss but returned None")
+    return term
+
+
+def check_traced(extensions: tuple[Extension, ...], ext_params: dict[str, Any]) -> None:
+    """The run's RunParams.ext holds exactly the traced values its extensions need."""
+    needed = {e.name for e in extensions if e.traced}
+    missing, unknown = sorted(needed - set(ext_params)), sorted(set(ext_params) - needed)
+    if missing or unknown:
+        raise ValueError(
+            f"RunParams.ext: missing {missing}, unknown {unknown}; the extensions "
+            f"{[e.name for e in extensions]} take traced values {sorted(needed)}"
+        )
 
 
 def check_names(extensions: tuple[Extension, ...]) -> None:

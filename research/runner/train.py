@@ -18,7 +18,15 @@ from flax import struct
 from research.agents import Agent
 from research.envs import Env, EnvState
 from research.rl.rollout import reset_envs, rollout
-from research.runner.extension import Extension, Start, Step, check_names, split_params
+from research.runner.extension import (
+    Extension,
+    Start,
+    Step,
+    check_names,
+    check_traced,
+    loss_term,
+    split_params,
+)
 
 
 @struct.dataclass
@@ -35,7 +43,7 @@ class Trainer(NamedTuple):
     """Pure functions of one run. Statics (sizes, counts) are closed over.
 
     init(key, hparams, env_params, init_state=None) -> RunnerState
-    segment(runner, hparams, env_params) -> (runner, metrics: dict of [] scalars)
+    segment(runner, hparams, env_params, index []) -> (runner, metrics: dict of [] scalars)
     train(key, hparams, env_params, init_state=None) -> (agent_state, metrics: dict of [num_logs])
     """
 
@@ -60,9 +68,15 @@ def episode_metrics(done: jax.Array, episode_return: jax.Array, episode_length: 
     }
 
 
-# Folded into a runner's key for the segment-level hooks' keys: a stream apart from every
-# update's, which folds small indices into its own update key.
-_SEGMENT_KEY = 1 << 20
+# Extensions' keys are sub-streams tagged apart from the loop's own: fold_in(k, i) equals
+# split(k, n)[i] for small i, so folding an extension's index into a key the loop also
+# splits would hand it the loop's own keys (epoch, minibatch, replay-sample keys).
+_START_KEY, _UPDATE_KEY, _SEGMENT_KEY = 1 << 28, 1 << 29, 1 << 30
+
+
+def _ext_keys(key: jax.Array, tag: int, n: int) -> list[jax.Array]:
+    root = jax.random.fold_in(key, tag)
+    return [jax.random.fold_in(root, i) for i in range(n)]
 
 
 def make_train(
@@ -94,22 +108,23 @@ def make_train(
             env_params = e.env_params(env_params, ext_params.get(e.name), update)
         return env_params
 
+    def steps_at(update, runner, hparams, env_params, ext_params, keys):
+        return [
+            Step(update, num_updates, hparams, env_params, ext_params.get(e.name), key,
+                 runner.agent_state)
+            for e, key in zip(extensions, keys)
+        ]  # fmt: skip
+
     def init(key, hparams, env_params, init_state=None) -> RunnerState:
         env_params, ext_params = split_params(env_params)
+        check_traced(extensions, ext_params)
         agent_key, env_key, run_key = jax.random.split(key, 3)
         fresh = agent.init(agent_key, hparams)
         agent_state = fresh if init_state is None else init_state
         states = []
-        for i, e in enumerate(extensions):
-            start = Start(
-                jax.random.fold_in(run_key, i),
-                fresh,
-                init_state,
-                agent_state,
-                hparams,
-                env_params,
-                ext_params.get(e.name),
-            )
+        for e, k in zip(extensions, _ext_keys(run_key, _START_KEY, len(extensions))):
+            start = Start(k, fresh, init_state, agent_state, hparams, env_params,
+                          ext_params.get(e.name))  # fmt: skip
             agent_state, state = e.start(start)
             states.append(state)
         reset_params = env_params_at(env_params, ext_params, 0)
@@ -117,21 +132,14 @@ def make_train(
         zero = jnp.zeros((), jnp.int32)
         return RunnerState(agent_state, env_state, obs, run_key, zero, tuple(states))
 
-    def one_update(runner: RunnerState, hparams, env_params):
+    def one_update(runner: RunnerState, hparams, env_params, update: jax.Array):
+        """update: [] int32, the index of this update, the same for every run of a batch (so
+        an extension's `lax.cond` on it stays a branch under vmap, not a select)."""
         env_params, ext_params = split_params(env_params)
         key, rollout_key, update_key = jax.random.split(runner.key, 3)
-        env_params = env_params_at(env_params, ext_params, runner.num_updates)
-        steps = [
-            Step(
-                runner.num_updates,
-                num_updates,
-                hparams,
-                env_params,
-                ext_params.get(e.name),
-                jax.random.fold_in(update_key, i),
-            )
-            for i, e in enumerate(extensions)
-        ]
+        env_params = env_params_at(env_params, ext_params, update)
+        keys = _ext_keys(update_key, _UPDATE_KEY, len(extensions))
+        steps = steps_at(update, runner, hparams, env_params, ext_params, keys)
         act = lambda obs, k, env_state: agent.act(runner.agent_state, obs, k, hparams, True)
         for i, e in enumerate(extensions):
             act = e.act(act, runner.ext[i], steps[i])
@@ -147,7 +155,9 @@ def make_train(
         terms = [(e, states[i], steps[i]) for i, e in enumerate(extensions) if has_loss[i]]
         penalty = None
         if terms:
-            penalty = lambda params, obs: sum(e.loss(params, obs, s, st) for e, s, st in terms)
+            penalty = lambda params, obs: sum(
+                loss_term(e, params, obs, s, st) for e, s, st in terms
+            )
         agent_state, losses = agent.update(
             runner.agent_state, batch, update_key, hparams, penalty=penalty
         )
@@ -160,9 +170,13 @@ def make_train(
         )
         return runner, (losses, episodes, tuple(ext_metrics))
 
-    def segment(runner: RunnerState, hparams, env_params) -> tuple[RunnerState, dict]:
+    def segment(runner: RunnerState, hparams, env_params, index) -> tuple[RunnerState, dict]:
+        """index: [] int32, which segment this is (unbatched, like one_update's `update`)."""
+        first = index * updates_per_log
         runner, (losses, episodes, ext_metrics) = jax.lax.scan(
-            lambda r, _: one_update(r, hparams, env_params), runner, None, updates_per_log
+            lambda r, u: one_update(r, hparams, env_params, u),
+            runner,
+            first + jnp.arange(updates_per_log, dtype=jnp.int32),
         )
         metrics = {
             "env_steps": runner.num_updates * (num_envs * num_steps),
@@ -170,25 +184,26 @@ def make_train(
             **jax.tree.map(jnp.mean, losses),
         }
         env_params, ext_params = split_params(env_params)
-        env_params = env_params_at(env_params, ext_params, runner.num_updates)
+        done_updates = first + updates_per_log
+        # The env of the segment's last update (not the next one's, across a shift).
+        env_params = env_params_at(env_params, ext_params, done_updates - 1)
+        keys = _ext_keys(runner.key, _SEGMENT_KEY, len(extensions))
+        steps = steps_at(done_updates, runner, hparams, env_params, ext_params, keys)
         agent_state, states = runner.agent_state, list(runner.ext)
         for i, (e, m) in enumerate(zip(extensions, ext_metrics)):
-            step = Step(
-                runner.num_updates,
-                num_updates,
-                hparams,
-                env_params,
-                ext_params.get(e.name),
-                jax.random.fold_in(runner.key, _SEGMENT_KEY + i),
-            )
-            agent_state, states[i], row = e.on_segment(agent_state, states[i], m, step)
+            agent_state, states[i], row = e.on_segment(agent_state, states[i], m, steps[i])
+            clash = sorted(set(row) & set(metrics))
+            if clash:
+                raise ValueError(f"extension {e.name!r} logs {clash}, which are logged already")
             metrics.update(row)
         return runner.replace(agent_state=agent_state, ext=tuple(states)), metrics
 
     def train(key, hparams, env_params, init_state=None):
         runner = init(key, hparams, env_params, init_state)
         runner, metrics = jax.lax.scan(
-            lambda r, _: segment(r, hparams, env_params), runner, None, num_logs
+            lambda r, i: segment(r, hparams, env_params, i),
+            runner,
+            jnp.arange(num_logs, dtype=jnp.int32),
         )
         return runner.agent_state, metrics
 
