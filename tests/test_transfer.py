@@ -10,6 +10,7 @@ from research.analysis import transfer as tm
 from research.config import ConfigError, FinetuneConfig, parse_experiment
 from research.envs import interpolate, make_gymnax, variant_params
 from research.extensions import l2_penalty
+from research.pipelines.run import compare_runs, run, saved_config
 from research.pipelines.train import prepare
 from research.pipelines.transfer import run_transfer
 from research.rl.optim import Optimizer, param_group
@@ -333,6 +334,10 @@ def test_transfer_pipeline_writes_every_metric_and_reloads_its_checkpoint(tmp_pa
     assert set(summary.kind) == {"finetune", "scratch"} and len(summary) == 2 * 2 * 2 + 2
     for name in ("source", "checkpoint", "finetune", "scratch"):
         assert (out / name).is_dir()
+    # The source and scratch sub-runs reproduce alone from the config.yaml each keeps.
+    for name in ("source", "scratch"):
+        again = run(*saved_config(out / name), tmp_path / f"{name}_again")
+        assert compare_runs(out / name, again) == [], name
     assert (out / "transfer_curves.png").stat().st_size > 0
     assert (out / "transfer_matrix.png").stat().st_size > 0
     # Fine-tuning again from the saved checkpoint: no pretraining, same checkpoint states.

@@ -50,6 +50,7 @@ class TransferPlan:
     loaded: Any  # its states, every leaf [K, ...] (None when pretraining)
     finetune: Prepared
     scratch: Prepared | None
+    scratch_raw: dict  # the config scratch/ keeps: it reproduces scratch/ alone
     evaluate: Any
     held_out: list[dict[str, float]]
     # the env's per-episode metrics beyond the return (EnvEntry.episode_metrics): name -> evaluator
@@ -75,6 +76,12 @@ def source_raw_config(raw: dict) -> dict:
     }
 
 
+def scratch_raw_config(raw: dict) -> dict:
+    """The plain train-pipeline config of the scratch runs: the targets, no sweep."""
+    name = f"{raw.get('experiment_name', 'transfer')}_scratch"
+    return {**raw, "experiment_name": name, "sweep": {}, "transfer": None}
+
+
 def plan(config: ExperimentConfig, raw: dict) -> TransferPlan:
     t = config.transfer
     if config.env.shift is not None:
@@ -96,7 +103,9 @@ def plan(config: ExperimentConfig, raw: dict) -> TransferPlan:
         )
     finetune = prepare(config, finetune=t.finetune, checkpoints=len(source.runs))
     loaded = None if path is None else load_checkpoint(finetune, path)
-    scratch = prepare(dataclasses.replace(config, sweep={}, transfer=None)) if t.scratch else None
+    # Parsed from the config scratch/ keeps, so that config.yaml reproduces scratch/ alone.
+    scratch_raw = scratch_raw_config(raw)
+    scratch = prepare(parse_experiment(scratch_raw)) if t.scratch else None
     env = finetune.env
     num_steps = t.evaluation.num_steps or longest_episode(finetune)
     evaluate = make_evaluate(finetune.agent, env, t.evaluation.num_envs, num_steps)
@@ -115,7 +124,16 @@ def plan(config: ExperimentConfig, raw: dict) -> TransferPlan:
         else []
     )
     return TransferPlan(
-        source, source_raw, path, loaded, finetune, scratch, evaluate, held_out, metric_evaluators
+        source,
+        source_raw,
+        path,
+        loaded,
+        finetune,
+        scratch,
+        scratch_raw,
+        evaluate,
+        held_out,
+        metric_evaluators,
     )
 
 
@@ -196,7 +214,7 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
     phases = [("finetune", ft, ft_result, initial_agent_states(ft.trainer, ft.runs, init))]
     if p.scratch is not None:
         sc_result = execute(p.scratch)
-        write_run_dir(run_dir / "scratch", p.scratch, sc_result, raw)
+        write_run_dir(run_dir / "scratch", p.scratch, sc_result, p.scratch_raw)
         phases.append(
             (
                 "scratch",
