@@ -27,13 +27,11 @@ import pandas as pd
 import yaml
 
 from research import results
+from research.agents import AGENTS
 from research.config import ConfigError
 from research.envs import EnvSpec
 
 FORMAT = 1
-# Static agent settings that change what the saved parameters compute without always
-# changing their shapes (activation) or that change their structure (layer_norm, mode).
-NETWORK_FIELDS = ("hidden_sizes", "activation", "layer_norm", "normalize_obs", "mode")
 
 
 def path_name(path: tuple) -> str:
@@ -48,11 +46,12 @@ def _leaves(tree: Any) -> dict[str, Any]:
     return {path_name(path): leaf for path, leaf in flat}
 
 
-def _network_settings(agent_config: Any) -> dict[str, Any]:
+def _network_settings(agent: str, agent_config: Any) -> dict[str, Any]:
+    """The agent's `network_fields` (AgentEntry): settings that change what its saved
+    parameters compute without always changing their shapes, or their structure."""
+    names = AGENTS[agent].network_fields
     values = dataclasses.asdict(agent_config)
-    return {
-        k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if k in NETWORK_FIELDS
-    }
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if k in names}
 
 
 def _spec_dict(spec: EnvSpec) -> dict[str, Any]:
@@ -79,7 +78,7 @@ def save(
         "format": FORMAT,
         "agent": agent,
         "env_spec": _spec_dict(spec),
-        "network": _network_settings(agent_config),
+        "network": _network_settings(agent, agent_config),
         "agent_config": {
             k: list(v) if isinstance(v, tuple) else v
             for k, v in dataclasses.asdict(agent_config).items()
@@ -132,7 +131,7 @@ def mismatches(
                 f"env {name}: checkpoint {have!r} ({meta['env_spec']['env_id']}), "
                 f"target {want!r} ({spec.env_id})"
             )
-    want_net = _network_settings(agent_config)
+    want_net = _network_settings(agent, agent_config)
     for name, want in want_net.items():
         have = meta["network"].get(name)
         if have != want:

@@ -1,6 +1,8 @@
 """Typed, frozen experiment configs and their validation.
 
-This is the only module that knows the config schema. Hydra composes a plain
+This module holds the config schema: the rules, the experiment's dataclasses and
+their parsing; each agent declares its own settings with these rules in its module
+(research/agents/*.py, registered in research.agents.AGENTS). Hydra composes a plain
 mapping; `parse_experiment` turns it into frozen dataclasses or raises one
 `ConfigError` naming the field, the bad value and what is allowed -- before
 anything is traced or compiled.
@@ -88,138 +90,50 @@ UNIT = Rule("float", low=0.0, high=1.0)  # [0, 1]
 BOOL = Rule("bool")
 
 
-def _f(default: Any, rule: Rule, **kw: Any) -> Any:
+def setting(default: Any, rule: Rule, **kw: Any) -> Any:
+    """A dataclass field with its default and the rule parsing checks it by (kw: more
+    metadata, e.g. sequence=True for a non-empty list of values of `rule`)."""
     return field(default=default, metadata={"rule": rule, **kw})
 
 
+_f = setting  # the short name this module's own dataclasses use
+
+
 # --------------------------------------------------------------------------- agents
+# Each agent module declares its own settings with these rules (research/agents/*.py) and
+# registers them in one AgentEntry (research.agents.AGENTS); parsing reads them from there.
+
+SCHEDULES = Rule("str", choices=("constant", "linear", "exponential"))  # epsilon schedules
 
 
-@dataclass(frozen=True)
-class PPOConfig:
-    """Static PPO settings (shapes and loop counts)."""
-
-    num_envs: int = _f(4, POS_INT)
-    num_steps: int = _f(128, POS_INT)
-    num_epochs: int = _f(4, POS_INT)
-    num_minibatches: int = _f(4, POS_INT)
-    hidden_sizes: tuple[int, ...] = _f((64, 64), POS_INT, sequence=True)
-    activation: str = _f("tanh", Rule("str", choices=("tanh", "relu")))
-    normalize_obs: bool = _f(False, BOOL)
-    anneal_lr: bool = _f(True, BOOL)
+def check_minibatches(config: Any) -> None:
+    """num_minibatches divides the batch num_envs * num_steps (an AgentEntry.check)."""
+    batch = config.num_envs * config.num_steps
+    if batch % config.num_minibatches:
+        raise ConfigError(
+            f"agent.num_minibatches: got {config.num_minibatches}; must divide "
+            f"num_envs * num_steps = {config.num_envs} * {config.num_steps} = {batch}"
+        )
 
 
-@struct.dataclass
-class PPOHParams:
-    """Traced PPO hyperparameters: each leaf is a scalar, or [R] across runs."""
+def agent_entries() -> Mapping[str, Any]:
+    """name -> AgentEntry of every registered agent (research.agents.AGENTS).
 
-    lr: float = _f(2.5e-4, POS_FLOAT)
-    gamma: float = _f(0.99, UNIT)
-    gae_lambda: float = _f(0.95, UNIT)
-    clip_eps: float = _f(0.2, POS_FLOAT)
-    ent_coef: float = _f(0.01, NONNEG_FLOAT)
-    vf_coef: float = _f(0.5, NONNEG_FLOAT)
-    max_grad_norm: float = _f(0.5, POS_FLOAT)
-    init_log_std: float = _f(0.0, Rule("float"))
-    reward_scale: float = _f(1.0, POS_FLOAT)
-    l2_init: float = _f(0.0, NONNEG_FLOAT)  # weight of the L2 pull to the starting params
+    Imported when first needed: the agent modules import this one for its rules."""
+    from research.agents import AGENTS
+
+    return AGENTS
 
 
-SCHEDULES = Rule("str", choices=("constant", "linear", "exponential"))
-
-
-@dataclass(frozen=True)
-class QLearningConfig:
-    """Static tabular Q-learning settings. Needs an environment with discrete states."""
-
-    num_envs: int = _f(16, POS_INT)
-    num_steps: int = _f(1, POS_INT)
-    epsilon_schedule: str = _f("linear", SCHEDULES)
-
-
-@struct.dataclass
-class QLearningHParams:
-    """alpha (lr), gamma, epsilon schedule end points, optimistic initial value q_init."""
-
-    lr: float = _f(0.1, UNIT_OPEN)
-    gamma: float = _f(0.99, UNIT)
-    epsilon_start: float = _f(1.0, UNIT)
-    epsilon_end: float = _f(0.05, UNIT)
-    epsilon_fraction: float = _f(0.5, UNIT_OPEN)  # of training, to reach epsilon_end
-    q_init: float = _f(0.0, Rule("float"))
-
-
-@dataclass(frozen=True)
-class DQNConfig:
-    """Static deep Q-learning settings.
-
-    mode "pqn": lambda-returns over each fresh rollout, no replay buffer, LayerNorm.
-    mode "dqn": a replay buffer per run and a target network (soft updates with tau).
-    """
-
-    mode: str = _f("pqn", Rule("str", choices=("pqn", "dqn")))
-    num_envs: int = _f(16, POS_INT)
-    num_steps: int = _f(32, POS_INT)
-    num_epochs: int = _f(2, POS_INT)  # pqn: epochs over the rollout; dqn: grad steps / update
-    num_minibatches: int = _f(4, POS_INT)  # pqn only
-    hidden_sizes: tuple[int, ...] = _f((128, 128), POS_INT, sequence=True)
-    activation: str = _f("relu", Rule("str", choices=("tanh", "relu")))
-    layer_norm: bool = _f(True, BOOL)
-    buffer_size: int = _f(10_000, POS_INT)  # dqn, transitions per run
-    batch_size: int = _f(128, POS_INT)  # dqn
-    learning_starts: int = _f(1_000, Rule("int", low=0))  # dqn, transitions before learning
-    double_q: bool = _f(False, BOOL)  # dqn: online net picks a', target net values it
-    loss: str = _f("mse", Rule("str", choices=("mse", "huber")))  # TD loss, both modes
-    epsilon_schedule: str = _f("linear", SCHEDULES)
-    anneal_lr: bool = _f(False, BOOL)
-
-
-@struct.dataclass
-class DQNHParams:
-    lr: float = _f(3e-4, POS_FLOAT)
-    gamma: float = _f(0.99, UNIT)
-    q_lambda: float = _f(0.65, UNIT)  # pqn
-    tau: float = _f(0.01, UNIT_OPEN)  # dqn target-network soft update
-    epsilon_start: float = _f(1.0, UNIT)
-    epsilon_end: float = _f(0.05, UNIT)
-    epsilon_fraction: float = _f(0.2, UNIT_OPEN)
-    max_grad_norm: float = _f(10.0, POS_FLOAT)
-    l2_init: float = _f(0.0, NONNEG_FLOAT)  # weight of the L2 pull to the starting params
-
-
-@dataclass(frozen=True)
-class ReinforceConfig:
-    """Static REINFORCE settings; baseline: learned "value", running "mean" return, or "none"."""
-
-    num_envs: int = _f(8, POS_INT)
-    num_steps: int = _f(128, POS_INT)
-    hidden_sizes: tuple[int, ...] = _f((64, 64), POS_INT, sequence=True)
-    activation: str = _f("tanh", Rule("str", choices=("tanh", "relu")))
-    baseline: str = _f("value", Rule("str", choices=("value", "mean", "none")))
-    normalize_obs: bool = _f(False, BOOL)
-    normalize_advantages: bool = _f(False, BOOL)  # G - b to zero mean, unit std per batch
-
-
-@struct.dataclass
-class ReinforceHParams:
-    lr: float = _f(1e-3, POS_FLOAT)
-    gamma: float = _f(0.99, UNIT)
-    ent_coef: float = _f(0.0, NONNEG_FLOAT)
-    vf_coef: float = _f(0.5, NONNEG_FLOAT)
-    baseline_decay: float = _f(0.99, UNIT)  # running-mean baseline
-    max_grad_norm: float = _f(0.5, POS_FLOAT)
-    init_log_std: float = _f(0.0, Rule("float"))
-    reward_scale: float = _f(1.0, POS_FLOAT)
-    l2_init: float = _f(0.0, NONNEG_FLOAT)  # weight of the L2 pull to the starting params
-
-
-# name -> (static config class, hparams class)
-AGENT_SCHEMAS: dict[str, tuple[type, type]] = {
-    "ppo": (PPOConfig, PPOHParams),
-    "q_learning": (QLearningConfig, QLearningHParams),
-    "dqn": (DQNConfig, DQNHParams),
-    "reinforce": (ReinforceConfig, ReinforceHParams),
-}
+def __getattr__(name: str) -> Any:
+    """The agents' settings classes (PPOConfig, QLearningHParams, ...) by name, as they
+    were importable from here before each agent module declared its own."""
+    if not name.startswith("_"):
+        for entry in agent_entries().values():
+            for cls in (entry.config, entry.hparams):
+                if cls.__name__ == name:
+                    return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- experiment
@@ -581,25 +495,17 @@ def parse_grid(path: str, raw: Any, rule: Rule | None = None) -> ValueGrid:
 def _parse_agent(raw: Mapping[str, Any]) -> AgentSpec:
     raw = _mapping("agent", raw)
     name = raw.get("name")
-    if name not in AGENT_SCHEMAS:
-        raise ConfigError(f"agent.name: got {name!r}; allowed: {', '.join(AGENT_SCHEMAS)}")
-    config_cls, hparams_cls = AGENT_SCHEMAS[name]
-    allowed = ["name"] + [f.name for f in dataclasses.fields(config_cls)]
-    allowed += [f.name for f in dataclasses.fields(hparams_cls)]
+    entries = agent_entries()
+    if name not in entries:
+        raise ConfigError(f"agent.name: got {name!r}; allowed: {', '.join(entries)}")
+    entry = entries[name]
+    allowed = ["name"] + [f.name for f in dataclasses.fields(entry.config)]
+    allowed += [f.name for f in dataclasses.fields(entry.hparams)]
     _reject_unknown("agent", raw, allowed)
-    config = _build_dataclass(config_cls, "agent", raw)
-    hparams = _build_dataclass(hparams_cls, "agent", raw)
-    batch = config.num_envs * config.num_steps
-    if hasattr(config, "num_minibatches") and batch % config.num_minibatches:
-        raise ConfigError(
-            f"agent.num_minibatches: got {config.num_minibatches}; must divide "
-            f"num_envs * num_steps = {config.num_envs} * {config.num_steps} = {batch}"
-        )
-    if hasattr(config, "buffer_size") and config.batch_size > config.buffer_size:
-        raise ConfigError(
-            f"agent.batch_size: got {config.batch_size}; must be <= "
-            f"agent.buffer_size = {config.buffer_size}"
-        )
+    config = _build_dataclass(entry.config, "agent", raw)
+    hparams = _build_dataclass(entry.hparams, "agent", raw)
+    if entry.check is not None:
+        entry.check(config)
     return AgentSpec(name=name, config=config, hparams=hparams)
 
 
@@ -812,11 +718,11 @@ def _parse_transfer(raw: Any, agent: AgentSpec) -> TransferConfig | None:
         "transfer.finetune", ft_raw, [f.name for f in dataclasses.fields(FinetuneConfig)]
     )
     finetune = _build_dataclass(FinetuneConfig, "transfer.finetune", ft_raw)
-    tabular = agent.name == "q_learning"
+    entry = agent_entries()[agent.name]
     for name in ("load", "freeze"):
-        if tabular and getattr(finetune, name) == "torso":
+        if not entry.gradient_based and getattr(finetune, name) == "torso":
             raise ConfigError(
-                f"transfer.finetune.{name}: got 'torso'; agent 'q_learning' has "
+                f"transfer.finetune.{name}: got 'torso'; agent {agent.name!r} has "
                 "a table, not a torso and heads; allowed: "
                 + ("'all'" if name == "load" else "'none'")
             )
@@ -831,9 +737,9 @@ def _parse_transfer(raw: Any, agent: AgentSpec) -> TransferConfig | None:
     noise = tuple(
         NONNEG_FLOAT.check(f"transfer.evaluation.obs_noise[{i}]", v) for i, v in enumerate(noise)
     )
-    if tabular and any(noise):
+    if entry.state_indices and any(noise):
         raise ConfigError(
-            "transfer.evaluation.obs_noise: agent 'q_learning' sees state "
+            f"transfer.evaluation.obs_noise: agent {agent.name!r} sees state "
             "indices, which noise cannot perturb; allowed: []"
         )
     steps = ev.get("num_steps")
@@ -996,10 +902,11 @@ def _parse_meta(raw: Any, agent: AgentSpec) -> MetaConfig | None:
         ),
     )
     method = Rule("str", choices=("reptile", "es")).check("meta.method", raw.get("method"))
-    if agent.name == "q_learning":
+    entries = agent_entries()
+    if not entries[agent.name].gradient_based:
         raise ConfigError(
-            "agent.name: got 'q_learning'; meta-learning moves network "
-            "parameters; allowed: " + ", ".join(n for n in AGENT_SCHEMAS if n != "q_learning")
+            f"agent.name: got {agent.name!r}; meta-learning moves network parameters; "
+            "allowed: " + ", ".join(n for n, e in entries.items() if e.gradient_based)
         )
     variants = {
         key: _parse_range(f"meta.variants.{key}", value, Rule("float"))

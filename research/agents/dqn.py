@@ -6,14 +6,27 @@ buffer and minibatching are shared pieces under research/rl/.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from research.agents.base import Agent
-from research.config import ConfigError, DQNConfig, DQNHParams
+from research.agents.base import Agent, AgentEntry
+from research.config import (
+    BOOL,
+    NONNEG_FLOAT,
+    POS_FLOAT,
+    POS_INT,
+    SCHEDULES,
+    UNIT,
+    UNIT_OPEN,
+    ConfigError,
+    Rule,
+    check_minibatches,
+    setting,
+)
 from research.envs import EnvSpec
 from research.rl import optim
 from research.rl.exploration import epsilon_greedy, schedule
@@ -21,6 +34,54 @@ from research.rl.minibatch import flatten_time, minibatch_epochs
 from research.rl.networks import QNetwork, init_params
 from research.rl.replay import ReplayBuffer, buffer_add, buffer_init, buffer_sample
 from research.rl.returns import gae
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    """Static deep Q-learning settings.
+
+    mode "pqn": lambda-returns over each fresh rollout, no replay buffer, LayerNorm.
+    mode "dqn": a replay buffer per run and a target network (soft updates with tau).
+    """
+
+    mode: str = setting("pqn", Rule("str", choices=("pqn", "dqn")))
+    num_envs: int = setting(16, POS_INT)
+    num_steps: int = setting(32, POS_INT)
+    num_epochs: int = setting(2, POS_INT)  # pqn: epochs over the rollout; dqn: grad steps / update
+    num_minibatches: int = setting(4, POS_INT)  # pqn only
+    hidden_sizes: tuple[int, ...] = setting((128, 128), POS_INT, sequence=True)
+    activation: str = setting("relu", Rule("str", choices=("tanh", "relu")))
+    layer_norm: bool = setting(True, BOOL)
+    buffer_size: int = setting(10_000, POS_INT)  # dqn, transitions per run
+    batch_size: int = setting(128, POS_INT)  # dqn
+    learning_starts: int = setting(1_000, Rule("int", low=0))  # dqn, transitions before learning
+    double_q: bool = setting(False, BOOL)  # dqn: online net picks a', target net values it
+    loss: str = setting("mse", Rule("str", choices=("mse", "huber")))  # TD loss, both modes
+    epsilon_schedule: str = setting("linear", SCHEDULES)
+    anneal_lr: bool = setting(False, BOOL)
+
+
+@struct.dataclass
+class DQNHParams:
+    lr: float = setting(3e-4, POS_FLOAT)
+    gamma: float = setting(0.99, UNIT)
+    q_lambda: float = setting(0.65, UNIT)  # pqn
+    tau: float = setting(0.01, UNIT_OPEN)  # dqn target-network soft update
+    epsilon_start: float = setting(1.0, UNIT)
+    epsilon_end: float = setting(0.05, UNIT)
+    epsilon_fraction: float = setting(0.2, UNIT_OPEN)
+    max_grad_norm: float = setting(10.0, POS_FLOAT)
+    l2_init: float = setting(0.0, NONNEG_FLOAT)  # weight of the L2 pull to the starting params
+
+
+def check_config(config: DQNConfig) -> None:
+    """The minibatches divide the rollout, and a replay minibatch fits in the buffer."""
+    check_minibatches(config)
+    if config.batch_size > config.buffer_size:
+        raise ConfigError(
+            f"agent.batch_size: got {config.batch_size}; must be <= "
+            f"agent.buffer_size = {config.buffer_size}"
+        )
 
 
 @struct.dataclass
@@ -82,11 +143,7 @@ def make(
     total_updates: int,
     optimizer: optim.Optimizer = optim.Optimizer(),
 ) -> Agent:
-    if not spec.discrete:
-        raise ConfigError(
-            f"agent.name: 'dqn' needs discrete actions; env.id {spec.env_id!r} "
-            "has continuous actions (use ppo or reinforce)"
-        )
+    """Deep Q-learning for `spec` (discrete actions, checked by make_agent)."""
     network = q_network(config, spec)
     replay = config.mode == "dqn"
 
@@ -231,3 +288,17 @@ def make(
         return network.apply(state.params, obs).max(-1)
 
     return Agent(init=init, act=act, update=update, value=value)
+
+
+ENTRY = AgentEntry(
+    name="dqn",
+    make=make,
+    config=DQNConfig,
+    hparams=DQNHParams,
+    state=DQNState,
+    discrete_actions=True,
+    continuous_actions=False,
+    network_fields=("mode", "hidden_sizes", "activation", "layer_norm"),
+    param_copies=("target_params",),
+    check=check_config,
+)

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from research.agents.base import Agent
-from research.config import PPOConfig, PPOHParams
+from research.agents.base import Agent, AgentEntry
+from research.config import (
+    BOOL,
+    NONNEG_FLOAT,
+    POS_FLOAT,
+    POS_INT,
+    UNIT,
+    Rule,
+    check_minibatches,
+    setting,
+)
 from research.envs import EnvSpec
 from research.rl import optim
 from research.rl.minibatch import flatten_time, minibatch_epochs
@@ -17,6 +27,36 @@ from research.rl.normalization import RunningMeanStd
 from research.rl.policy import Policy, actor_critic_objective, standardize
 from research.rl.returns import gae
 from research.rl.rollout import Transition
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Static PPO settings (shapes and loop counts)."""
+
+    num_envs: int = setting(4, POS_INT)
+    num_steps: int = setting(128, POS_INT)
+    num_epochs: int = setting(4, POS_INT)
+    num_minibatches: int = setting(4, POS_INT)
+    hidden_sizes: tuple[int, ...] = setting((64, 64), POS_INT, sequence=True)
+    activation: str = setting("tanh", Rule("str", choices=("tanh", "relu")))
+    normalize_obs: bool = setting(False, BOOL)
+    anneal_lr: bool = setting(True, BOOL)
+
+
+@struct.dataclass
+class PPOHParams:
+    """Traced PPO hyperparameters: each leaf is a scalar, or [R] across runs."""
+
+    lr: float = setting(2.5e-4, POS_FLOAT)
+    gamma: float = setting(0.99, UNIT)
+    gae_lambda: float = setting(0.95, UNIT)
+    clip_eps: float = setting(0.2, POS_FLOAT)
+    ent_coef: float = setting(0.01, NONNEG_FLOAT)
+    vf_coef: float = setting(0.5, NONNEG_FLOAT)
+    max_grad_norm: float = setting(0.5, POS_FLOAT)
+    init_log_std: float = setting(0.0, Rule("float"))
+    reward_scale: float = setting(1.0, POS_FLOAT)
+    l2_init: float = setting(0.0, NONNEG_FLOAT)  # weight of the L2 pull to the starting params
 
 
 @struct.dataclass
@@ -119,3 +159,17 @@ def make(
         return policy.value(state.params, state.obs_stats, obs)
 
     return Agent(init=init, act=act, update=update, value=value)
+
+
+ENTRY = AgentEntry(
+    name="ppo",
+    make=make,
+    config=PPOConfig,
+    hparams=PPOHParams,
+    state=PPOState,
+    discrete_actions=True,
+    continuous_actions=True,
+    network_fields=("hidden_sizes", "activation", "normalize_obs"),
+    loaded_fields=("obs_stats",),
+    check=check_minibatches,
+)

@@ -6,15 +6,38 @@ Maths and state only: the epsilon schedule and epsilon-greedy live in research/r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from research.agents.base import Agent
-from research.config import ConfigError, QLearningConfig, QLearningHParams
-from research.envs import EnvSpec, discrete_state_ids
+from research.agents.base import Agent, AgentEntry
+from research.config import POS_INT, SCHEDULES, UNIT, UNIT_OPEN, Rule, setting
+from research.envs import EnvSpec
 from research.rl.exploration import epsilon_greedy, schedule
 from research.rl.rollout import Transition
+
+
+@dataclass(frozen=True)
+class QLearningConfig:
+    """Static tabular Q-learning settings. Needs an environment with discrete states."""
+
+    num_envs: int = setting(16, POS_INT)
+    num_steps: int = setting(1, POS_INT)
+    epsilon_schedule: str = setting("linear", SCHEDULES)
+
+
+@struct.dataclass
+class QLearningHParams:
+    """alpha (lr), gamma, epsilon schedule end points, optimistic initial value q_init."""
+
+    lr: float = setting(0.1, UNIT_OPEN)
+    gamma: float = setting(0.99, UNIT)
+    epsilon_start: float = setting(1.0, UNIT)
+    epsilon_end: float = setting(0.05, UNIT)
+    epsilon_fraction: float = setting(0.5, UNIT_OPEN)  # of training, to reach epsilon_end
+    q_init: float = setting(0.0, Rule("float"))
 
 
 @struct.dataclass
@@ -73,19 +96,8 @@ def td_step(
 
 
 def make(config: QLearningConfig, spec: EnvSpec, total_updates: int) -> Agent:
-    """Q-learning for `spec`; epsilon follows its schedule over `total_updates`."""
-    if not spec.discrete:
-        raise ConfigError(
-            f"agent.name: 'q_learning' needs discrete actions; env.id "
-            f"{spec.env_id!r} has continuous actions (use ppo or reinforce)"
-        )
-    if not spec.num_states:
-        raise ConfigError(
-            f"agent.name: 'q_learning' is tabular and needs discrete states; env.id "
-            f"{spec.env_id!r} has observations of shape {spec.obs_shape}. Allowed: an env with "
-            f"discrete states ({', '.join(discrete_state_ids())}), or env.discretize with bins, "
-            "low and high per observation dimension (e.g. env=cartpole_discrete)"
-        )
+    """Q-learning for `spec` (discrete actions and states, checked by make_agent); epsilon
+    follows its schedule over `total_updates`."""
 
     def init(key: jax.Array, hparams: QLearningHParams) -> QLearningState:
         q = jnp.full((spec.num_states, spec.num_actions), hparams.q_init, jnp.float32)
@@ -139,3 +151,17 @@ def make(config: QLearningConfig, spec: EnvSpec, total_updates: int) -> Agent:
         return state.q[obs].max(-1)
 
     return Agent(init=init, act=act, update=update, value=value)
+
+
+ENTRY = AgentEntry(
+    name="q_learning",
+    make=make,
+    config=QLearningConfig,
+    hparams=QLearningHParams,
+    state=QLearningState,
+    discrete_actions=True,
+    continuous_actions=False,
+    state_indices=True,
+    gradient_based=False,
+    loaded_fields=("q",),
+)

@@ -10,20 +10,47 @@ as ended there), so num_steps should then cover most of an episode.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from research.agents.base import Agent
-from research.config import ReinforceConfig, ReinforceHParams
+from research.agents.base import Agent, AgentEntry
+from research.config import BOOL, NONNEG_FLOAT, POS_FLOAT, POS_INT, UNIT, Rule, setting
 from research.envs import EnvSpec
 from research.rl import optim
 from research.rl.normalization import RunningMeanStd
 from research.rl.policy import Policy, actor_critic_objective, standardize
 from research.rl.returns import discounted_returns
 from research.rl.rollout import Transition
+
+
+@dataclass(frozen=True)
+class ReinforceConfig:
+    """Static REINFORCE settings; baseline: learned "value", running "mean" return, or "none"."""
+
+    num_envs: int = setting(8, POS_INT)
+    num_steps: int = setting(128, POS_INT)
+    hidden_sizes: tuple[int, ...] = setting((64, 64), POS_INT, sequence=True)
+    activation: str = setting("tanh", Rule("str", choices=("tanh", "relu")))
+    baseline: str = setting("value", Rule("str", choices=("value", "mean", "none")))
+    normalize_obs: bool = setting(False, BOOL)
+    normalize_advantages: bool = setting(False, BOOL)  # G - b to zero mean, unit std per batch
+
+
+@struct.dataclass
+class ReinforceHParams:
+    lr: float = setting(1e-3, POS_FLOAT)
+    gamma: float = setting(0.99, UNIT)
+    ent_coef: float = setting(0.0, NONNEG_FLOAT)
+    vf_coef: float = setting(0.5, NONNEG_FLOAT)
+    baseline_decay: float = setting(0.99, UNIT)  # running-mean baseline
+    max_grad_norm: float = setting(0.5, POS_FLOAT)
+    init_log_std: float = setting(0.0, Rule("float"))
+    reward_scale: float = setting(1.0, POS_FLOAT)
+    l2_init: float = setting(0.0, NONNEG_FLOAT)  # weight of the L2 pull to the starting params
 
 
 @struct.dataclass
@@ -143,3 +170,16 @@ def make(
         return policy.value(state.params, state.obs_stats, obs)
 
     return Agent(init=init, act=act, update=update, value=value)
+
+
+ENTRY = AgentEntry(
+    name="reinforce",
+    make=make,
+    config=ReinforceConfig,
+    hparams=ReinforceHParams,
+    state=ReinforceState,
+    discrete_actions=True,
+    continuous_actions=True,
+    network_fields=("hidden_sizes", "activation", "normalize_obs"),
+    loaded_fields=("obs_stats",),
+)

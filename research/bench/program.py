@@ -11,7 +11,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
 
-# --agent name -> (Hydra overrides, default env config group)
+# --agent name -> (Hydra overrides, default env config group). Not built from the agent
+# registry (research.agents.AGENTS): importing the agents imports JAX and starts a backend,
+# which the measuring parent must not. tests/test_agent_registry.py checks that every
+# registered agent is here, under its own name, with a default env it can act in.
 AGENTS = {
     "ppo": (("agent=ppo",), "cartpole"),
     "pqn": (("agent=dqn", "agent.mode=pqn"), "cartpole"),

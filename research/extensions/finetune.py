@@ -1,13 +1,14 @@
 """Fine-tuning: the state a run starts from is a loaded checkpoint state, adopted.
 
-One rule for every agent, by state field name (see research/agents/*State):
-- loaded from the checkpoint: `params` (or the tabular `q`), `obs_stats` (the
-  normalisation the parameters were trained with), and `opt_state` unless the
-  optimizer is reset;
+One rule for every agent, by the state fields its entry declares (research.agents.AGENTS):
+- loaded from the checkpoint: the entry's `loaded_fields` (the tabular `q`, the
+  `obs_stats` normalisation the parameters were trained with) and, for a gradient-based
+  agent, `params`, and `opt_state` unless the optimizer is reset;
 - re-initialised from this run's own key: the `head` parameter group when
   `load == "torso"`;
-- derived: `target_params` = the adopted params, and the optimizer's L2 anchor =
-  the adopted params (so `l2_init` pulls towards where fine-tuning started);
+- derived: the entry's `param_copies` (`target_params`) = the adopted params, and the
+  optimizer's L2 anchor = the adopted params (so `l2_init` pulls towards where
+  fine-tuning started);
 - fresh: everything else -- update counters (schedules, learning-rate anneal and
   epsilon restart: re-warming), replay buffers, running baselines.
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 import jax
 
+from research.agents import agent_of_state
 from research.config import FinetuneConfig
 from research.rl.optim import param_group
 from research.runner.extension import Extension, Start
@@ -32,20 +34,18 @@ def _with_fresh_heads(loaded: Any, fresh: Any) -> Any:
 
 def adopt(fresh: Any, loaded: Any, options: FinetuneConfig) -> Any:
     """fresh: this run's newly initialised state; loaded: the checkpoint's. Same structure."""
-    fields = {}
-    if hasattr(fresh, "q"):
-        fields["q"] = loaded.q
-    if hasattr(fresh, "obs_stats"):
-        fields["obs_stats"] = loaded.obs_stats
-    if hasattr(fresh, "params"):
+    entry = agent_of_state(fresh)
+    fields = {name: getattr(loaded, name) for name in entry.loaded_fields}
+    if entry.gradient_based:
         params = loaded.params
         if options.load == "torso":
             params = _with_fresh_heads(params, fresh.params)
         fields["params"] = params
         opt_state = fresh.opt_state if options.reset_optimizer else loaded.opt_state
         fields["opt_state"] = opt_state.replace(anchor=params)
-        if getattr(fresh, "target_params", None) is not None:
-            fields["target_params"] = params
+        for name in entry.param_copies:
+            if getattr(fresh, name) is not None:
+                fields[name] = params
     return fresh.replace(**fields)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import shutil
 import time
@@ -16,7 +15,7 @@ import pandas as pd
 import yaml
 
 from research import checkpoint, results
-from research.agents import Agent, make_agent
+from research.agents import AGENTS, Agent, make_agent
 from research.analysis.curves import (
     aggregate,
     ci_markdown,
@@ -127,7 +126,7 @@ def uses_l2_init(config: ExperimentConfig) -> bool:
     """Whether any run of the config can have a non-zero L2-to-init weight: set, swept, or
     searched by ES (a weight of 0 everywhere trains exactly as without the extension)."""
     hparams = config.agent.hparams
-    if "l2_init" not in {f.name for f in dataclasses.fields(hparams)}:
+    if not AGENTS[config.agent.name].gradient_based:
         return False
     searched = config.meta is not None and "l2_init" in config.meta.es.search
     return hparams.l2_init != 0 or "l2_init" in config.sweep or searched
