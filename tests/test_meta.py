@@ -290,6 +290,25 @@ PIPELINE = (
 
 
 @pytest.mark.slow
+def test_an_es_search_of_l2_init_plugs_l2_into_its_fine_tuning():
+    """The search sets l2_init per candidate, so the inner loop and the evaluation of the
+    searched values need the L2 extension although the config's own weight is 0."""
+    base = (
+        *PIPELINE,
+        "+meta.method=es",
+        "+meta.pretrain_timesteps=2048",
+        "+meta.es.inner_timesteps=1024",
+        "+meta.es.search.lr={low: 1e-5, high: 1e-3}",
+    )
+    names = lambda prepared: [e.name for e in prepared.trainer.extensions]
+    searched = plan(
+        parse_experiment(compose_raw(*base, "+meta.es.search.l2_init={low: 0, high: 1}"))
+    )
+    assert names(searched.inner) == names(searched.evaluation) == ["finetune", "l2_init"]
+    plain = plan(parse_experiment(compose_raw(*base)))
+    assert names(plain.inner) == names(plain.evaluation) == ["finetune"]
+
+
 def test_es_pipeline_fine_tunes_with_the_searched_hyperparameters(tmp_path):
     raw = compose_raw(
         *PIPELINE,

@@ -55,7 +55,14 @@ from research.meta import (
     sample_variants,
     shard_over,
 )
-from research.pipelines.train import Prepared, execute, prepare, write_config, write_run_dir
+from research.pipelines.train import (
+    Prepared,
+    execute,
+    prepare,
+    uses_l2_init,
+    write_config,
+    write_run_dir,
+)
 from research.pipelines.transfer import against_scratch, curve_metrics, longest_episode
 from research.runner import (
     RunParams,
@@ -99,11 +106,13 @@ def plan(config: ExperimentConfig) -> MetaPlan:
     meta = config.meta
     _check_env_fields(config, Env(config.env.id, config.env.discretize))
     base = dataclasses.replace(config, meta=None)
+    l2_init = uses_l2_init(config)  # base no longer shows an l2_init the search sets
     arms = BASELINES + (meta.method,)
     evaluation = prepare(
         dataclasses.replace(base, env=dataclasses.replace(config.env, variants=meta.held_out)),
         finetune=FinetuneConfig(),
         checkpoints=len(arms) * meta.seeds,
+        l2_init=l2_init,
     )
     agent = config.agent.config
     batch = agent.num_envs * agent.num_steps
@@ -118,6 +127,7 @@ def plan(config: ExperimentConfig) -> MetaPlan:
             base, train=TrainConfig(inner_timesteps, min(config.train.num_logs, inner_updates))
         ),
         finetune=FinetuneConfig(),
+        l2_init=l2_init,
     )
     budget = meta.pretrain_timesteps or (
         meta.reptile.iterations * meta.reptile.meta_batch * inner_timesteps

@@ -133,16 +133,19 @@ def uses_l2_init(config: ExperimentConfig) -> bool:
 
 
 def make_extensions(
-    config: ExperimentConfig, env: Env, num_updates: int, finetune: FinetuneConfig | None
+    config: ExperimentConfig,
+    env: Env,
+    shift: tuple[int, int] | None,
+    finetune: FinetuneConfig | None,
+    l2_init: bool,
 ) -> tuple[Extension, ...]:
     """The loop's extensions for this config, in the order their hooks run (adoption
-    before the L2 anchor is read from the adopted state)."""
+    before L2 reads the anchor of the adopted state)."""
     extensions: list[Extension] = []
     if finetune is not None:
         extensions.append(Finetune(finetune))
-    if uses_l2_init(config):
+    if l2_init:
         extensions.append(L2Init())
-    shift = shift_updates(config, num_updates)
     if shift is not None:
         extensions.append(EnvShift(config.env.id, *shift))
     shaping = make_shaping(config, env)
@@ -152,12 +155,17 @@ def make_extensions(
 
 
 def prepare(
-    config: ExperimentConfig, finetune: FinetuneConfig | None = None, checkpoints: int = 0
+    config: ExperimentConfig,
+    finetune: FinetuneConfig | None = None,
+    checkpoints: int = 0,
+    l2_init: bool | None = None,
 ) -> Prepared:
     """Validates everything that needs the environment or devices; compiles nothing.
 
     finetune / checkpoints: runs start from one of `checkpoints` states, adopted with
     these options (the runs axis gets an outermost checkpoint axis).
+    l2_init: plug in L2-to-init; None: when `uses_l2_init(config)` (a pipeline that sets
+    the weight itself, as meta-learning's search does, says so).
     """
     env = Env(config.env.id, config.env.discretize)
     shift = config.env.shift
@@ -199,7 +207,9 @@ def prepare(
         config.agent.config.num_steps,
         num_updates,
         config.train.num_logs,
-        make_extensions(config, env, num_updates, finetune),
+        make_extensions(
+            config, env, env_shift, finetune, uses_l2_init(config) if l2_init is None else l2_init
+        ),
     )
     return Prepared(config, env, agent, trainer, runs, num_updates, devices, env_shift)
 
