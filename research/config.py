@@ -206,7 +206,7 @@ class RunsConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """How a fine-tuning run adopts its checkpoint (research/runner/finetune.py)."""
+    """How a fine-tuning run adopts its checkpoint (research/extensions/finetune.py)."""
 
     load: str = _f("all", Rule("str", choices=("all", "torso")))  # torso: heads re-initialised
     freeze: str = _f("none", Rule("str", choices=("none", "torso")))

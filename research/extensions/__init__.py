@@ -6,17 +6,17 @@
 - l2_init: an L2 pull towards the parameters a run started from.
 """
 
-from research.extensions.env_shift import EnvShift
+from research.extensions.env_shift import ShiftEnvParams
 from research.extensions.finetune import Finetune, adopt
 from research.extensions.l2_init import L2Init, l2_penalty
 from research.extensions.shaping import RewardShaping, ShapingStats
 
 __all__ = [
-    "EnvShift",
     "Finetune",
     "L2Init",
     "RewardShaping",
     "ShapingStats",
+    "ShiftEnvParams",
     "adopt",
     "l2_penalty",
 ]

@@ -24,7 +24,7 @@ def shift_weight(update: jax.Array, start: int, end: int) -> jax.Array:
 
 
 @dataclass(frozen=True)
-class EnvShift(Extension):
+class ShiftEnvParams(Extension):
     env_id: str
     first: int  # the first update that sees any change
     last: int  # the first update that sees the full change

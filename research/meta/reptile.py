@@ -8,7 +8,7 @@ towards the mean of the fine-tuned parameters:
 
 The whole meta-training is one `lax.scan` over iterations inside one jitted program.
 Only the network parameters are meta-learned: the inner `train` adopts them as a
-fine-tuning start (research/runner/finetune.py), with a fresh optimiser every time.
+fine-tuning start (research/extensions/finetune.py), with a fresh optimiser every time.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from research.analysis.transfer import area_under_curve, drop_and_recovery, time
 from research.config import ConfigError, ExperimentConfig, FinetuneConfig, parse_experiment
 from research.envs import Env, check_fields
 from research.envs.shaping import goal_distance, progress_potential
-from research.extensions import EnvShift, Finetune, L2Init, RewardShaping
+from research.extensions import Finetune, L2Init, RewardShaping, ShiftEnvParams
 from research.rl.optim import Optimizer
 from research.runner import BatchResult, Extension, Trainer, make_train, run_batch
 from research.runner.runs import RunsAxis, build_runs
@@ -147,7 +147,7 @@ def make_extensions(
     if l2_init:
         extensions.append(L2Init())
     if shift is not None:
-        extensions.append(EnvShift(config.env.id, *shift))
+        extensions.append(ShiftEnvParams(config.env.id, *shift))
     shaping = make_shaping(config, env)
     if shaping is not None:
         extensions.append(shaping)

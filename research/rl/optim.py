@@ -1,9 +1,10 @@
 """The one optimiser every neural agent steps with.
 
 Adam whose learning rate and clipping norm are traced values (so runs with
-different learning rates share one compiled program), plus the two fine-tuning
-levers that act on gradients: frozen parameter groups, and an L2 pull towards
-the parameters the run started from ("L2-to-init", anchor kept in the state).
+different learning rates share one compiled program), with frozen parameter groups
+for fine-tuning. The state keeps the parameters the run started from (`anchor`), which
+the L2-to-init extension pulls towards (research/extensions/l2_init.py); extension loss
+terms reach the agents' losses through `with_penalty`.
 """
 
 from __future__ import annotations
