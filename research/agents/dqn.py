@@ -29,7 +29,7 @@ from research.config import (
 )
 from research.envs import EnvSpec
 from research.rl import optim
-from research.rl.exploration import epsilon_greedy, schedule
+from research.rl.exploration import epsilon_at, epsilon_greedy
 from research.rl.minibatch import flatten_time, minibatch_epochs
 from research.rl.networks import QNetwork, init_params
 from research.rl.replay import ReplayBuffer, buffer_add, buffer_init, buffer_sample
@@ -169,13 +169,7 @@ def make(
         )
 
     def epsilon(state: DQNState, hparams: DQNHParams) -> jax.Array:
-        return schedule(
-            config.epsilon_schedule,
-            hparams.epsilon_start,
-            hparams.epsilon_end,
-            hparams.epsilon_fraction,
-            state.num_updates / total_updates,
-        )
+        return epsilon_at(config.epsilon_schedule, hparams, state.num_updates, total_updates)
 
     def act(
         state: DQNState, obs: jax.Array, key: jax.Array, hparams: DQNHParams, explore: bool = True

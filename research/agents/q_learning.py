@@ -15,7 +15,7 @@ from flax import struct
 from research.agents.base import Agent, AgentEntry
 from research.config import POS_INT, SCHEDULES, UNIT, UNIT_OPEN, Rule, setting
 from research.envs import EnvSpec
-from research.rl.exploration import epsilon_greedy, schedule
+from research.rl.exploration import epsilon_at, epsilon_greedy
 from research.rl.rollout import Transition
 
 
@@ -104,13 +104,7 @@ def make(config: QLearningConfig, spec: EnvSpec, total_updates: int) -> Agent:
         return QLearningState(q, jnp.zeros((), jnp.int32))
 
     def epsilon(state: QLearningState, hparams: QLearningHParams) -> jax.Array:
-        return schedule(
-            config.epsilon_schedule,
-            hparams.epsilon_start,
-            hparams.epsilon_end,
-            hparams.epsilon_fraction,
-            state.num_updates / total_updates,
-        )
+        return epsilon_at(config.epsilon_schedule, hparams, state.num_updates, total_updates)
 
     def act(
         state: QLearningState,

@@ -63,6 +63,7 @@ from research.pipelines.train import (
     write_config,
     write_run_dir,
 )
+from research.pipelines.transfer import METRICS as TRANSFER_METRICS
 from research.pipelines.transfer import against_scratch, curve_metrics, longest_episode
 from research.runner import (
     RunParams,
@@ -316,15 +317,8 @@ def _evaluate(p: MetaPlan, prepared: Prepared, init: Any, result: Any) -> pd.Dat
     return table
 
 
-METRICS = (
-    "initial_return",
-    "final_return",
-    "auc",
-    "steps_to_threshold",
-    "jumpstart",
-    "final_gain",
-    "transfer_ratio",
-)
+# Transfer's, less forgetting (the meta arms have no source task of their own to forget).
+METRICS = tuple(m for m in TRANSFER_METRICS if m != "forgetting")
 
 
 def _summaries(run_dir: Path, table: pd.DataFrame, targets: list[str]) -> pd.DataFrame:

@@ -26,6 +26,18 @@ def schedule(
     raise ValueError(f"unknown schedule {kind!r}; allowed: constant, linear, exponential")
 
 
+def epsilon_at(kind: str, hparams, num_updates: jax.Array, total_updates: int) -> jax.Array:
+    """The exploration rate after `num_updates` of `total_updates`: `schedule(kind, ...)`
+    of the hyperparameters' epsilon_start, epsilon_end and epsilon_fraction."""
+    return schedule(
+        kind,
+        hparams.epsilon_start,
+        hparams.epsilon_end,
+        hparams.epsilon_fraction,
+        num_updates / total_updates,
+    )
+
+
 def epsilon_greedy(key: jax.Array, q_values: jax.Array, epsilon: jax.Array) -> jax.Array:
     """Greedy action of q_values [..., A] with probability 1 - epsilon, else uniform. -> [...]
 
