@@ -3,7 +3,7 @@
 Both are fed from a finished run directory's files only (runs.csv, metrics.npz), so they
 show exactly what the run directory holds: per setting (the swept / varied columns), the
 mean over its runs of every logged metric, at the logged env steps. Off by default
-(config `sinks`); research/config.py checks their packages before anything compiles.
+(config `sinks`); research/config/ checks their packages before anything compiles.
 """
 
 from __future__ import annotations

@@ -210,7 +210,10 @@ def test_a_malformed_entry_is_refused():
 
 def test_shared_code_names_no_agent():
     shared = [
-        "research/config.py",
+        "research/config/__init__.py",
+        "research/config/rules.py",
+        "research/config/schema.py",
+        "research/config/parse.py",
         "research/checkpoint.py",
         "research/agents/__init__.py",
         "research/extensions/finetune.py",

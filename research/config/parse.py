@@ -1,18 +1,5 @@
-"""Typed, frozen experiment configs and their validation.
-
-This module holds the config schema: the rules, the experiment's dataclasses and
-their parsing; each agent declares its own settings with these rules in its module
-(research/agents/*.py, registered in research.agents.AGENTS). Hydra composes a plain
-mapping; `parse_experiment` turns it into frozen dataclasses or raises one
-`ConfigError` naming the field, the bad value and what is allowed -- before
-anything is traced or compiled.
-
-Two kinds of agent settings exist, and the split is the heart of batching:
-- *static* settings change array shapes or loop counts (num_envs, layer sizes)
-  and are closed over by `make_train`;
-- *hyperparameters* are scalars that become traced pytree leaves, so a sweep
-  over them is vmapped inside one compiled program.
-"""
+"""Parsing: the composed Hydra mapping -> an ExperimentConfig, or one ConfigError naming the
+field, the bad value and what is allowed, before anything is traced or compiled."""
 
 from __future__ import annotations
 
@@ -21,402 +8,44 @@ import importlib
 import importlib.util
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from flax import struct
-
-
-class ConfigError(ValueError):
-    """A config value is invalid. The message names field, value and what is allowed."""
-
-
-# --------------------------------------------------------------------------- rules
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A constraint on one scalar field: type (`int`, `float`, `bool`, `str`) and range."""
-
-    kind: str
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    choices: tuple[str, ...] = ()
-
-    def describe(self) -> str:
-        if self.kind == "str":
-            return "one of " + ", ".join(repr(c) for c in self.choices)
-        if self.kind == "bool":
-            return "true or false"
-        article = "an" if self.kind == "int" else "a"
-        if self.low is None and self.high is None:
-            return f"{article} {self.kind}"
-        lo = "" if self.low is None else f"{self.low:g} {'<' if self.low_open else '<='} "
-        hi = "" if self.high is None else f" {'<' if self.high_open else '<='} {self.high:g}"
-        return f"{article} {self.kind} with {lo}x{hi}"
-
-    def check(self, path: str, value: Any) -> Any:
-        """Returns the value converted to the rule's type, or raises ConfigError."""
-        bad = ConfigError(f"{path}: got {value!r}; must be {self.describe()}")
-        if self.kind == "bool":
-            if not isinstance(value, bool):
-                raise bad
-            return value
-        if self.kind == "str":
-            if value not in self.choices:
-                raise bad
-            return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        if self.kind == "int" and not float(value).is_integer():
-            raise bad
-        value = int(value) if self.kind == "int" else float(value)
-        if not math.isfinite(value):
-            raise bad
-        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-            raise bad
-        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
-            raise bad
-        return value
-
-
-POS_INT = Rule("int", low=1)
-POS_FLOAT = Rule("float", low=0.0, low_open=True)
-NONNEG_FLOAT = Rule("float", low=0.0)
-UNIT_OPEN = Rule("float", low=0.0, high=1.0, low_open=True)  # (0, 1]
-UNIT = Rule("float", low=0.0, high=1.0)  # [0, 1]
-BOOL = Rule("bool")
-
-
-def setting(default: Any, rule: Rule, **kw: Any) -> Any:
-    """A dataclass field with its default and the rule parsing checks it by (kw: more
-    metadata, e.g. sequence=True for a non-empty list of values of `rule`)."""
-    return field(default=default, metadata={"rule": rule, **kw})
-
-
-_f = setting  # the short name this module's own dataclasses use
-
-
-# --------------------------------------------------------------------------- agents
-# Each agent module declares its own settings with these rules (research/agents/*.py) and
-# registers them in one AgentEntry (research.agents.AGENTS); parsing reads them from there.
-
-SCHEDULES = Rule("str", choices=("constant", "linear", "exponential"))  # epsilon schedules
-
-
-def check_minibatches(config: Any) -> None:
-    """num_minibatches divides the batch num_envs * num_steps (an AgentEntry.check)."""
-    batch = config.num_envs * config.num_steps
-    if batch % config.num_minibatches:
-        raise ConfigError(
-            f"agent.num_minibatches: got {config.num_minibatches}; must divide "
-            f"num_envs * num_steps = {config.num_envs} * {config.num_steps} = {batch}"
-        )
-
-
-def agent_entries() -> Mapping[str, Any]:
-    """name -> AgentEntry of every registered agent (research.agents.AGENTS).
-
-    Imported when first needed: the agent modules import this one for its rules."""
-    from research.agents import AGENTS
-
-    return AGENTS
-
-
-def __getattr__(name: str) -> Any:
-    """The agents' settings classes (PPOConfig, QLearningHParams, ...) by name, as they
-    were importable from here before each agent module declared its own."""
-    if not name.startswith("_"):
-        for entry in agent_entries().values():
-            for cls in (entry.config, entry.hparams):
-                if cls.__name__ == name:
-                    return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# --------------------------------------------------------------------------- experiment
-
-
-@dataclass(frozen=True)
-class AgentSpec:
-    name: str
-    config: Any  # the agent's static config dataclass
-    hparams: Any  # the agent's hparams dataclass (python floats)
-
-
-@dataclass(frozen=True)
-class ValueGrid:
-    """Values a swept field takes: an explicit list, or a linear/log range."""
-
-    values: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class Discretize:
-    """Observation -> state index, for tabular agents on continuous envs.
-
-    bins[d] equal bins over [low[d], high[d]] per observation dimension; values outside
-    fall into the edge bins. prod(bins) states.
-    """
-
-    bins: tuple[int, ...] = field(metadata={"rule": POS_INT, "sequence": True})
-    low: tuple[float, ...] = field(metadata={"rule": Rule("float"), "sequence": True})
-    high: tuple[float, ...] = field(metadata={"rule": Rule("float"), "sequence": True})
-
-
-MAX_STATES = 2**31 - 1  # state indices are int32
-
-
-@dataclass(frozen=True)
-class EnvShift:
-    """The env changes during training: `params` overrides take effect from fraction `at`
-    of training (rounded to a log boundary), ramping linearly over fraction `drift`
-    (0 = a step change)."""
-
-    params: Mapping[str, float]
-    at: float
-    drift: float = 0.0
-
-
-@dataclass(frozen=True)
-class EnvConfig:
-    id: str
-    params: Mapping[str, float]  # fixed overrides of EnvParams fields
-    variants: Mapping[str, ValueGrid]  # EnvParams fields -> values, crossed as a grid
-    discretize: Discretize | None = None
-    shift: EnvShift | None = None
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    total_timesteps: int
-    num_logs: int
-
-
-@dataclass(frozen=True)
-class RunsConfig:
-    seeds: int
-    base_seed: int
-    max_runs_per_chunk: int | None
-    memory_budget_gb: float | None
-    num_devices: int | None
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """How a fine-tuning run adopts its checkpoint (research/extensions/finetune.py)."""
-
-    load: str = _f("all", Rule("str", choices=("all", "torso")))  # torso: heads re-initialised
-    freeze: str = _f("none", Rule("str", choices=("none", "torso")))
-    reset_optimizer: bool = _f(True, BOOL)
-
-    @property
-    def frozen_groups(self) -> tuple[str, ...]:
-        return () if self.freeze == "none" else (self.freeze,)
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    """Pretraining: the source task(s) of the target's env id; one checkpoint per
-    source variant x seed."""
-
-    params: Mapping[str, float]
-    variants: Mapping[str, ValueGrid]
-    total_timesteps: int
-    seeds: int
-
-
-@dataclass(frozen=True)
-class EvaluationConfig:
-    """Greedy evaluation: num_envs episodes of at most num_steps steps per run;
-    held_out: variants never trained on (a grid); obs_noise: observation-noise stds."""
-
-    num_envs: int
-    num_steps: int | None
-    held_out: Mapping[str, ValueGrid]
-    obs_noise: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class TransferConfig:
-    """Pretrain on `source` (or load `checkpoint`), fine-tune on the experiment's env,
-    and (with `scratch`) train from scratch on it for comparison."""
-
-    checkpoint: str | None
-    source: SourceConfig | None
-    finetune: FinetuneConfig
-    scratch: bool
-    evaluation: EvaluationConfig
-    threshold: float | None
-
-
-SHAPING_SCHEDULES = ("constant", "linear", "exponential", "adaptive")
-
-
-@struct.dataclass
-class ShapingHParams:
-    """Traced shaping settings (each a scalar, or [R] across runs); see research/rl/shaping.py.
-
-    schedule: index into SHAPING_SCHEDULES; the weight is weight * the schedule's factor.
-    """
-
-    weight: float = _f(1.0, Rule("float"))
-    schedule: float = _f(0.0, Rule("float"))
-    anneal_fraction: float = _f(1.0, UNIT_OPEN)  # linear: reaches 0 here
-    decay: float = _f(5.0, NONNEG_FLOAT)  # exponential: exp(-decay * progress)
-    return_low: float = _f(0.0, Rule("float"))  # adaptive: full weight at or below
-    return_high: float = _f(1.0, Rule("float"))  # adaptive: zero weight at or above
-    return_rate: float = _f(0.05, UNIT_OPEN)  # adaptive: running-mean step per update
-
-
-@dataclass(frozen=True)
-class ShapingConfig:
-    """kind "potential": F = gamma Phi(s') - Phi(s), with Phi the env's progress potential
-    `name` or ("value") the value function of run 0 of `checkpoint`; kind "bonus":
-    weight / (distance(s') + 1), NOT policy-preserving (an ablation).
-    hparams: base values; grid: the shaping fields swept (schedule as indices)."""
-
-    kind: str
-    potential: str
-    name: str | None
-    checkpoint: str | None
-    hparams: ShapingHParams
-    grid: Mapping[str, ValueGrid]
-    threshold: float | None
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """How `sweep` values combine: "grid" crosses them; "random" draws `num_samples` joint
-    points (a range {start, stop, log} is sampled uniformly, or log-uniformly; a list is
-    sampled among its values), all of them traced in one program."""
-
-    kind: str = _f("grid", Rule("str", choices=("grid", "random")))
-    num_samples: int = _f(16, POS_INT)
-    seed: int = _f(0, Rule("int", low=0))
-
-
-# sink -> (the module it imports, the pip extra that installs it)
-SINK_PACKAGES = {"tensorboard": ("tensorboardX", "tensorboard"), "wandb": ("wandb", "wandb")}
-
-
-@dataclass(frozen=True)
-class SinksConfig:
-    """Optional metric sinks, written from the finished run directory (research/sinks.py)."""
-
-    tensorboard: bool = _f(False, BOOL)  # event files in <run dir>/tensorboard/
-    wandb: bool = _f(False, BOOL)  # an offline wandb run in <run dir>/wandb/
-
-
-@dataclass(frozen=True)
-class AnalysisConfig:
-    """optimality_threshold: the score the optimality gap is measured to (e.g. the env's
-    maximum return); None: the best final return of any run in the run directory."""
-
-    optimality_threshold: float | None = None
-
-
-@dataclass(frozen=True)
-class FieldRange:
-    """A distribution over one scalar: uniform on [low, high] (log-uniform with `log`), or,
-    when `values` is given, uniform among those values."""
-
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    values: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True)
-class ReptileConfig:
-    """First-order Reptile: `iterations` outer steps; each fine-tunes the initialisation on
-    `meta_batch` sampled variants for `inner_timesteps` env steps and moves it by
-    outer_lr (linearly annealed to 0 with `anneal`) towards the mean fine-tuned params."""
-
-    iterations: int = _f(20, POS_INT)
-    meta_batch: int = _f(4, POS_INT)
-    inner_timesteps: int = _f(8192, POS_INT)
-    outer_lr: float = _f(1.0, UNIT_OPEN)
-    anneal: bool = _f(True, BOOL)
-
-
-ES_ALGORITHMS = ("snes", "open_es")
-
-
-@dataclass(frozen=True)
-class ESConfig:
-    """Evolution strategies (evosax) over fine-tuning hyperparameters and shaping parameters.
-
-    Each generation: `population` candidates, each fine-tuned (from the pretrained source,
-    or from scratch) on `variants` sampled variants x `seeds` seeds for `inner_timesteps`;
-    fitness = the unshaped training return (mean over logs: "auc", or the last log: "final").
-    search: field -> range; agent hyperparameters by name, shaping ones as shaping.<field>.
-    """
-
-    algorithm: str = _f("snes", Rule("str", choices=ES_ALGORITHMS))
-    generations: int = _f(10, POS_INT)
-    population: int = _f(8, Rule("int", low=2))
-    variants: int = _f(2, POS_INT)
-    seeds: int = _f(1, POS_INT)
-    inner_timesteps: int = _f(16384, POS_INT)
-    std_init: float = _f(1.0, POS_FLOAT)  # of the search distribution, in sigmoid space
-    lr: float = _f(1.0, POS_FLOAT)  # SGD step of the search distribution's mean
-    fitness: str = _f("auc", Rule("str", choices=("auc", "final")))
-    init: str = _f("source", Rule("str", choices=("source", "scratch")))
-    search: Mapping[str, FieldRange] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class MetaEvaluationConfig:
-    """Greedy evaluation before and after fine-tuning on the held-out variants."""
-
-    num_envs: int = _f(8, POS_INT)
-    num_steps: int | None = None  # None: the env's max_steps_in_episode
-    threshold: float | None = None  # steps to this training return, if given
-
-
-@dataclass(frozen=True)
-class MetaConfig:
-    """Meta-learning (research/pipelines/meta.py): `method` meta-trains `seeds` independent
-    times on variants drawn from `variants`, then every initialisation (meta-learned,
-    scratch, single-source pretraining on `source`, multi-task pretraining on the
-    variant distribution) is fine-tuned on the `held_out` grid for train.total_timesteps.
-    pretrain_timesteps: the pretraining budget of the baselines, and of the source that ES
-    fine-tunes (Reptile only, None: the same as Reptile's inner env steps in all)."""
-
-    method: str
-    seeds: int
-    seed: int
-    variants: Mapping[str, FieldRange]
-    held_out: Mapping[str, ValueGrid]
-    source: Mapping[str, float]
-    pretrain_timesteps: int | None
-    reptile: ReptileConfig
-    es: ESConfig
-    evaluation: MetaEvaluationConfig
-
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    name: str
-    agent: AgentSpec
-    env: EnvConfig
-    train: TrainConfig
-    runs: RunsConfig
-    sweep: Mapping[str, ValueGrid]  # hparam name -> values, crossed (grid) or aligned (random)
-    output_root: str
-    progress: bool
-    plot: bool
-    transfer: TransferConfig | None = None
-    save_checkpoint: bool = False
-    shaping: ShapingConfig | None = None
-    search: SearchConfig = SearchConfig()
-    sinks: SinksConfig = SinksConfig()
-    analysis: AnalysisConfig = AnalysisConfig()
-    meta: MetaConfig | None = None
-
+from research.config.rules import (
+    BOOL,
+    NONNEG_FLOAT,
+    POS_FLOAT,
+    POS_INT,
+    ConfigError,
+    Rule,
+    agent_entries,
+)
+from research.config.schema import (
+    MAX_STATES,
+    SHAPING_SCHEDULES,
+    SINK_PACKAGES,
+    AgentSpec,
+    AnalysisConfig,
+    Discretize,
+    EnvConfig,
+    EnvShift,
+    ESConfig,
+    EvaluationConfig,
+    ExperimentConfig,
+    FieldRange,
+    FinetuneConfig,
+    MetaConfig,
+    MetaEvaluationConfig,
+    ReptileConfig,
+    RunsConfig,
+    SearchConfig,
+    ShapingConfig,
+    ShapingHParams,
+    SinksConfig,
+    SourceConfig,
+    TrainConfig,
+    TransferConfig,
+    ValueGrid,
+)
 
 # --------------------------------------------------------------------------- parsing
 
