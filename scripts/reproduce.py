@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from research.errors import cli
 from research.platform import use_cpu_cores_as_devices
 
 use_cpu_cores_as_devices()  # as scripts/train.py does, so programs match
@@ -49,4 +50,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from research.errors import cli
 from research.platform import use_cpu_cores_as_devices
 
 use_cpu_cores_as_devices()
@@ -26,4 +27,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -17,7 +17,8 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from research.config import ConfigError, parse_experiment  # noqa: E402
+from research.config import parse_experiment  # noqa: E402
+from research.errors import InputError, debug, report  # noqa: E402
 from research.pipelines.run import run  # noqa: E402
 
 
@@ -26,9 +27,10 @@ def main(cfg: DictConfig) -> None:
     raw = OmegaConf.to_container(cfg, resolve=True)
     try:
         run(parse_experiment(raw), raw, HydraConfig.get().runtime.output_dir)
-    except ConfigError as error:
-        print(f"config error: {error}", file=sys.stderr)
-        sys.exit(2)
+    except InputError as error:
+        if debug():
+            raise
+        sys.exit(report(error))
 
 
 if __name__ == "__main__":

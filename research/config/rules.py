@@ -8,9 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from research.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A config value is invalid. The message names field, value and what is allowed."""
+
+    kind = "config error"
 
 
 # --------------------------------------------------------------------------- rules

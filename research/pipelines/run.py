@@ -9,6 +9,7 @@ import numpy as np
 import yaml
 
 from research.config import ExperimentConfig, parse_experiment
+from research.errors import InputError
 from research.pipelines.meta import run_meta
 from research.pipelines.train import run_experiment
 from research.pipelines.transfer import run_transfer
@@ -25,8 +26,24 @@ def run(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Path:
 
 
 def saved_config(run_dir: str | Path) -> tuple[ExperimentConfig, dict]:
-    """(parsed, raw) config saved in a run directory."""
-    raw = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    """(parsed, raw) config saved in a run directory; an InputError naming the directory
+    when it is missing, is no run directory, or holds a config that is not YAML."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"run_dir: {str(run_dir)!r} is not a directory; give a run directory")
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise InputError(
+            f"run_dir: {str(run_dir)!r} has no config.yaml, so it is not a run directory "
+            "(scripts/train.py writes one first)"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"{path}: not valid YAML ({line})") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: got {type(raw).__name__}; must be a mapping of key: value")
     return parse_experiment(raw), raw
 
 
