@@ -241,6 +241,24 @@ def q_star_gridworld(size, goal, gamma, step_reward=0.0, goal_reward=1.0, sweeps
     return q
 
 
+# Uniformly random behaviour on a 4 x 4 grid, goal in the far corner, truncated after 10 steps
+# (tests/test_shaping.py learns the shaped Q-table on the same setting).
+RANDOM_4X4_GRID = (
+    "env=gridworld",
+    "env.params.size=4",
+    "env.params.goal_row=3",
+    "env.params.goal_col=3",
+    "env.params.max_steps_in_episode=10",
+    "agent.gamma=0.9",
+    "agent.lr=0.5",
+    "agent.epsilon_schedule=constant",
+    "agent.epsilon_start=1.0",
+    "train.total_timesteps=32000",
+    "train.num_logs=4",
+    "runs.seeds=2",
+)
+
+
 @pytest.mark.slow
 def test_reaches_q_star_of_gridworld():
     """Off-policy: a uniformly random behaviour policy learns Q* on every non-goal cell.
@@ -248,20 +266,7 @@ def test_reaches_q_star_of_gridworld():
     Episodes are truncated after 10 steps (most are), so this also needs the bootstrap on
     truncation: treating truncation as termination leaves errors of about 0.5 here.
     """
-    prepared, result = _train(
-        "env=gridworld",
-        "env.params.size=4",
-        "env.params.goal_row=3",
-        "env.params.goal_col=3",
-        "env.params.max_steps_in_episode=10",
-        "agent.gamma=0.9",
-        "agent.lr=0.5",
-        "agent.epsilon_schedule=constant",
-        "agent.epsilon_start=1.0",
-        "train.total_timesteps=32000",
-        "train.num_logs=4",
-        "runs.seeds=2",
-    )
+    prepared, result = _train(*RANDOM_4X4_GRID)
     assert not np.isnan(result.metrics["episode_return"]).any()  # episodes ended in every log
     q_star = q_star_gridworld(4, (3, 3), 0.9)
     learned = result.agent_states.q[:, :16]

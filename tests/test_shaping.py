@@ -14,7 +14,7 @@ from research.pipelines.train import prepare, run_experiment
 from research.rl.shaping import SCHEDULES, potential_term, proximity_bonus, schedule_factor
 from research.runner import RunParams, make_train
 from tests.conftest import compose_raw, train
-from tests.test_q_learning import q_star_gridworld
+from tests.test_q_learning import RANDOM_4X4_GRID, q_star_gridworld
 
 # ------------------------------------------------------------------ value iteration
 
@@ -172,18 +172,7 @@ def test_q_learning_with_shaping_converges_to_q_star_minus_phi():
     prepared, result = train(
         "progress=false",
         "agent=q_learning",
-        "env=gridworld",
-        "env.params.size=4",
-        "env.params.goal_row=3",
-        "env.params.goal_col=3",
-        "env.params.max_steps_in_episode=10",
-        "agent.gamma=0.9",
-        "agent.lr=0.5",
-        "agent.epsilon_schedule=constant",
-        "agent.epsilon_start=1.0",
-        "train.total_timesteps=32000",
-        "train.num_logs=4",
-        "runs.seeds=2",
+        *RANDOM_4X4_GRID,
         "+shaping.name=distance",
         "+shaping.weight=1.0",
     )
