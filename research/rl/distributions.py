@@ -50,3 +50,27 @@ class DiagGaussian(NamedTuple):
     def entropy(self) -> jax.Array:
         per_dim = jnp.broadcast_to(self.log_std + 0.5 * (1.0 + _LOG_2PI), self.mean.shape)
         return jnp.sum(per_dim, axis=-1)
+
+
+def kl(p: Categorical | DiagGaussian, q: Categorical | DiagGaussian) -> jax.Array:
+    """Forward KL(p || q) = E_p[log p - log q] per batch element: [...].
+
+    Categorical: sum_a p_a (log p_a - log q_a), with 0 log 0 = 0 (an action p never takes,
+    e.g. a -inf logit, adds nothing). DiagGaussian: the closed form summed over action dims,
+    log(s_q / s_p) + (s_p^2 + (m_p - m_q)^2) / (2 s_q^2) - 1/2.
+    """
+    if isinstance(p, Categorical) and isinstance(q, Categorical):
+        logp, logq = jax.nn.log_softmax(p.logits), jax.nn.log_softmax(q.logits)
+        taken = logp > -jnp.inf
+        # The inner where keeps -inf - (-inf) out of the unselected branch (and its gradient).
+        terms = jnp.where(taken, jnp.exp(logp) * (jnp.where(taken, logp, 0.0) - logq), 0.0)
+        return jnp.sum(terms, axis=-1)
+    if isinstance(p, DiagGaussian) and isinstance(q, DiagGaussian):
+        log_ratio = q.log_std - p.log_std
+        per_dim = (
+            log_ratio
+            + 0.5 * (jnp.exp(-2.0 * log_ratio) + (p.mean - q.mean) ** 2 * jnp.exp(-2.0 * q.log_std))
+            - 0.5
+        )
+        return jnp.sum(per_dim, axis=-1)  # (m_p - m_q)^2 carries the batch shape
+    raise TypeError(f"kl: no KL between {type(p).__name__} and {type(q).__name__}")
