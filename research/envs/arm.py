@@ -38,7 +38,7 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from research.envs.registry import EnvEntry, register
+from research.envs.registry import NONNEGATIVE, POSITIVE, EnvEntry, Range, register
 
 # Discrete actions: index a -> torque directions (a // 3 - 1, a % 3 - 1), a = 4 is zero torque.
 DISCRETE_TORQUES = np.array([[i - 1, j - 1] for i in range(3) for j in range(3)], np.float32)
@@ -72,34 +72,42 @@ class ArmParams(environment.EnvParams):
     max_steps_in_episode: int = 200
 
 
+# Every mass, length, time step, limit and success threshold divides or clips: > 0. The
+# costs and the bonus only shape the reward (a negative one would pay for effort): >= 0.
+RANGES = {
+    **{
+        name: POSITIVE
+        for name in (
+            "link_length_1",
+            "link_length_2",
+            "link_mass_1",
+            "link_mass_2",
+            "max_torque",
+            "max_speed",
+            "dt",
+            "tolerance",
+            "max_tip_speed",
+        )
+    },
+    **{name: NONNEGATIVE for name in ("friction", "control_cost", "success_bonus")},
+    # beyond pi the elbow would fold through the upper arm
+    "elbow_limit": Range(low=0.0, high=np.pi, low_open=True, high_name="pi"),
+    "target_radius_min": Range(
+        low=0.0, high=1.0, high_open=True, why="a fraction of the reach l1 + l2"
+    ),
+    "target_radius_max": Range(
+        low=0.0, high=1.0, low_open=True, why="a fraction of the reach l1 + l2"
+    ),
+}
+
+
 def check_params(params: ArmParams) -> tuple[str, str] | None:
-    """(field, what is allowed) for the first inconsistent field, else None."""
-    for name in (
-        "link_length_1",
-        "link_length_2",
-        "link_mass_1",
-        "link_mass_2",
-        "max_torque",
-        "max_speed",
-        "dt",
-        "tolerance",
-        "max_tip_speed",
-    ):
-        if not getattr(params, name) > 0:
-            return name, "a float > 0"
-    for name in ("friction", "control_cost", "success_bonus"):
-        if not getattr(params, name) >= 0:
-            return name, "a float >= 0"
-    if not 0 < params.elbow_limit <= np.pi:
-        return "elbow_limit", "a float with 0 < x <= pi"
-    if not 0 <= params.target_radius_min < params.target_radius_max:
+    """(field, what is allowed) for the first inconsistent combination, else None (each
+    field's own range is `RANGES`)."""
+    if not params.target_radius_min < params.target_radius_max:
         return "target_radius_min", (
             f"a float with 0 <= x < target_radius_max = {params.target_radius_max!r}"
         )
-    if not params.target_radius_max <= 1:
-        return "target_radius_max", "a float <= 1 (a fraction of the reach l1 + l2)"
-    if not params.max_steps_in_episode >= 1:
-        return "max_steps_in_episode", "an int >= 1"
     return None
 
 
@@ -307,5 +315,6 @@ for _env_id, _arm in ARMS.items():
             check=check_params,
             potentials={"distance": progress},
             goal_distance=target_distance,
+            ranges=RANGES,
         )
     )

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from research.envs.registry import EnvEntry, register
+from research.envs.registry import EnvEntry, Range, register
 
 MAX_SIZE = 10
 MOVES = ((-1, 0), (0, 1), (1, 0), (0, -1))  # up, right, down, left: (d_row, d_col)
@@ -43,10 +43,16 @@ class GridWorldParams(environment.EnvParams):
     max_steps_in_episode: int = 100
 
 
+# Rewards are free (a step cost is a negative step_reward); the table holds MAX_SIZE**2 cells.
+RANGES = {
+    "size": Range(low=2, high=MAX_SIZE, why=f"the table holds {MAX_SIZE} x {MAX_SIZE} cells"),
+    **{name: Range(low=0) for name in ("goal_row", "goal_col", "start_row", "start_col")},
+}
+
+
 def check_params(params: GridWorldParams) -> tuple[str, str] | None:
-    """(field, what is allowed) for the first inconsistent field, else None."""
-    if not 2 <= params.size <= MAX_SIZE:
-        return "size", f"an int with 2 <= x <= {MAX_SIZE}"
+    """(field, what is allowed) for the first inconsistent combination, else None (each
+    field's own range is `RANGES`)."""
     for name in ("goal_row", "goal_col", "start_row", "start_col"):
         if not 0 <= getattr(params, name) < params.size:
             return name, f"an int with 0 <= x < size = {params.size}"
@@ -122,5 +128,6 @@ register(
         potentials={"distance": progress},
         goal_distance=distance_to_goal,
         discrete_states=True,
+        ranges=RANGES,
     )
 )

@@ -9,10 +9,15 @@ module outside research/ calls `register` the same way and is named in the confi
 
 `make_gymnax(env_id)` returns the raw environment; `spec_of` tells an agent the
 observation shape and the action space without touching gymnax.
+
+Bad physics is refused before anything compiles: each entry's `ranges` give the values a
+field may take on its own (a mass > 0), its `check` what fields must satisfy together
+(a goal inside the grid); `COMMON_RANGES` hold for every environment (episode lengths).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -26,6 +31,60 @@ from research.config import ConfigError
 
 ObsFn = Callable[[Any, Any], Any]  # (obs [..., *obs_shape], env_params) -> [...], jittable
 Check = Callable[[Any], tuple[str, str] | None]  # params -> (field, what is allowed) or None
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values one EnvParams field may take on its own: low <= x (low < x with
+    `low_open`) and x <= high (x < high with `high_open`); None is no bound.
+
+    high_name: how the message writes `high` ("pi"); why: what the bounds protect, said in
+    the error. A config value outside is refused with `describe`'s words.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    high_name: str | None = None
+    why: str = ""
+
+    def allows(self, value: float) -> bool:
+        value = float(value)
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
+            return False
+        return True
+
+    def describe(self, integer: bool = False) -> str:
+        """'a float > 0', 'an int >= 1', 'a float with 0 <= x <= 1 (why)'."""
+        kind = "an int" if integer else "a float"
+        low = None if self.low is None else f"{self.low:g}"
+        high = self.high_name or (None if self.high is None else f"{self.high:g}")
+        below, above = ("<" if self.low_open else "<="), ("<" if self.high_open else "<=")
+        if low is not None and high is not None:
+            text = f"{kind} with {low} {below} x {above} {high}"
+        elif low is not None:
+            text = f"{kind} {'>' if self.low_open else '>='} {low}"
+        elif high is not None:
+            text = f"{kind} {above} {high}"
+        else:
+            text = kind
+        return f"{text} ({self.why})" if self.why else text
+
+
+POSITIVE = Range(low=0.0, low_open=True)  # masses, lengths, time steps, speed limits
+NONNEGATIVE = Range(low=0.0)  # noise scales, costs, frictions
+PROBABILITY = Range(low=0.0, high=1.0)
+
+# Every gymnax env truncates an episode once `time >= max_steps_in_episode`
+# (Environment.is_truncated), so with 0 or less every episode silently lasts one step.
+COMMON_RANGES: Mapping[str, Range] = MappingProxyType(
+    {"max_steps_in_episode": Range(low=1, why="episodes are truncated after this many steps")}
+)
 
 
 def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -42,8 +101,14 @@ class EnvEntry:
     derived: EnvParams fields gymnax stores but computes from others, name -> fn(params).
         Set directly, a variant would be silently inconsistent, so they are recomputed
         after every override and a config may not set them.
-    check: params -> (field, what is allowed) for the first inconsistent field, else None.
-        A goal outside the grid would silently make the task unsolvable.
+    ranges: field -> the `Range` of values it may take on its own (a mass > 0), checked for
+        every value a config gives (each variant, shift, held-out value, meta range bound)
+        under that value's own path, before the fields are combined. A field without one
+        may take any finite value (e.g. CartPole's force_mag: a negative push is a variant
+        the transfer experiments use); `COMMON_RANGES` apply where the entry sets none.
+    check: params -> (field, what is allowed) for the first inconsistent field, else None:
+        what fields must satisfy together, on every combined variant. A goal outside the
+        grid would silently make the task unsolvable.
     potentials: progress potentials for shaping, name -> fn(obs, params) -> [...], scaled
         to about [-1, 1] so that one shaping weight means something similar across envs;
         the first is the default of `shaping.name`.
@@ -61,9 +126,10 @@ class EnvEntry:
     goal_distance: ObsFn | None = None
     episode_metrics: Mapping[str, Callable[[Any, Any], Any]] = field(default_factory=dict)
     discrete_states: bool = False
+    ranges: Mapping[str, Range] = field(default_factory=dict)  # last: positional use stays
 
     def __post_init__(self):
-        for name in ("derived", "potentials", "episode_metrics"):
+        for name in ("derived", "ranges", "potentials", "episode_metrics"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
 
 
@@ -102,6 +168,11 @@ def entry(env_id: str) -> EnvEntry:
     """The registered entry of `env_id`; the empty one (gymnax makes it, nothing to add)
     for an id nobody registered. Whether the id exists at all is `make_gymnax`'s check."""
     return _ENTRIES.get(env_id) or EnvEntry(env_id)
+
+
+def field_range(env_id: str, name: str) -> Range | None:
+    """The range of EnvParams field `name` of `env_id` (its entry's, else the common one)."""
+    return entry(env_id).ranges.get(name) or COMMON_RANGES.get(name)
 
 
 def registered() -> tuple[EnvEntry, ...]:

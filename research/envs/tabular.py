@@ -26,7 +26,7 @@ from gymnax.environments import spaces
 from gymnax.wrappers.purerl import GymnaxWrapper
 
 from research.config import ConfigError
-from research.envs.registry import EnvEntry, register
+from research.envs.registry import EnvEntry, Range, register
 
 Encoder = Callable[[jax.Array], jax.Array]  # one observation -> [] int32 state index
 
@@ -113,8 +113,19 @@ ENCODED = {
     "DeepSea-tabular": _encoded("DeepSea-bsuite", deep_sea_encoder),
 }
 
+# gymnax's FourRooms replaces the action by a uniformly random one of the four with
+# probability fail_prob * 4/3, so a move goes another way with probability fail_prob; above
+# 0.75 every move would be random (the same as 0.75). DeepSea's unscaled_move_cost is free:
+# a negative cost pays for moving right, a well-defined ablation of its exploration problem.
+FOUR_ROOMS_RANGES = {
+    "fail_prob": Range(
+        low=0.0, high=0.75, why="the chance a move goes another way; at 0.75 all moves are random"
+    )
+}
+RANGES = {"FourRooms-tabular": FOUR_ROOMS_RANGES}
+
 for _env_id, _factory in ENCODED.items():
-    register(EnvEntry(_env_id, _factory, discrete_states=True))
+    register(EnvEntry(_env_id, _factory, discrete_states=True, ranges=RANGES.get(_env_id, {})))
 
 
 def discretized(env_id: str, env: Any, params: Any, discretize: Any) -> IndexObservation:

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from research.envs.registry import EnvEntry, register
+from research.envs.registry import NONNEGATIVE, POSITIVE, PROBABILITY, EnvEntry, register
 
 WINDOW = 8  # past log returns in the observation (static: it sets the observation shape)
 MAX_JUMPS = 8  # a larger jump count is drawn as 8: P(N > 8) < 1.1e-6 at jump_rate <= 1
@@ -75,20 +75,21 @@ class TradingParams(environment.EnvParams):
     max_steps_in_episode: int = 200
 
 
-def check_params(params: TradingParams) -> tuple[str, str] | None:
-    """(field, what is allowed) for the first inconsistent field, else None."""
-    for name in ("p_calm_to_volatile", "p_volatile_to_calm", "vol_decay", "jump_rate"):
-        if not 0 <= getattr(params, name) <= 1:
-            return name, "a float with 0 <= x <= 1"
-    for name in ("vol_calm", "vol_volatile", "jump_std", "cost_rate", "fixed_cost"):
-        if not getattr(params, name) >= 0:
-            return name, "a float >= 0"
-    for name in ("trade_size", "max_position", "initial_price", "initial_cash"):
-        if not getattr(params, name) > 0:
-            return name, "a float > 0"
-    if not params.max_steps_in_episode >= 1:
-        return "max_steps_in_episode", "an int >= 1"
-    return None
+# Drifts and the mean jump are free (rising and falling markets). Probabilities, the
+# EWMA decay and the jump rate (jump_count draws at most MAX_JUMPS, exact for rate <= 1)
+# lie in [0, 1]; scales and costs are >= 0; sizes, limits, the price and the cash that
+# divide (position / max_position, the drawdown's peak) are > 0.
+RANGES = {
+    **{
+        name: PROBABILITY
+        for name in ("p_calm_to_volatile", "p_volatile_to_calm", "vol_decay", "jump_rate")
+    },
+    **{
+        name: NONNEGATIVE
+        for name in ("vol_calm", "vol_volatile", "jump_std", "cost_rate", "fixed_cost")
+    },
+    **{name: POSITIVE for name in ("trade_size", "max_position", "initial_price", "initial_cash")},
+}
 
 
 def volatile_probability(params: TradingParams) -> jax.Array:
@@ -262,7 +263,5 @@ class Trading(environment.Environment[TradingState, TradingParams]):
 
 
 register(
-    EnvEntry(
-        "Trading-v0", Trading, check=check_params, episode_metrics={"max_drawdown": max_drawdown}
-    )
+    EnvEntry("Trading-v0", Trading, episode_metrics={"max_drawdown": max_drawdown}, ranges=RANGES)
 )

@@ -2,8 +2,13 @@
 
 A variant is a dict of field overrides. `variant_params` builds one EnvParams
 from it, `stack_params` a batch whose leaves carry a leading [R] axis so the
-runner can vmap over variants like over seeds. Which fields are derived, and which
-combinations are invalid, each environment's registry entry says (`EnvEntry`).
+runner can vmap over variants like over seeds. Which fields are derived, which values
+a field may take (`EnvEntry.ranges`) and which combinations are invalid (`EnvEntry.check`),
+each environment's registry entry says.
+
+Every config value is checked under its own path (`env.params.length`,
+`transfer.evaluation.held_out.length`, `meta.variants.length.low`, ...): the pipelines pass
+the path of the block the values come from.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from research.config import ConfigError
-from research.envs.registry import entry
+from research.envs.registry import entry, field_range
 
 
 def settable_fields(env_id: str, default_params: Any) -> dict[str, Any]:
@@ -38,23 +43,36 @@ def with_derived(env_id: str, params: Any) -> Any:
     return params
 
 
-def check_fields(env_id: str, default_params: Any, overrides: Mapping[str, Any], path: str) -> None:
-    """ConfigError at `path`.<field> for an override that is not a settable field."""
+def check_value(env_id: str, default_params: Any, name: str, value: Any, path: str) -> None:
+    """ConfigError at `path` when `value` is outside the range of settable field `name`."""
+    allowed = field_range(env_id, name)
+    integer = isinstance(getattr(default_params, name), (int, np.integer))
+    if allowed is not None and not allowed.allows(value):
+        shown = int(value) if integer and float(value).is_integer() else value
+        raise ConfigError(f"{path}: got {shown!r}; must be {allowed.describe(integer)}")
+
+
+def check_fields(
+    env_id: str, default_params: Any, overrides: Mapping[str, Any], path: str, suffix: str = ""
+) -> None:
+    """ConfigError at `path`.<field> for an override that is not a settable field, and at
+    `path`.<field>`suffix` (e.g. ".low", a range's bound) for a value outside its range."""
     allowed = settable_fields(env_id, default_params)
     derived = entry(env_id).derived
     for name, value in overrides.items():
+        at = f"{path}.{name}"
         if name in derived:
             raise ConfigError(
-                f"{path}.{name}: '{name}' of {env_id} is derived from other fields and is "
+                f"{at}: '{name}' of {env_id} is derived from other fields and is "
                 f"recomputed; set its inputs instead. Settable: {', '.join(allowed)}"
             )
         if name not in allowed:
             raise ConfigError(
-                f"{path}.{name}: not a field of {env_id}'s EnvParams; settable: "
-                f"{', '.join(allowed)}"
+                f"{at}: not a field of {env_id}'s EnvParams; settable: {', '.join(allowed)}"
             )
         if isinstance(allowed[name], (int, np.integer)) and not float(value).is_integer():
-            raise ConfigError(f"{path}.{name}: got {value!r}; must be an integer")
+            raise ConfigError(f"{at}{suffix}: got {value!r}; must be an integer")
+        check_value(env_id, default_params, name, value, at + suffix)
 
 
 def variant_params(env_id: str, default_params: Any, overrides: Mapping[str, Any]) -> Any:
@@ -72,13 +90,17 @@ def variant_grid(
     default_params: Any,
     fixed: Mapping[str, Any],
     variants: Mapping[str, Sequence[float]],
+    *,
+    fixed_path: str = "env.params",
+    variants_path: str = "env.variants",
 ) -> list[dict[str, float]]:
-    """Every combination of the `variants` values, each merged over `fixed`."""
-    check_fields(env_id, default_params, fixed, "env.params")
+    """Every combination of the `variants` values, each merged over `fixed`; ConfigError
+    for a bad value (under `fixed_path` / `variants_path`.<field>) or combination."""
+    check_fields(env_id, default_params, fixed, fixed_path)
     grid: list[dict[str, float]] = [dict(fixed)]
     for name, values in variants.items():
         for value in values:
-            check_fields(env_id, default_params, {name: value}, "env.variants")
+            check_fields(env_id, default_params, {name: value}, variants_path)
         grid = [{**g, name: v} for g in grid for v in values]
     check = entry(env_id).check
     for point in grid if check else ():
@@ -86,7 +108,7 @@ def variant_grid(
         problem = check(params)
         if problem:
             name, allowed = problem
-            path = "env.variants" if name in variants else "env.params"
+            path = variants_path if name in variants else fixed_path
             raise ConfigError(f"{path}.{name}: got {getattr(params, name)!r}; must be {allowed}")
     return grid
 
