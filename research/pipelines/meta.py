@@ -45,7 +45,7 @@ import pandas as pd
 from research import checkpoint, results
 from research.analysis.curves import aggregate, ci_markdown, plot_facets, plot_learning_curves
 from research.config import ConfigError, ExperimentConfig, FinetuneConfig, TrainConfig
-from research.envs import Env, check_fields, stack_params
+from research.envs import Env, check_fields, stack_params, variant_grid
 from research.meta import (
     SearchSpace,
     finetune_fitness,
@@ -93,14 +93,20 @@ class MetaPlan:
 
 
 def _check_env_fields(config: ExperimentConfig, env: Env) -> None:
-    """ConfigError naming the meta field for an EnvParams field the env does not have."""
-    meta, default = config.meta, env.default_params
-    firsts = {k: (r.values[0] if r.values else r.low) for k, r in meta.variants.items()}
-    check_fields(config.env.id, default, firsts, "meta.variants")
-    check_fields(
-        config.env.id, default, {k: v.values[0] for k, v in meta.held_out.items()}, "meta.held_out"
-    )
-    check_fields(config.env.id, default, meta.source, "meta.source")
+    """ConfigError naming the meta field for an EnvParams field the env does not have, or
+    a value (each range bound, each listed value) or combination it does not allow."""
+    meta, env_id, default = config.meta, config.env.id, env.default_params
+    for k, r in meta.variants.items():
+        for bound in () if r.values else ("low", "high"):
+            check_fields(env_id, default, {k: getattr(r, bound)}, "meta.variants", f".{bound}")
+    # Draws lie between the bounds, so the corners stand for the combinations drawn.
+    grids = {
+        "meta.variants": {k: r.values or (r.low, r.high) for k, r in meta.variants.items()},
+        "meta.held_out": {k: v.values for k, v in meta.held_out.items()},
+        "meta.source": {k: [v] for k, v in meta.source.items()},
+    }
+    for path, grid in grids.items():
+        variant_grid(env_id, default, config.env.params, grid, variants_path=path)
 
 
 def plan(config: ExperimentConfig) -> MetaPlan:

@@ -28,7 +28,7 @@ from research import checkpoint, results
 from research.analysis import transfer as metrics_lib
 from research.analysis.curves import aggregate, ci_markdown, plot_facets, plot_heatmap
 from research.config import ConfigError, ExperimentConfig, parse_experiment
-from research.envs import entry, stack_params, variant_grid
+from research.envs import entry, make_gymnax, stack_params, variant_grid
 from research.pipelines.train import Prepared, execute, load_checkpoint, prepare, write_run_dir
 from research.runner import (
     evaluate_batch,
@@ -91,6 +91,16 @@ def plan(config: ExperimentConfig, raw: dict) -> TransferPlan:
         )
     if t.checkpoint is None:
         source_raw, path = source_raw_config(raw), None
+        # Checked under its own name first: parsed as a plain experiment, the source's
+        # fields would be reported as env.params / env.variants.
+        variant_grid(
+            config.env.id,
+            make_gymnax(config.env.id)[1],
+            t.source.params,
+            {k: v.values for k, v in t.source.variants.items()},
+            fixed_path="transfer.source.params",
+            variants_path="transfer.source.variants",
+        )
     else:
         path = Path(t.checkpoint)
         checkpoint.read_info(path)
@@ -119,6 +129,7 @@ def plan(config: ExperimentConfig, raw: dict) -> TransferPlan:
             env.default_params,
             config.env.params,
             {k: v.values for k, v in t.evaluation.held_out.items()},
+            variants_path="transfer.evaluation.held_out",
         )
         if t.evaluation.held_out
         else []
