@@ -175,19 +175,26 @@ def numpy_ranks(f, delta=0.01):
     return erank, srank
 
 
+# One program per input shape: erank, then srank at deltas 0.01, 0.12, 0.15, 0.35.
+_RANKS = jax.jit(
+    lambda f: (dg.effective_rank(f), *(dg.srank(f, d) for d in (0.01, 0.12, 0.15, 0.35)))
+)
+
+
 def test_effective_rank_and_srank_by_hand():
     f = np.zeros((6, 4), np.float32)
     f[[0, 1, 2, 3], [0, 1, 2, 3]] = [4.0, 3.0, 2.0, 1.0]  # singular values 4, 3, 2, 1
     p = np.array([0.4, 0.3, 0.2, 0.1])
-    assert float(dg.effective_rank(f)) == pytest.approx(math.exp(-np.sum(p * np.log(p))), 1e-5)
-    assert int(dg.srank(f, 0.01)) == 4  # 9 < 9.9: all four needed
-    assert int(dg.srank(f, 0.15)) == 3  # 4 + 3 + 2 = 9 >= 8.5
-    assert int(dg.srank(f, 0.35)) == 2  # 4 + 3 = 7 >= 6.5
-    equal = np.eye(16, dtype=np.float32) * 0.3  # 16 equal singular values
-    assert float(dg.effective_rank(equal)) == pytest.approx(16.0, 1e-5)
-    assert int(dg.srank(equal, 0.01)) == 16 and int(dg.srank(equal, 0.1)) == 15  # 14.4 -> 15
-    zero = np.zeros((8, 5), np.float32)
-    assert float(dg.effective_rank(zero)) == 0.0 and int(dg.srank(zero)) == 0
+    erank, *srank = _RANKS(f)
+    assert float(erank) == pytest.approx(math.exp(-np.sum(p * np.log(p))), 1e-5)
+    # 0.01: 9 < 9.9, all four needed; 0.12: 4 + 3 + 2 = 9 >= 8.8; 0.15: 9 >= 8.5;
+    # 0.35: 4 + 3 = 7 >= 6.5 (no delta where a partial sum meets the bar exactly)
+    assert [int(k) for k in srank] == [4, 3, 3, 2]
+    erank, *srank = _RANKS(np.eye(16, dtype=np.float32) * 0.3)  # 16 equal singular values
+    assert float(erank) == pytest.approx(16.0, 1e-5)
+    assert [int(k) for k in srank] == [16, 15, 14, 11]  # ceil(16 (1 - delta)): 15.84, 14.08, ...
+    erank, *srank = _RANKS(np.zeros((8, 5), np.float32))
+    assert float(erank) == 0.0 and [int(k) for k in srank] == [0, 0, 0, 0]
 
 
 @pytest.mark.parametrize(
