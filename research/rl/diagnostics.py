@@ -153,8 +153,9 @@ def symmetric_eigenvalues(a: jax.Array) -> jax.Array:
     """Eigenvalues, ascending, of a symmetric a: [n, n] -> [n], without LAPACK.
 
     Householder tridiagonalisation, then Sturm bisection. Chosen over cyclic Jacobi
-    sweeps, which were as accurate here but O(sweeps n^3): 64 vmapped 256 x 256 matrices
-    took 146 s with 10 Jacobi sweeps and 1.3 s this way (2-core CPU).
+    sweeps (parallel ordering, O(sweeps n^3)): on 256 x 256 Gram matrices, 10 sweeps were
+    off by 1e-5 of the largest eigenvalue against 1e-7 here, and 64 of them vmapped took
+    146 s against 1.3 s (2-core CPU).
     """
     # Sorted as insurance: the bisections are independent, rounding could swap neighbours.
     return jnp.sort(tridiagonal_eigenvalues(*tridiagonalize(a)))
