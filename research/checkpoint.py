@@ -4,9 +4,16 @@ A checkpoint is one directory, written atomically (`results.atomic_dir`):
 
     arrays.npz       every state leaf under its key path, leading axis [K] (one per run)
     checkpoint.json  agent name, env spec, the agent's static config, leaf shapes,
-                     provenance (versions, commit, devices)
+                     provenance (versions, commit, devices), and under "sha256" the
+                     checksum of each of the three other files
     runs.csv         the K runs it holds: seed, hyperparameters, env variant
     config.yaml      the resolved config that trained them
+
+Reading verifies the checksums (`read_info`: runs.csv and config.yaml; `load`: arrays.npz):
+a file truncated or changed since it was saved is an InputError naming it, since a
+checkpoint, unlike a chunk of a run, cannot be recomputed. Checkpoints saved before
+checksums (no "sha256") still load; a damaged file among them fails to parse, which is
+also an InputError naming it.
 
 Loading reads plain arrays (`allow_pickle=False`) into the structure of a template
 state built by the loading side's own agent: nothing in a checkpoint is executed.
@@ -17,6 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,8 +39,11 @@ from research import results
 from research.agents import AGENTS
 from research.config import ConfigError
 from research.envs import EnvSpec
+from research.errors import InputError
 
 FORMAT = 1
+# Files whose sha256 checkpoint.json records (it cannot record its own).
+CHECKSUMMED = ("arrays.npz", "runs.csv", "config.yaml")
 
 
 def path_name(path: tuple) -> str:
@@ -91,10 +103,31 @@ def save(
     }
     with results.atomic_dir(path) as tmp:
         np.savez(tmp / "arrays.npz", **arrays)
-        (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
         runs.to_csv(tmp / "runs.csv", index=False)
         (tmp / "config.yaml").write_text(yaml.safe_dump(dict(raw_config), sort_keys=False))
+        meta["sha256"] = {name: results.sha256_file(tmp / name) for name in CHECKSUMMED}
+        (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return Path(path)
+
+
+def verify(path: str | Path, meta: Mapping[str, Any], name: str) -> None:
+    """An InputError if checkpoint file `name` differs from the sha256 saved for it in
+    `meta` (checkpoint.json); nothing to check in a checkpoint saved before checksums."""
+    sums = meta.get("sha256")
+    want = sums.get(name) if isinstance(sums, Mapping) else None
+    if want is None:
+        return
+    file = Path(path) / name
+    try:
+        have = results.sha256_file(file)
+    except OSError as error:
+        raise InputError(f"checkpoint: {str(file)!r} cannot be read ({error})") from None
+    if have != want:
+        raise InputError(
+            f"checkpoint: {str(file)!r} is damaged: its sha256 differs from the one saved in "
+            "checkpoint.json (truncated or changed since); a checkpoint cannot be recomputed, "
+            "so restore it from a copy or train it again"
+        )
 
 
 def read_info(path: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -105,12 +138,25 @@ def read_info(path: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
             f"checkpoint: {str(path)!r} is not a checkpoint directory "
             "(needs checkpoint.json and arrays.npz)"
         )
-    meta = json.loads((path / "checkpoint.json").read_text())
+    info = path / "checkpoint.json"
+    try:
+        meta = json.loads(info.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(
+            f"checkpoint: {str(info)!r} is damaged: not valid JSON ({type(error).__name__})"
+        ) from None
+    if not isinstance(meta, dict):
+        raise InputError(
+            f"checkpoint: {str(info)!r} is damaged: holds a JSON {type(meta).__name__}, "
+            "not a mapping"
+        )
     if meta.get("format") != FORMAT:
         raise ConfigError(
             f"checkpoint: {str(path)!r} has format {meta.get('format')!r}; "
             f"this version reads format {FORMAT}"
         )
+    verify(path, meta, "runs.csv")
+    verify(path, meta, "config.yaml")
     return meta, pd.read_csv(path / "runs.csv")
 
 
@@ -176,8 +222,17 @@ def load(
             f"checkpoint runs: got {np.atleast_1d(index).tolist()}; the checkpoint "
             f"holds runs 0..{len(runs) - 1}"
         )
-    with np.load(path / "arrays.npz", allow_pickle=False) as data:
-        arrays = {k: data[k][index] for k in data.files}
+    verify(path, meta, "arrays.npz")
+    try:
+        with np.load(path / "arrays.npz", allow_pickle=False) as data:
+            arrays = {k: data[k][index] for k in data.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, SyntaxError) as error:
+        # A checkpoint saved before checksums, damaged, or holding an object array (which
+        # only pickle could read, and is refused): one line naming it, as above.
+        raise InputError(
+            f"checkpoint: {str(path / 'arrays.npz')!r} is damaged: unreadable "
+            f"({type(error).__name__}: {error})"
+        ) from None
     flat, treedef = jax.tree_util.tree_flatten_with_path(template)
     leaves = [arrays[path_name(p)].astype(leaf.dtype) for p, leaf in flat]
     return jax.tree_util.tree_unflatten(treedef, leaves)

@@ -6,6 +6,7 @@ same directory first and is renamed into place.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -79,10 +80,32 @@ def write_json(path: str | Path, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
+def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """The bytes of a compressed .npz holding `arrays` (what `write_npz` writes)."""
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    return atomic_write(path, lambda f: f.write(buffer.getvalue()), binary=True)
+    return buffer.getvalue()
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data), binary=True)
+
+
+def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
+    return write_bytes(path, npz_bytes(arrays))
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in blocks (a checkpoint can outgrow memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_csv(path: str | Path, frame: pd.DataFrame) -> Path:

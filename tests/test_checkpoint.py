@@ -1,5 +1,7 @@
 """Checkpoints: exact round trip, identical continued training, and one message per mismatch."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -191,5 +193,12 @@ def test_loading_never_unpickles(ppo_checkpoint, tmp_path):
     key = next(iter(arrays))
     arrays[key] = np.array([object()] * len(arrays[key]), dtype=object)
     np.savez(bad / "arrays.npz", **arrays)
+    # Caught first by its checksum (checkpoint.json records the saved file's sha256) ...
+    with pytest.raises(ValueError, match="arrays.npz' is damaged: its sha256 differs"):
+        load(_loader("agent=ppo"), bad)
+    # ... and, in a checkpoint saved before checksums, refused by the loader itself.
+    meta = json.loads((bad / "checkpoint.json").read_text())
+    del meta["sha256"]
+    (bad / "checkpoint.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="allow_pickle"):
         load(_loader("agent=ppo"), bad)
