@@ -11,6 +11,14 @@ settings and the env spec are closed over by the agent's `make`:
 
     value(state, obs [..., *obs_shape]) -> V(obs) [...]   (critic, or max_a Q)
 
+a gradient-based agent also has, for the methods that compare its outputs with a
+checkpoint's (distillation, behaviour cloning, EWC, churn):
+
+    heads(params, obs_seen [..., *obs_shape]) -> (out, V [...]); out: the action
+        distribution (policy agents) or Q-values [..., A] (Q agents)
+    observe(state, obs) -> obs_seen: what the network sees of raw obs (normalised by
+        the state's running statistics where the agent normalises)
+
 `aux` is whatever `update` later needs from acting time (log-probs, values). `value`
 serves learned shaping potentials. `penalty(params, obs [..., *obs_shape]) -> []`, when
 given, is added to the loss at every gradient step (the loop's extension loss terms,
@@ -34,6 +42,8 @@ class Agent(NamedTuple):
     act: Callable[..., tuple[Any, Any]]
     update: Callable[..., tuple[Any, dict]]
     value: Callable[..., Any]
+    heads: Callable[..., tuple[Any, Any]] | None = None  # gradient-based agents only
+    observe: Callable[..., Any] = lambda state, obs: obs
 
 
 @dataclass(frozen=True)

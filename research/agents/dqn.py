@@ -281,7 +281,11 @@ def make(
     def value(state, obs: jax.Array) -> jax.Array:
         return network.apply(state.params, obs).max(-1)
 
-    return Agent(init=init, act=act, update=update, value=value)
+    def heads(params, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        q = network.apply(params, obs)
+        return q, q.max(-1)
+
+    return Agent(init=init, act=act, update=update, value=value, heads=heads)
 
 
 ENTRY = AgentEntry(

@@ -169,7 +169,8 @@ def make(
     def value(state, obs: jax.Array) -> jax.Array:
         return policy.value(state.params, state.obs_stats, obs)
 
-    return Agent(init=init, act=act, update=update, value=value)
+    observe = lambda state, obs: policy.observe(state.obs_stats, obs)
+    return Agent(init, act, update, value, policy.network.apply, observe)
 
 
 ENTRY = AgentEntry(

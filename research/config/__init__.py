@@ -22,6 +22,7 @@ from research.config.parse import (
     import_modules,
     parse_experiment,
     parse_grid,
+    parse_traced,
     sample_field,
 )
 from research.config.rules import (
@@ -40,9 +41,11 @@ from research.config.rules import (
 )
 from research.config.schema import (
     ES_ALGORITHMS,
+    GUIDE_SCHEDULES,
     MAX_STATES,
     SHAPING_SCHEDULES,
     SINK_PACKAGES,
+    WEIGHT_SCHEDULES,
     AgentSpec,
     AnalysisConfig,
     Discretize,
@@ -53,8 +56,12 @@ from research.config.schema import (
     ExperimentConfig,
     FieldRange,
     FinetuneConfig,
+    ForgettingConfig,
+    Guide,
+    GuideHParams,
     MetaConfig,
     MetaEvaluationConfig,
+    Regulariser,
     ReptileConfig,
     RunsConfig,
     SearchConfig,
@@ -65,6 +72,7 @@ from research.config.schema import (
     TrainConfig,
     TransferConfig,
     ValueGrid,
+    WeightHParams,
 )
 
 
@@ -115,7 +123,15 @@ __all__ = [
     "UNIT",
     "UNIT_OPEN",
     "ValueGrid",
+    "ForgettingConfig",
+    "Guide",
+    "GuideHParams",
+    "GUIDE_SCHEDULES",
+    "Regulariser",
+    "WEIGHT_SCHEDULES",
+    "WeightHParams",
     "agent_entries",
+    "parse_traced",
     "check_minibatches",
     "import_modules",
     "parse_experiment",

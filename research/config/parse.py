@@ -20,9 +20,11 @@ from research.config.rules import (
     agent_entries,
 )
 from research.config.schema import (
+    GUIDE_SCHEDULES,
     MAX_STATES,
     SHAPING_SCHEDULES,
     SINK_PACKAGES,
+    WEIGHT_SCHEDULES,
     AgentSpec,
     AnalysisConfig,
     Discretize,
@@ -33,8 +35,12 @@ from research.config.schema import (
     ExperimentConfig,
     FieldRange,
     FinetuneConfig,
+    ForgettingConfig,
+    Guide,
+    GuideHParams,
     MetaConfig,
     MetaEvaluationConfig,
+    Regulariser,
     ReptileConfig,
     RunsConfig,
     SearchConfig,
@@ -45,6 +51,7 @@ from research.config.schema import (
     TrainConfig,
     TransferConfig,
     ValueGrid,
+    WeightHParams,
 )
 
 # --------------------------------------------------------------------------- parsing
@@ -315,8 +322,11 @@ def _parse_transfer(raw: Any, agent: AgentSpec) -> TransferConfig | None:
     if raw is None:
         return None
     raw = _mapping("transfer", raw)
+    methods = ("distill", "bc", "ewc", "guide", "forgetting")
     _reject_unknown(
-        "transfer", raw, ("checkpoint", "source", "finetune", "scratch", "evaluation", "threshold")
+        "transfer",
+        raw,
+        ("checkpoint", "source", "finetune", "scratch", "evaluation", "threshold", *methods),
     )
     checkpoint = raw.get("checkpoint")
     if checkpoint is not None and (not isinstance(checkpoint, str) or not checkpoint):
@@ -388,7 +398,82 @@ def _parse_transfer(raw: Any, agent: AgentSpec) -> TransferConfig | None:
         threshold=None
         if threshold is None
         else Rule("float").check("transfer.threshold", threshold),
+        **_parse_keep(raw, agent),
     )
+
+
+def _parse_keep(raw: Mapping[str, Any], agent: AgentSpec) -> dict[str, Any]:
+    """The methods against forgetting (transfer.distill, bc, ewc, guide, forgetting)."""
+    out: dict[str, Any] = {}
+    given = [name for name in ("distill", "bc", "ewc", "guide", "forgetting") if raw.get(name)]
+    if given and not agent_entries()[agent.name].gradient_based:
+        raise ConfigError(
+            f"transfer.{given[0]}: set for agent {agent.name!r}, which has a table, not a "
+            "policy network; allowed: null"
+        )
+    for name in ("distill", "bc", "ewc"):
+        if raw.get(name) is None:
+            continue
+        block = dict(_mapping(f"transfer.{name}", raw[name]))
+        allowed = [f.name for f in dataclasses.fields(WeightHParams)]
+        if name != "distill":
+            allowed.append("batch_size")
+        _reject_unknown(f"transfer.{name}", block, allowed)
+        batch = POS_INT.check(f"transfer.{name}.batch_size", block.pop("batch_size", 256))
+        hparams, grid = parse_traced(
+            f"transfer.{name}", block, WeightHParams, {"schedule": WEIGHT_SCHEDULES}
+        )
+        out[name] = Regulariser(hparams, grid, batch)
+    if raw.get("guide") is not None:
+        block = _mapping("transfer.guide", raw["guide"])
+        _reject_unknown("transfer.guide", block, [f.name for f in dataclasses.fields(GuideHParams)])
+        out["guide"] = Guide(
+            *parse_traced("transfer.guide", block, GuideHParams, {"schedule": GUIDE_SCHEDULES})
+        )
+    if raw.get("forgetting") is not None:
+        block = _mapping("transfer.forgetting", raw["forgetting"])
+        _reject_unknown(
+            "transfer.forgetting", block, [f.name for f in dataclasses.fields(ForgettingConfig)]
+        )
+        out["forgetting"] = _build_dataclass(ForgettingConfig, "transfer.forgetting", block)
+    return out
+
+
+def parse_traced(
+    path: str, raw: Mapping[str, Any], cls: type, labels: Mapping[str, Sequence[str]]
+) -> tuple[Any, dict[str, ValueGrid]]:
+    """An extension's traced settings: (cls of the single values, {field: ValueGrid} of the
+    swept ones: a list or a range). A field in `labels` is categorical: given by name (or a
+    list of names), held as the index of the name (the first name when unset)."""
+    base, grid = {}, {}
+    for f in dataclasses.fields(cls):
+        value = raw.get(f.name)
+        if f.name in labels:
+            choices = labels[f.name]
+            value = value if value is not None else choices[0]
+            names = (
+                list(value)
+                if isinstance(value, Sequence) and not isinstance(value, str)
+                else [value]
+            )
+            rule = Rule("str", choices=choices)
+            index = [
+                float(choices.index(rule.check(f"{path}.{f.name}[{i}]", n)))
+                for i, n in enumerate(names)
+            ]
+            if not index:
+                raise ConfigError(
+                    f"{path}.{f.name}: got []; must be a {f.name} or a non-empty "
+                    "list of: " + ", ".join(choices)
+                )
+            value = index if len(index) > 1 else index[0]
+        if value is None:
+            continue
+        if isinstance(value, (Mapping, list, tuple)):
+            grid[f.name] = parse_grid(f"{path}.{f.name}", value, f.metadata["rule"])
+        else:
+            base[f.name] = f.metadata["rule"].check(f"{path}.{f.name}", value)
+    return cls(**base), grid
 
 
 def _parse_shaping(raw: Any) -> ShapingConfig | None:
@@ -415,38 +500,7 @@ def _parse_shaping(raw: Any) -> ShapingConfig | None:
             f"shaping.checkpoint: got {checkpoint!r}; potential 'value' needs "
             "the path of a checkpoint whose value function is the potential"
         )
-    base, grid = {}, {}
-    for f in dataclasses.fields(ShapingHParams):
-        value = raw.get(f.name)
-        if f.name == "schedule":
-            value = value if value is not None else "constant"
-            names = (
-                list(value)
-                if isinstance(value, Sequence) and not isinstance(value, str)
-                else [value]
-            )
-            rule = Rule("str", choices=SHAPING_SCHEDULES)
-            index = (
-                [
-                    float(SHAPING_SCHEDULES.index(rule.check(f"shaping.schedule[{i}]", n)))
-                    for i, n in enumerate(names)
-                ]
-                if names
-                else None
-            )
-            if not index:
-                raise ConfigError(
-                    "shaping.schedule: got []; must be a schedule or a non-empty "
-                    "list of: " + ", ".join(SHAPING_SCHEDULES)
-                )
-            value = index if len(index) > 1 else index[0]
-        if value is None:
-            continue
-        if isinstance(value, (Mapping, list, tuple)):
-            grid[f.name] = parse_grid(f"shaping.{f.name}", value, f.metadata["rule"])
-        else:
-            base[f.name] = f.metadata["rule"].check(f"shaping.{f.name}", value)
-    hparams = ShapingHParams(**base)
+    hparams, grid = parse_traced("shaping", raw, ShapingHParams, {"schedule": SHAPING_SCHEDULES})
     if (
         "return_low" not in grid
         and "return_high" not in grid
@@ -661,6 +715,28 @@ def _check_meta(config: ExperimentConfig) -> ExperimentConfig:
     return config
 
 
+def _check_zip(config: ExperimentConfig) -> ExperimentConfig:
+    """search.kind zip: every swept list has one length."""
+    if config.search.kind != "zip":
+        return config
+    lists = {f"sweep.{k}": len(v.values) for k, v in config.sweep.items()}
+    if config.shaping is not None:
+        lists.update({f"shaping.{k}": len(v.values) for k, v in config.shaping.grid.items()})
+    t = config.transfer
+    for name in ("distill", "bc", "ewc", "guide"):
+        block = None if t is None else getattr(t, name)
+        if block is not None:
+            lists.update({f"transfer.{name}.{k}": len(v.values) for k, v in block.grid.items()})
+    if len(set(lists.values())) > 1:
+        first = next(iter(lists))
+        path, n = next((p, n) for p, n in lists.items() if n != lists[first])
+        raise ConfigError(
+            f"{path}: got {n} values; search.kind zip pairs the i-th values of every list, "
+            f"so each needs as many as {first} ({lists[first]})"
+        )
+    return config
+
+
 def import_modules(raw: Any) -> tuple[str, ...]:
     """Imports each module named in the config's `import_modules` (returns the names).
 
@@ -702,6 +778,7 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
         "plot",
         "transfer",
         "save_checkpoint",
+        "checkpoint_states",
         "shaping",
         "search",
         "sinks",
@@ -742,23 +819,28 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     if not isinstance(output_root, str) or not output_root:
         raise ConfigError(f"output_root: got {output_root!r}; must be a directory path")
     search = _parse_search(raw.get("search"))
-    return _check_meta(
-        ExperimentConfig(
-            name=name,
-            agent=agent,
-            env=_parse_env(raw.get("env")),
-            train=train,
-            runs=runs,
-            sweep=_parse_sweep(raw.get("sweep"), agent, search),
-            output_root=output_root,
-            progress=BOOL.check("progress", raw.get("progress", True)),
-            plot=BOOL.check("plot", raw.get("plot", True)),
-            transfer=_parse_transfer(raw.get("transfer"), agent),
-            save_checkpoint=BOOL.check("save_checkpoint", raw.get("save_checkpoint", False)),
-            shaping=_parse_shaping(raw.get("shaping")),
-            search=search,
-            sinks=_parse_sinks(raw.get("sinks")),
-            analysis=_parse_analysis(raw.get("analysis")),
-            meta=_parse_meta(raw.get("meta"), agent),
+    return _check_zip(
+        _check_meta(
+            ExperimentConfig(
+                name=name,
+                agent=agent,
+                env=_parse_env(raw.get("env")),
+                train=train,
+                runs=runs,
+                sweep=_parse_sweep(raw.get("sweep"), agent, search),
+                output_root=output_root,
+                progress=BOOL.check("progress", raw.get("progress", True)),
+                plot=BOOL.check("plot", raw.get("plot", True)),
+                transfer=_parse_transfer(raw.get("transfer"), agent),
+                save_checkpoint=BOOL.check("save_checkpoint", raw.get("save_checkpoint", False)),
+                checkpoint_states=Rule("int", low=0).check(
+                    "checkpoint_states", raw.get("checkpoint_states", 1024)
+                ),
+                shaping=_parse_shaping(raw.get("shaping")),
+                search=search,
+                sinks=_parse_sinks(raw.get("sinks")),
+                analysis=_parse_analysis(raw.get("analysis")),
+                meta=_parse_meta(raw.get("meta"), agent),
+            )
         )
     )

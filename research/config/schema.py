@@ -133,6 +133,71 @@ class TransferConfig:
     scratch: bool
     evaluation: EvaluationConfig
     threshold: float | None
+    # Methods against forgetting (research/extensions/keep.py), None = off:
+    distill: Regulariser | None = None  # weight * KL(pi_0 || pi) on the batch's states
+    bc: Regulariser | None = None  # weight * -log pi(a_0 | s_0) on stored source data
+    ewc: Regulariser | None = None  # weight / 2 * sum F (theta - theta_0)^2
+    guide: Guide | None = None  # the checkpoint acts the first h steps of each episode
+    forgetting: ForgettingConfig | None = None  # source return during training
+
+
+WEIGHT_SCHEDULES = ("constant", "linear", "exponential")  # research.rl.shaping.schedule_factor
+
+
+@struct.dataclass
+class WeightHParams:
+    """A fine-tuning regulariser's traced weight (each a scalar, or [R] across runs): weight
+    times its schedule's factor at the fraction of training done (constant 1; linear 1 -> 0
+    over the first anneal_fraction; exponential exp(-decay * progress))."""
+
+    weight: float = _f(1.0, NONNEG_FLOAT)
+    schedule: float = _f(0.0, Rule("float"))  # index into WEIGHT_SCHEDULES
+    anneal_fraction: float = _f(1.0, UNIT_OPEN)
+    decay: float = _f(5.0, NONNEG_FLOAT)
+
+
+@dataclass(frozen=True)
+class Regulariser:
+    """hparams: base values; grid: the fields swept (schedule as indices); batch_size:
+    stored source states per update (bc) or that the Fisher averages over (ewc)."""
+
+    hparams: WeightHParams
+    grid: Mapping[str, ValueGrid]
+    batch_size: int = 256
+
+
+GUIDE_SCHEDULES = ("constant", "linear", "exponential", "threshold")
+
+
+@struct.dataclass
+class GuideHParams:
+    """Guide-policy roll-in (jump-start RL): the checkpoint acts the first h steps of every
+    episode, h = horizon * the curriculum's factor: constant, linear or exponential in the
+    fraction of training done (as WeightHParams), or "threshold": h falls by horizon /
+    stages each time the running mean of the training return reaches `threshold`."""
+
+    horizon: float = _f(100.0, NONNEG_FLOAT)
+    schedule: float = _f(0.0, Rule("float"))  # index into GUIDE_SCHEDULES
+    anneal_fraction: float = _f(1.0, UNIT_OPEN)
+    decay: float = _f(5.0, NONNEG_FLOAT)
+    threshold: float = _f(0.0, Rule("float"))
+    stages: float = _f(5.0, Rule("float", low=1.0))
+    return_rate: float = _f(0.05, UNIT_OPEN)  # step of the return's running mean per update
+
+
+@dataclass(frozen=True)
+class Guide:
+    hparams: GuideHParams
+    grid: Mapping[str, ValueGrid]
+
+
+@dataclass(frozen=True)
+class ForgettingConfig:
+    """Every `every` segments (and at the last), inside the program: the greedy return of
+    num_envs episodes on the run's source task, and KL(pi_0 || pi) on its stored states."""
+
+    every: int = _f(5, POS_INT)
+    num_envs: int = _f(8, POS_INT)
 
 
 SHAPING_SCHEDULES = ("constant", "linear", "exponential", "adaptive")
@@ -174,9 +239,11 @@ class ShapingConfig:
 class SearchConfig:
     """How `sweep` values combine: "grid" crosses them; "random" draws `num_samples` joint
     points (a range {start, stop, log} is sampled uniformly, or log-uniformly; a list is
-    sampled among its values), all of them traced in one program."""
+    sampled among its values); "zip" pairs the i-th values of every list (the sweep's and
+    the swept shaping and transfer-method fields alike, all of one length): a paired design
+    such as one fine-tuning method per point. All of them traced in one program."""
 
-    kind: str = _f("grid", Rule("str", choices=("grid", "random")))
+    kind: str = _f("grid", Rule("str", choices=("grid", "random", "zip")))
     num_samples: int = _f(16, POS_INT)
     seed: int = _f(0, Rule("int", low=0))
 
@@ -294,6 +361,9 @@ class ExperimentConfig:
     plot: bool
     transfer: TransferConfig | None = None
     save_checkpoint: bool = False
+    # states of the source task stored with each checkpoint run (behaviour cloning, EWC,
+    # forgetting): a greedy rollout of the checkpoint's policy
+    checkpoint_states: int = 1024
     shaping: ShapingConfig | None = None
     search: SearchConfig = SearchConfig()
     sinks: SinksConfig = SinksConfig()

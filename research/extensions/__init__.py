@@ -3,15 +3,23 @@
 - env_shift: the environment changes during training (a step or a linear drift);
 - shaping: potential-based shaping or a proximity bonus, with weight schedules;
 - finetune: a run starts from an adopted checkpoint state;
-- l2_init: an L2 pull towards the parameters a run started from.
+- l2_init: an L2 pull towards the parameters a run started from;
+- keep: methods against forgetting (distillation, behaviour cloning, EWC, guide-policy
+  roll-in) and the source task's return measured during training.
 """
 
 from research.extensions.env_shift import ShiftEnvParams
 from research.extensions.finetune import Finetune, adopt
+from research.extensions.keep import EWC, BehaviourCloning, Distill, GuideRollIn, SourceEval
 from research.extensions.l2_init import L2Init, l2_penalty
 from research.extensions.shaping import RewardShaping, ShapingStats
 
 __all__ = [
+    "EWC",
+    "BehaviourCloning",
+    "Distill",
+    "GuideRollIn",
+    "SourceEval",
     "Finetune",
     "L2Init",
     "RewardShaping",

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -29,13 +32,42 @@ from research.analysis.curves import (
 from research.analysis.profiles import plot_performance_profiles
 from research.analysis.tables import aggregate_table, improvement_table, score_matrices, write_table
 from research.analysis.transfer import area_under_curve, drop_and_recovery, time_to_threshold
-from research.config import ConfigError, ExperimentConfig, FinetuneConfig, parse_experiment
+from research.config import (
+    GUIDE_SCHEDULES,
+    SHAPING_SCHEDULES,
+    WEIGHT_SCHEDULES,
+    ConfigError,
+    ExperimentConfig,
+    FinetuneConfig,
+    parse_experiment,
+)
 from research.envs import Env, check_fields
 from research.envs.shaping import goal_distance, progress_potential
-from research.extensions import Finetune, L2Init, RewardShaping, ShiftEnvParams
+from research.extensions import (
+    EWC,
+    BehaviourCloning,
+    Distill,
+    Finetune,
+    GuideRollIn,
+    L2Init,
+    RewardShaping,
+    ShiftEnvParams,
+    SourceEval,
+)
 from research.rl.optim import Optimizer
-from research.runner import BatchResult, Extension, Trainer, make_train, run_batch
-from research.runner.runs import RunsAxis, build_runs
+from research.runner import (
+    BatchResult,
+    Extension,
+    RunParams,
+    Trainer,
+    collect_batch,
+    make_collect,
+    make_evaluate,
+    make_train,
+    run_batch,
+    split_params,
+)
+from research.runner.runs import ExtAxis, RunsAxis, build_runs
 from research.sinks import write_sinks
 
 
@@ -122,6 +154,18 @@ def make_shaping(config: ExperimentConfig, env: Env) -> RewardShaping | None:
     return RewardShaping("potential", value, num_envs)
 
 
+def ext_axes(config: ExperimentConfig) -> dict[str, ExtAxis]:
+    """The traced extensions' values of the config, by extension name."""
+    axes = {}
+    if config.shaping is not None:
+        axes["shaping"] = ExtAxis(
+            config.shaping.hparams,
+            {k: v.values for k, v in config.shaping.grid.items()},
+            {"schedule": SHAPING_SCHEDULES},
+        )
+    return axes
+
+
 def uses_l2_init(config: ExperimentConfig) -> bool:
     """Whether any run of the config can have a non-zero L2-to-init weight: set, swept, or
     searched by ES (a weight of 0 everywhere trains exactly as without the extension)."""
@@ -132,20 +176,152 @@ def uses_l2_init(config: ExperimentConfig) -> bool:
     return hparams.l2_init != 0 or "l2_init" in config.sweep or searched
 
 
+SOURCE_DATA = "states.npz"  # in a checkpoint directory: its runs' source states
+
+
+def source_template(source: Prepared, num_states: int) -> dict[str, Any]:
+    """Zeros shaped like a checkpoint's source data, leaves [K, S, ...] (K = the source's
+    runs): the runs axis is built before pretraining, its data set after (`with_source`)."""
+    spec, k = source.env.spec, len(source.runs)
+    action = (
+        np.zeros((k, num_states), np.int32)
+        if spec.discrete
+        else np.zeros((k, num_states, spec.action_dim), np.float32)
+    )
+    return {"obs": np.zeros((k, num_states, *spec.obs_shape), np.float32), "action": action}
+
+
+def keep_extensions(
+    config: ExperimentConfig, agent: Agent, env: Env, source: Prepared | None
+) -> tuple[list[Extension], dict[str, ExtAxis]]:
+    """The methods against forgetting of config.transfer (research.extensions.keep) and
+    their traced values; the source data is a template until `with_source` sets it."""
+    t = config.transfer
+    if t is None or source is None:
+        return [], {}
+    if needs_source_data(config) and config.checkpoint_states == 0:
+        name = next(n for n in ("bc", "ewc", "forgetting") if getattr(t, n) is not None)
+        raise ConfigError(
+            f"checkpoint_states: got 0; transfer.{name} needs the source states a "
+            "checkpoint keeps: at least 1"
+        )
+    data = source_template(source, config.checkpoint_states)
+    labels = {"schedule": WEIGHT_SCHEDULES}
+    grid = lambda block: {k: v.values for k, v in block.grid.items()}
+    extensions, axes = [], {}
+    # A method at strength 0 in every run is not plugged in: bit for bit the plain loop (a
+    # traced 0 beside non-zero runs equals it to float rounding, as L2-to-init's).
+    used = lambda block, name: (
+        block is not None
+        and any(block.grid[name].values if name in block.grid else [getattr(block.hparams, name)])
+    )
+    if used(t.distill, "weight"):
+        extensions.append(Distill(agent))
+        axes["distill"] = ExtAxis(t.distill.hparams, grid(t.distill), labels)
+    if used(t.bc, "weight"):
+        extensions.append(BehaviourCloning(agent, t.bc.batch_size))
+        axes["bc"] = ExtAxis(t.bc.hparams, grid(t.bc), labels, data)
+    if used(t.ewc, "weight"):
+        extensions.append(EWC(agent, min(t.ewc.batch_size, config.checkpoint_states)))
+        axes["ewc"] = ExtAxis(t.ewc.hparams, grid(t.ewc), labels, {"obs": data["obs"]})
+    if used(t.guide, "horizon"):
+        extensions.append(GuideRollIn(agent))
+        axes["guide"] = ExtAxis(t.guide.hparams, grid(t.guide), {"schedule": GUIDE_SCHEDULES})
+    if t.forgetting is not None:
+        num_steps = t.evaluation.num_steps or longest_episode(source)
+        evaluate = make_evaluate(agent, env, t.forgetting.num_envs, num_steps)
+        extensions.append(SourceEval(agent, evaluate, t.forgetting.every, config.train.num_logs))
+        env_params = split_params(source.runs.env_params)[0]
+        axes["forgetting"] = ExtAxis(None, per_checkpoint={"env": env_params, "obs": data["obs"]})
+    return extensions, axes
+
+
+def with_source(prepared: Prepared, data: dict[str, np.ndarray]) -> Prepared:
+    """The prepared fine-tuning runs with their checkpoints' source data (leaves [K, S, ...])
+    in place of the template."""
+    runs, index = prepared.runs, prepared.runs.checkpoint
+    if not isinstance(runs.env_params, RunParams) or index is None:
+        return prepared
+    ext = dict(runs.env_params.ext)
+    for name, value in ext.items():
+        if name in ("bc", "ewc", "forgetting"):
+            traced, old = value if name != "forgetting" else (None, value)
+            new = {**old, **{k: np.asarray(data[k])[index] for k in old if k in data}}
+            ext[name] = new if name == "forgetting" else (traced, new)
+    env_params = runs.env_params.replace(ext=ext)
+    return dataclasses.replace(prepared, runs=dataclasses.replace(runs, env_params=env_params))
+
+
+def needs_source_data(config: ExperimentConfig) -> bool:
+    t = config.transfer
+    return t is not None and any(m is not None for m in (t.bc, t.ewc, t.forgetting))
+
+
+def collect_source_data(prepared: Prepared, agent_states: Any) -> dict[str, np.ndarray]:
+    """config.checkpoint_states states each run's greedy policy visits on its own env, with
+    its actions there: leaves [R, S, ...] (what a checkpoint keeps beside its states)."""
+    config = prepared.config
+    collect = make_collect(
+        prepared.agent, prepared.env, config.agent.config.num_envs, config.checkpoint_states
+    )
+    runs = prepared.runs
+    seeds = runs.seeds + np.uint32(2_000_003)  # apart from training's and evaluation's keys
+    env_params = split_params(runs.env_params)[0]
+    return collect_batch(collect, agent_states, runs.hparams, env_params, seeds)
+
+
+def save_source_data(checkpoint_dir: Path, data: dict[str, np.ndarray]) -> None:
+    results.write_npz(Path(checkpoint_dir) / SOURCE_DATA, data)
+
+
+def load_source_data(checkpoint_dir: Path, num_states: int) -> dict[str, np.ndarray]:
+    """A checkpoint's source data (no pickle), its first `num_states` states per run."""
+    path = Path(checkpoint_dir) / SOURCE_DATA
+    if not path.is_file():
+        raise ConfigError(
+            f"transfer.checkpoint: {checkpoint_dir} has no {SOURCE_DATA} (source states, "
+            "stored since checkpoint_states was added); transfer.bc, ewc and forgetting "
+            "need them: pretrain again, or drop those methods"
+        )
+    with np.load(path, allow_pickle=False) as f:
+        data = {k: f[k] for k in f.files}
+    if data["obs"].shape[1] < num_states:
+        raise ConfigError(
+            f"checkpoint_states: got {num_states}; {path} holds "
+            f"{data['obs'].shape[1]} states per run: at most that"
+        )
+    return {k: v[:, :num_states] for k, v in data.items()}
+
+
+def longest_episode(prepared: Prepared, path: str = "transfer.evaluation.num_steps") -> int:
+    """The longest episode of the prepared runs' env params: a greedy evaluation's length
+    (ConfigError naming `path`, the setting to give instead, if the env has no limit)."""
+    env_params = split_params(prepared.runs.env_params)[0]
+    limit = getattr(env_params, "max_steps_in_episode", None)
+    if limit is None:
+        raise ConfigError(
+            f"{path}: {prepared.config.env.id} has no "
+            "max_steps_in_episode; set the evaluation length"
+        )
+    return int(np.max(limit))
+
+
 def make_extensions(
     config: ExperimentConfig,
     env: Env,
     shift: tuple[int, int] | None,
     finetune: FinetuneConfig | None,
     l2_init: bool,
+    keep: Sequence[Extension] = (),
 ) -> tuple[Extension, ...]:
     """The loop's extensions for this config, in the order their hooks run (adoption
-    before L2 reads the anchor of the adopted state)."""
+    before L2 and the methods against forgetting read the adopted state)."""
     extensions: list[Extension] = []
     if finetune is not None:
         extensions.append(Finetune(finetune))
     if l2_init:
         extensions.append(L2Init())
+    extensions.extend(keep)
     if shift is not None:
         extensions.append(ShiftEnvParams(config.env.id, *shift))
     shaping = make_shaping(config, env)
@@ -159,6 +335,7 @@ def prepare(
     finetune: FinetuneConfig | None = None,
     checkpoints: int = 0,
     l2_init: bool | None = None,
+    source: Prepared | None = None,
 ) -> Prepared:
     """Validates everything that needs the environment or devices; compiles nothing.
 
@@ -166,11 +343,17 @@ def prepare(
     these options (the runs axis gets an outermost checkpoint axis).
     l2_init: plug in L2-to-init; None: when `uses_l2_init(config)` (a pipeline that sets
     the weight itself, as meta-learning's search does, says so).
+    source: the prepared pretraining runs of the checkpoints (for the methods against
+    forgetting of config.transfer, which need its env and data shapes).
     """
     env = Env(config.env.id, config.env.discretize)
     shift = config.env.shift
     if shift is not None:
         check_fields(config.env.id, env.default_params, shift.params, "env.shift.params")
+    num_updates = num_updates_for(config)
+    optimizer = Optimizer(frozen=() if finetune is None else finetune.frozen_groups)
+    agent = make_agent(config.agent.name, config.agent.config, env.spec, num_updates, optimizer)
+    keep, keep_axes = keep_extensions(config, agent, env, source)
     runs = build_runs(
         config.env.id,
         env.default_params,
@@ -179,14 +362,12 @@ def prepare(
         base_seed=config.runs.base_seed,
         sweep={k: v.values for k, v in config.sweep.items()},
         sweep_aligned=config.search.kind == "random",
+        zipped=config.search.kind == "zip",
         env_fixed=config.env.params,
         env_variants={k: v.values for k, v in config.env.variants.items()},
         env_shift=None if shift is None else shift.params,
         checkpoints=checkpoints,
-        shaping=None if config.shaping is None else config.shaping.hparams,
-        shaping_grid=None
-        if config.shaping is None
-        else {k: v.values for k, v in config.shaping.grid.items()},
+        extensions={**ext_axes(config), **keep_axes},
     )
     devices = jax.devices()
     if config.runs.num_devices is not None:
@@ -196,10 +377,7 @@ def prepare(
                 f"{len(devices)} {devices[0].platform} device(s) are visible"
             )
         devices = devices[: config.runs.num_devices]
-    num_updates = num_updates_for(config)
     env_shift = shift_updates(config, num_updates)
-    optimizer = Optimizer(frozen=() if finetune is None else finetune.frozen_groups)
-    agent = make_agent(config.agent.name, config.agent.config, env.spec, num_updates, optimizer)
     trainer = make_train(
         agent,
         env,
@@ -208,7 +386,12 @@ def prepare(
         num_updates,
         config.train.num_logs,
         make_extensions(
-            config, env, env_shift, finetune, uses_l2_init(config) if l2_init is None else l2_init
+            config,
+            env,
+            env_shift,
+            finetune,
+            uses_l2_init(config) if l2_init is None else l2_init,
+            keep,
         ),
     )
     return Prepared(config, env, agent, trainer, runs, num_updates, devices, env_shift)
@@ -276,6 +459,9 @@ def write_run_dir(
             runs=runs.table,
             raw_config=raw_config,
         )
+        if config.checkpoint_states:
+            data = collect_source_data(prepared, result.agent_states)
+            save_source_data(run_dir / "checkpoint", data)
     results.write_npz(run_dir / "metrics.npz", result.metrics)
     results.write_csv(run_dir / "metrics.csv", results.metrics_table(runs.table, result.metrics))
     by = list(runs.swept) + [f"env.{k}" for k in runs.varied]

@@ -29,7 +29,19 @@ from research.analysis import transfer as metrics_lib
 from research.analysis.curves import aggregate, ci_markdown, plot_facets, plot_heatmap
 from research.config import ConfigError, ExperimentConfig, parse_experiment
 from research.envs import entry, make_gymnax, stack_params, variant_grid
-from research.pipelines.train import Prepared, execute, load_checkpoint, prepare, write_run_dir
+from research.pipelines.train import (
+    Prepared,
+    collect_source_data,
+    execute,
+    load_checkpoint,
+    load_source_data,
+    longest_episode,
+    needs_source_data,
+    prepare,
+    save_source_data,
+    with_source,
+    write_run_dir,
+)
 from research.runner import (
     evaluate_batch,
     initial_agent_states,
@@ -111,8 +123,10 @@ def plan(config: ExperimentConfig, raw: dict) -> TransferPlan:
             f"transfer.checkpoint: trained on {source.config.env.id!r}; "
             f"env.id is {config.env.id!r} (variants of one env transfer)"
         )
-    finetune = prepare(config, finetune=t.finetune, checkpoints=len(source.runs))
+    finetune = prepare(config, finetune=t.finetune, checkpoints=len(source.runs), source=source)
     loaded = None if path is None else load_checkpoint(finetune, path)
+    if path is not None and needs_source_data(config):
+        finetune = with_source(finetune, load_source_data(path, config.checkpoint_states))
     # Parsed from the config scratch/ keeps, so that config.yaml reproduces scratch/ alone.
     scratch_raw = scratch_raw_config(raw)
     scratch = prepare(parse_experiment(scratch_raw)) if t.scratch else None
@@ -148,18 +162,6 @@ def plan(config: ExperimentConfig, raw: dict) -> TransferPlan:
     )
 
 
-def longest_episode(prepared: Prepared, path: str = "transfer.evaluation.num_steps") -> int:
-    """The longest episode of the prepared runs' env params: a greedy evaluation's length
-    (ConfigError naming `path`, the setting to give instead, if the env has no limit)."""
-    limit = getattr(prepared.runs.env_params, "max_steps_in_episode", None)
-    if limit is None:
-        raise ConfigError(
-            f"{path}: {prepared.config.env.id} has no "
-            "max_steps_in_episode; set the evaluation length"
-        )
-    return int(np.max(limit))
-
-
 def _evaluations(plan: TransferPlan, prepared: Prepared, initial: Any, final: Any) -> dict:
     """Per-run evaluations of initial and final states on the targets (the return and the
     env's episode metrics), held-out variants and under observation noise, [R] each."""
@@ -193,6 +195,13 @@ def curve_metrics(result, threshold: float | None) -> dict:
     out = {"auc": metrics_lib.area_under_curve(curves)}
     if threshold is not None:
         out["steps_to_threshold"] = metrics_lib.time_to_threshold(curves, steps, threshold)
+    if "source_return" in result.metrics:  # the forgetting measures (transfer.forgetting)
+        source = result.metrics["source_return"]
+        start = result.metrics["source_return_start"][:, 0]
+        out["source_return_start"] = start
+        out["source_return_end"] = source[:, -1]
+        out["retained"] = source[:, -1] / start
+        out["source_auc"] = np.nanmean(source, axis=1)  # over the measured segments
     return out
 
 
@@ -215,6 +224,11 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
             runs=p.source.runs.table,
             raw_config=p.source_raw,
         )
+        if config.checkpoint_states:
+            source_data = collect_source_data(p.source, states)
+            save_source_data(ckpt, source_data)
+            if needs_source_data(config):
+                p = dataclasses.replace(p, finetune=with_source(p.finetune, source_data))
     else:
         ckpt, states = p.checkpoint_path, p.loaded
     # 2. Fine-tune every checkpoint on every target; 3. scratch on the same targets.
@@ -279,6 +293,8 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
     )
     results.write_csv(run_dir / "transfer_summary.csv", summary)
     results.write_text(run_dir / "transfer_summary.md", ci_markdown(summary))
+    if config.plot and "source_return" in ft_result.metrics:
+        plot_forgetting(run_dir / "forgetting_curves.png", ft, ft_result.metrics, target_cols)
     results.write_text(run_dir / "config.yaml", yaml.safe_dump(raw, sort_keys=False))
     results.write_json(
         run_dir / "run.json",
@@ -336,6 +352,8 @@ METRICS = (
     "final_gain",
     "transfer_ratio",
     "forgetting",
+    "retained",
+    "source_auc",
 )
 
 
@@ -362,6 +380,17 @@ def _summary(
             )
         )
     return pd.concat(frames, ignore_index=True)
+
+
+def plot_forgetting(path: Path, ft: Prepared, metrics: dict, target_cols: list[str]) -> Path:
+    """The source return during fine-tuning (the segments it was measured at) against env
+    steps: a panel per target, a line with its 95% band per setting of the swept values."""
+    measured = np.isfinite(metrics["source_return"]).any(0)
+    curves = {k: metrics[k][:, measured] for k in ("source_return", "env_steps")}
+    title = f"{ft.config.agent.name} on {ft.config.env.id}: source return while fine-tuning"
+    return plot_facets(
+        ft.runs.table, curves, target_cols, list(ft.runs.swept), path, "source_return", title
+    )
 
 
 def plot_transfer(run_dir: str | Path) -> Path:

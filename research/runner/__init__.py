@@ -1,6 +1,6 @@
 """The runner: the only training loop, the batched, sharded, chunked runs axis, evaluation."""
 
-from research.runner.evaluate import evaluate_batch, make_evaluate
+from research.runner.evaluate import collect_batch, evaluate_batch, make_collect, make_evaluate
 from research.runner.execute import (
     BatchResult,
     ExecutionInfo,
@@ -21,8 +21,10 @@ __all__ = [
     "Step",
     "split_params",
     "Trainer",
+    "collect_batch",
     "evaluate_batch",
     "initial_agent_states",
+    "make_collect",
     "make_evaluate",
     "make_train",
     "run_batch",

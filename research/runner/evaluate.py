@@ -78,6 +78,34 @@ def make_evaluate(
     return evaluate
 
 
+def make_collect(agent: Agent, env: Env, num_envs: int, num_states: int) -> Callable:
+    """collect(agent_state, hparams, env_params, key) -> {"obs": [S, *obs_shape], "action":
+    [S, ...]}: S = num_states states the greedy policy visits on env_params (num_envs
+    envs, auto-resetting) and its action in each: the source data a checkpoint keeps for
+    behaviour cloning, EWC's Fisher and the forgetting measures."""
+    num_steps = -(-num_states // num_envs)
+
+    def collect(agent_state, hparams, env_params, key):
+        reset_key, run_key = jax.random.split(key)
+        obs, env_state = reset_envs(env, reset_key, env_params, num_envs)
+        act = lambda obs, k, env_state: agent.act(agent_state, obs, k, hparams, False)
+        _, batch = rollout(env, act, env_params, env_state, obs, run_key, num_steps)
+        flat = lambda x: x.reshape(num_steps * num_envs, *x.shape[2:])[:num_states]
+        return {"obs": flat(batch.obs), "action": flat(batch.action)}
+
+    return collect
+
+
+def collect_batch(
+    collect: Callable, agent_states: Any, hparams: Any, env_params: Any, seeds: np.ndarray
+) -> dict[str, np.ndarray]:
+    """`make_collect`'s data for R runs, leaves [R, S, ...] (arguments' leaves [R, ...])."""
+    keys = jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32))
+    with straight_line_threefry():
+        data = jax.jit(jax.vmap(collect))(agent_states, hparams, env_params, keys)
+    return jax.tree.map(np.asarray, data)
+
+
 def evaluate_batch(
     evaluate: Callable,
     agent_states: Any,

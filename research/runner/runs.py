@@ -17,7 +17,6 @@ import jax
 import numpy as np
 import pandas as pd
 
-from research.config import SHAPING_SCHEDULES
 from research.envs import stack_params, variant_grid
 from research.runner.extension import RunParams
 
@@ -36,6 +35,29 @@ class RunsAxis:
 
     def __len__(self) -> int:
         return len(self.seeds)
+
+
+@dataclass(frozen=True)
+class ExtAxis:
+    """One traced extension's values across the runs (research.runner.extension).
+
+    base: its traced settings, a flax struct of scalars; grid: the fields it sweeps
+    (crossed with the other axes, inside the hyperparameter points); labels: names of the
+    values of categorical fields (a schedule's index -> its name, for the runs table);
+    per_checkpoint: a pytree whose leaves are [K, ...], one entry per checkpoint, given to
+    each run by its checkpoint (e.g. the source data of behaviour cloning). The run's
+    traced value is the stacked `base`, or (it, its per_checkpoint entry) when given, or
+    the entry alone when base is None.
+    """
+
+    base: Any
+    grid: Mapping[str, Sequence[float]] = dataclasses.field(default_factory=dict)
+    labels: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
+    per_checkpoint: Any = None
+
+    def label(self, field: str, value: float) -> Any:
+        names = self.labels.get(field)
+        return value if names is None else names[int(value)]
 
 
 def grid_points(grid: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
@@ -66,9 +88,9 @@ def build_runs(
     env_variants: Mapping[str, Sequence[float]] | None = None,
     env_shift: Mapping[str, float] | None = None,
     checkpoints: int = 0,
-    shaping: Any = None,
-    shaping_grid: Mapping[str, Sequence[float]] | None = None,
+    extensions: Mapping[str, ExtAxis] | None = None,
     sweep_aligned: bool = False,
+    zipped: bool = False,
 ) -> RunsAxis:
     """Stacks every (checkpoint, variant, hparam point, seed) combination into a RunsAxis.
 
@@ -76,9 +98,11 @@ def build_runs(
     env_params is then a `RunParams` whose ext["env_shift"] is each variant with the
     overrides applied.
     checkpoints: K > 0 adds an outermost axis of K initial states (column "checkpoint").
-    shaping: base ShapingHParams, and shaping_grid the fields it sweeps: env_params is then
-    a `RunParams` with ext["shaping"], columns "shaping.<field>" (schedules by name).
+    extensions: each traced extension's values by its name (`ExtAxis`): env_params is
+    then a `RunParams` with ext[name], columns "<name>.<field>" for the swept fields.
     sweep_aligned: the sweep's value lists are joint points (random search), not a grid.
+    zipped: the i-th values of every list, the sweep's and the extensions' grids alike,
+    form setting i (all lists of one length: a paired design such as one method per point).
     """
     sweep, env_variants = dict(sweep or {}), dict(env_variants or {})
     variants = variant_grid(env_id, default_env_params, env_fixed or {}, env_variants)
@@ -87,13 +111,30 @@ def build_runs(
         if sweep_aligned and sweep
         else grid_points(sweep)
     )
-    shaping_grid = dict(shaping_grid or {})
-    shaping_points = grid_points(shaping_grid)
-    rows, variant_index, hparam_rows, shaping_rows, checkpoint = [], [], [], [], []
+    extensions = dict(extensions or {})
+    # One joint point per combination of every extension's swept fields: {name: {field: x}}.
+    ext_points = [
+        dict(zip(extensions, combo))
+        for combo in itertools.product(*(grid_points(a.grid) for a in extensions.values()))
+    ]
+    if zipped:
+        lengths = {len(v) for v in sweep.values()}
+        lengths |= {len(v) for a in extensions.values() for v in a.grid.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"zipped value lists of different lengths {sorted(lengths)}")
+        n = lengths.pop() if lengths else 1
+        pick = lambda grid, i: {k: values[i] for k, values in grid.items()}
+        settings = [
+            (pick(sweep, i), {name: pick(a.grid, i) for name, a in extensions.items()})
+            for i in range(n)
+        ]
+    else:
+        settings = list(itertools.product(points, ext_points))
+    rows, variant_index, hparam_rows, ext_rows, checkpoint = [], [], [], [], []
     combos = itertools.product(
-        range(max(checkpoints, 1)), enumerate(variants), points, shaping_points, range(num_seeds)
+        range(max(checkpoints, 1)), enumerate(variants), settings, range(num_seeds)
     )
-    for c, (v, variant), point, shaping_point, seed_index in combos:
+    for c, (v, variant), (point, ext_point), seed_index in combos:
         rows.append(
             {
                 "run": len(rows),
@@ -101,15 +142,16 @@ def build_runs(
                 "seed": base_seed + seed_index,
                 **{k: point[k] for k in sweep},
                 **{
-                    f"shaping.{k}": SHAPING_SCHEDULES[int(x)] if k == "schedule" else x
-                    for k, x in shaping_point.items()
+                    f"{name}.{k}": extensions[name].label(k, x)
+                    for name, values in ext_point.items()
+                    for k, x in values.items()
                 },
                 **{f"env.{k}": variant[k] for k in env_variants},
             }
         )
         variant_index.append(v)
         hparam_rows.append(point)
-        shaping_rows.append(shaping_point)
+        ext_rows.append(ext_point)
         checkpoint.append(c)
     hparams = _stack(base_hparams, hparam_rows)
     per_run = lambda params: jax.tree.map(lambda x: x[np.asarray(variant_index)], params)
@@ -118,8 +160,13 @@ def build_runs(
     if env_shift:
         after = stack_params(env_id, default_env_params, [{**v, **env_shift} for v in variants])
         ext["env_shift"] = per_run(after)
-    if shaping is not None:
-        ext["shaping"] = _stack(shaping, shaping_rows)
+    by_checkpoint = lambda data: jax.tree.map(lambda x: np.asarray(x)[np.asarray(checkpoint)], data)
+    for name, axis in extensions.items():
+        values = None if axis.base is None else _stack(axis.base, [p[name] for p in ext_rows])
+        if axis.per_checkpoint is not None:
+            data = by_checkpoint(axis.per_checkpoint)
+            values = data if values is None else (values, data)
+        ext[name] = values
     if ext:
         env_params = RunParams(env=env_params, ext=ext)
     return RunsAxis(
@@ -127,7 +174,8 @@ def build_runs(
         hparams=hparams,
         env_params=env_params,
         table=pd.DataFrame(rows),
-        swept=tuple(sweep) + tuple(f"shaping.{k}" for k in shaping_grid),
+        swept=tuple(sweep)
+        + tuple(f"{name}.{k}" for name, axis in extensions.items() for k in axis.grid),
         varied=tuple(env_variants),
         checkpoint=np.asarray(checkpoint) if checkpoints else None,
     )

@@ -1,0 +1,300 @@
+"""Fine-tuning that keeps what the checkpoint knew (issue: forgetting).
+
+Plain fine-tuning can lose a checkpoint that already solved the target (Wolczyk et al.
+2024). Each method here is one extension of the loop, its strength a traced value of the
+run (`RunParams.ext[name]`), so methods x weights x targets x seeds train in one program:
+
+- `Distill` (kickstarting): weight * KL(pi_0 || pi) on the states of each minibatch; for
+  Q agents weight * 1/2 sum_a (Q - Q_0)^2.
+- `BehaviourCloning`: weight * -log pi(a_0 | s_0) on source states s_0 stored with the
+  checkpoint and the checkpoint's greedy actions a_0 there (Q agents: the softmax of Q).
+- `EWC`: weight / 2 * sum_i F_i (theta_i - theta_0,i)^2 with F the diagonal Fisher of the
+  checkpoint's policy (and critic) on the stored source states.
+- `GuideRollIn` (jump-start RL): the checkpoint acts the first h steps of every episode.
+- `SourceEval` (forgetting measured during training): every K segments the greedy return
+  on the run's source task and KL(pi_0 || pi) on its stored states.
+
+pi_0 is the checkpoint's own policy (the loaded parameters, even where fine-tuning
+re-initialised the heads), held frozen in the extension's per-run state. Weights follow
+the shared schedules (research.rl.shaping.schedule_factor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from research.agents import Agent
+from research.rl.distributions import Categorical, DiagGaussian, kl
+from research.rl.shaping import schedule_factor
+from research.runner.extension import Extension, Start, Step
+
+# ------------------------------------------------------------------------------ maths
+
+
+def is_distribution(out: Any) -> bool:
+    return isinstance(out, (Categorical, DiagGaussian))
+
+
+def divergence(out0: Any, out: Any) -> jax.Array:
+    """Per state [...]: KL(pi_0 || pi) of two action distributions, or, for Q-values
+    [..., A], 1/2 sum_a (Q - Q_0)^2 (a regression towards the checkpoint's Q)."""
+    if is_distribution(out):
+        return kl(out0, out)
+    return 0.5 * jnp.sum((out - out0) ** 2, axis=-1)
+
+
+def clone_loss(out: Any, action: jax.Array) -> jax.Array:
+    """Per state [...]: -log pi(action | s); for Q-values [..., A], the cross-entropy of the
+    softmax of Q with the action."""
+    if is_distribution(out):
+        return -out.log_prob(action)
+    return -Categorical(out).log_prob(action)
+
+
+def fisher_diagonal(
+    heads: Callable, params: Any, obs: jax.Array, key: jax.Array, chunk: int = 16
+) -> Any:
+    """Diagonal Fisher of the policy at `params`, averaged over obs [B, *obs_shape]: a tree
+    like params.
+
+    F = E_s E_{a ~ pi(s)} [(d log pi(a|s) / d theta)^2], the inner expectation exact for
+    a Categorical (or the softmax of Q-values), one sampled action for a Gaussian; for an
+    actor-critic, plus the critic's (dV/dtheta)^2 (a unit-variance Gaussian likelihood).
+    States are summed in chunks of `chunk` (B must be a multiple): per-state gradients
+    of a whole batch would hold B copies of the parameters.
+    """
+
+    def log_probs(p, s, a):
+        out, _ = heads(p, s[None])
+        return (out if is_distribution(out) else Categorical(out)).log_prob(a[None])[0]
+
+    def one_state(s, k):
+        out, _ = heads(params, s[None])
+        square = lambda g: jax.tree.map(jnp.square, g)
+        if isinstance(out, DiagGaussian):
+            a = out.sample(k)[0]
+            fisher = square(jax.grad(log_probs)(params, s, a))
+        else:
+            logits = out.logits if is_distribution(out) else out
+            probs = jax.nn.softmax(logits[0])
+            actions = jnp.arange(probs.shape[0])
+            grads = jax.vmap(lambda a: square(jax.grad(log_probs)(params, s, a)))(actions)
+            fisher = jax.tree.map(lambda g: jnp.tensordot(probs, g, axes=1), grads)
+        if is_distribution(out):
+            value = lambda p: heads(p, s[None])[1][0]
+            fisher = jax.tree.map(jnp.add, fisher, square(jax.grad(value)(params)))
+        return fisher
+
+    batch = obs.shape[0]
+    keys = jax.random.split(key, batch)
+    shape = lambda x: x.reshape(batch // chunk, chunk, *x.shape[1:])
+
+    def add_chunk(total, xs):
+        s, k = xs
+        part = jax.vmap(one_state)(s, k)
+        return jax.tree.map(lambda t, f: t + f.sum(0), total, part), None
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    total, _ = jax.lax.scan(add_chunk, zeros, (shape(obs), shape(keys)))
+    return jax.tree.map(lambda t: t / batch, total)
+
+
+def ewc_penalty(params: Any, anchor: Any, fisher: Any, weight: jax.Array) -> jax.Array:
+    """weight / 2 * sum F (params - anchor)^2 over every leaf; []."""
+    terms = jax.tree.map(lambda p, a, f: jnp.sum(f * (p - a) ** 2), params, anchor, fisher)
+    return 0.5 * weight * sum(jax.tree.leaves(terms))
+
+
+def weight_at(h: Any, progress: jax.Array) -> jax.Array:
+    """A WeightHParams' weight at the fraction of training done, []."""
+    factor = schedule_factor(h.schedule, progress, h.anneal_fraction, h.decay, 0.0, 0.0, 1.0)
+    return jnp.asarray(h.weight, jnp.float32) * factor
+
+
+def teacher(s: Start) -> Any:
+    """The checkpoint's parameters (the fresh ones when a run starts from none)."""
+    return (s.agent_state if s.loaded is None else s.loaded).params
+
+
+# ------------------------------------------------------------------------- extensions
+
+
+@dataclass(frozen=True)
+class Distill(Extension):
+    """weight * mean KL(pi_0 || pi) over each minibatch's states (kickstarting)."""
+
+    agent: Agent
+    name: str = "distill"
+    traced = True
+
+    def start(self, s: Start) -> tuple[Any, Any]:
+        return s.agent_state, teacher(s)
+
+    def loss(self, params: Any, obs: jax.Array, params0: Any, step: Step) -> jax.Array:
+        out0 = jax.lax.stop_gradient(self.agent.heads(params0, obs)[0])
+        term = divergence(out0, self.agent.heads(params, obs)[0]).mean()
+        return weight_at(step.traced, step.progress) * term
+
+
+@dataclass(frozen=True)
+class BehaviourCloning(Extension):
+    """weight * mean -log pi(a_0 | s_0) over `batch_size` stored source states drawn each
+    update (the same draw serves every gradient step of that update).
+
+    Traced: (WeightHParams, {"obs": [S, *obs_shape], "action": [S, ...]})."""
+
+    agent: Agent
+    batch_size: int
+    name: str = "bc"
+    traced = True
+
+    def loss(self, params: Any, obs: jax.Array, state: None, step: Step) -> jax.Array:
+        h, data = step.traced
+        index = jax.random.randint(step.key, (self.batch_size,), 0, data["obs"].shape[0])
+        seen = self.agent.observe(step.agent_state, data["obs"][index])
+        term = clone_loss(self.agent.heads(params, seen)[0], data["action"][index]).mean()
+        return weight_at(h, step.progress) * term
+
+
+@dataclass(frozen=True)
+class EWC(Extension):
+    """weight / 2 * sum F (theta - theta_0)^2, F the checkpoint's diagonal Fisher on the
+    first `batch_size` stored source states, computed once when the run starts.
+
+    Traced: (WeightHParams, {"obs": [S, *obs_shape], ...})."""
+
+    agent: Agent
+    batch_size: int
+    name: str = "ewc"
+    traced = True
+
+    def start(self, s: Start) -> tuple[Any, Any]:
+        params0 = teacher(s)
+        state0 = s.agent_state if s.loaded is None else s.loaded
+        obs = self.agent.observe(state0, s.traced[1]["obs"][: self.batch_size])
+        return s.agent_state, (params0, fisher_diagonal(self.agent.heads, params0, obs, s.key))
+
+    def loss(self, params: Any, obs: jax.Array, state: Any, step: Step) -> jax.Array:
+        params0, fisher = state
+        return ewc_penalty(params, params0, fisher, weight_at(step.traced[0], step.progress))
+
+
+def guide_horizon(h: Any, progress: jax.Array, stage: jax.Array) -> jax.Array:
+    """The roll-in length h, [] float: horizon * the schedule's factor (constant, linear,
+    exponential) or, for "threshold" (index 3), horizon * (1 - stage / stages)."""
+    factor = schedule_factor(h.schedule, progress, h.anneal_fraction, h.decay, 0.0, 0.0, 1.0)
+    staged = jnp.clip(1.0 - stage / h.stages, 0.0, 1.0)
+    return h.horizon * jnp.where(jnp.round(h.schedule) == 3, staged, factor)
+
+
+def roll_in(
+    guide_action: jax.Array, action: jax.Array, episode_step: jax.Array, horizon: jax.Array
+) -> jax.Array:
+    """The guide's action where the env's episode has run fewer than `horizon` steps.
+    guide_action, action: [N, ...]; episode_step: [N] steps since the env's last reset."""
+    use = episode_step < horizon
+    return jnp.where(use.reshape(use.shape + (1,) * (action.ndim - 1)), guide_action, action)
+
+
+@jax.tree_util.register_dataclass
+@dataclass
+class GuideState:
+    params0: Any
+    stage: jax.Array  # [] curriculum stages passed ("threshold")
+    return_ema: jax.Array  # [] running mean of the training return (NaN: none yet)
+
+
+@dataclass(frozen=True)
+class GuideRollIn(Extension):
+    """The checkpoint's greedy policy acts the first h steps of each episode, the learner
+    after. An acting aux's `log_prob` is recomputed for the action taken (PPO's ratio is
+    then that of the learner's policy to the one that acted as far as the learner knows).
+
+    Traced: GuideHParams."""
+
+    agent: Agent
+    name: str = "guide"
+    traced = True
+
+    def start(self, s: Start) -> tuple[Any, GuideState]:
+        return s.agent_state, GuideState(teacher(s), jnp.zeros(()), jnp.full((), jnp.nan))
+
+    def horizon(self, g: GuideState, step: Step) -> jax.Array:
+        return guide_horizon(step.traced, step.progress, g.stage)
+
+    def act(self, act: Callable, g: GuideState, step: Step) -> Callable:
+        horizon = self.horizon(g, step)
+        learner = step.agent_state
+        guide_state = learner.replace(params=g.params0)
+
+        def mixed(obs, key, env_state):
+            action, aux = act(obs, key, env_state)
+            guide, _ = self.agent.act(guide_state, obs, key, step.hparams, False)
+            action = roll_in(guide, action, env_state.episode_length, horizon)
+            if isinstance(aux, dict) and "log_prob" in aux:
+                seen = self.agent.observe(learner, obs)
+                aux = {
+                    **aux,
+                    "log_prob": self.agent.heads(learner.params, seen)[0].log_prob(action),
+                }
+            return action, aux
+
+        return mixed
+
+    def on_batch(self, batch: Any, g: GuideState, step: Step):
+        h = step.traced
+        done = jnp.logical_or(batch.terminated, batch.truncated)
+        count = done.sum()
+        mean = jnp.sum(jnp.where(done, batch.episode_return, 0.0)) / jnp.maximum(count, 1)
+        ema = jnp.where(
+            jnp.isnan(g.return_ema), mean, g.return_ema + h.return_rate * (mean - g.return_ema)
+        )
+        ema = jnp.where(count > 0, ema, g.return_ema)
+        passed = (jnp.round(h.schedule) == 3) & (ema >= h.threshold)
+        # After a stage the mean restarts, so the next stage is earned at the shorter h.
+        g = GuideState(g.params0, g.stage + passed, jnp.where(passed, jnp.nan, ema))
+        metrics = {"guide_horizon": self.horizon(g, step)}
+        return batch, g, metrics
+
+
+@dataclass(frozen=True)
+class SourceEval(Extension):
+    """Every `every` segments and at the last: the greedy return on the run's source task
+    (`source_return`) and KL(pi_0 || pi) on its stored states (`source_kl`); NaN between.
+    `source_return_start` is the return when the run starts.
+
+    evaluate: research.runner.evaluate.make_evaluate(agent, env, ...).
+    Traced: {"env": source EnvParams, "obs": [S, *obs_shape]} of the run's checkpoint."""
+
+    agent: Agent
+    evaluate: Callable
+    every: int
+    num_logs: int
+    name: str = "forgetting"
+    traced = True
+
+    def start(self, s: Start) -> tuple[Any, Any]:
+        initial = self.evaluate(s.agent_state, s.hparams, s.traced["env"], s.key, 0.0)
+        return s.agent_state, (teacher(s), initial)
+
+    def on_segment(self, agent_state: Any, state: Any, metrics: Any, step: Step):
+        params0, initial = state
+        data = step.traced
+        segment = step.update // (step.num_updates // self.num_logs)  # segments done
+
+        def measure(_):
+            ret = self.evaluate(agent_state, step.hparams, data["env"], step.key, 0.0)
+            seen = self.agent.observe(agent_state, data["obs"])
+            out0 = self.agent.heads(params0, seen)[0]
+            return ret, divergence(out0, self.agent.heads(agent_state.params, seen)[0]).mean()
+
+        due = (segment % self.every == 0) | (segment == self.num_logs)
+        nan = jnp.full((), jnp.nan)
+        ret, div = jax.lax.cond(due, measure, lambda _: (nan, nan), None)
+        row = {"source_return": ret, "source_kl": div, "source_return_start": initial}
+        return agent_state, state, row
