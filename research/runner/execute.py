@@ -17,15 +17,27 @@ the values of the other runs; and a program run again. A run in a program of ano
 per-device batch shape (alone, in a chunk of another size, over another device count)
 runs a differently compiled program: its first log is the same, later ones drift apart
 by float rounding, which learning can amplify (docs/design.md, "Execution").
+
+With a chunk directory (`ChunkStore`), finished chunks survive a kill: each is written
+atomically with its sha256 recorded first in the manifest, and on resume a chunk that is
+missing, truncated, unreadable or of another checksum is recomputed (a `RepairWarning` names
+it), as is a damaged manifest rebuilt from the chunk files that verify. One batch at a time
+owns a directory: an exclusive flock on <chunk dir>/.lock, held for the whole `run_batch`
+call; a second process resuming the same directory meanwhile stops at once with one line
+(InputError) instead of computing the same chunks again.
 """
 
 from __future__ import annotations
 
+import fcntl
+import io
 import json
 import math
+import os
+import re
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,6 +48,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from research import results
+from research.errors import InputError
 from research.platform import straight_line_threefry
 from research.runner import progress as progress_module
 from research.runner.progress import ProgressBar
@@ -267,7 +280,9 @@ def run_batch(
     most 64 runs per device; elsewhere one chunk).
     chunk_dir: each finished chunk is written there atomically, and chunks already there
     (from an interrupted call with the same `fingerprint` and chunking) are loaded instead
-    of run again: a killed sweep resumes and loses nothing.
+    of run again: a killed sweep resumes and loses nothing. Damaged chunks are recomputed
+    (a RepairWarning names each), and the directory is locked for the call: a second call
+    on it meanwhile stops with an InputError (`ChunkStore`).
     keep_states: False drops final agent states (metrics only), sparing host memory and disk.
     """
     seeds = np.asarray(seeds, np.uint32)
@@ -359,6 +374,8 @@ def run_batch(
     finally:
         progress_module.ACTIVE = None
         bar.close()
+        if store is not None:
+            store.close()
     run_s = time.perf_counter() - started
     cat = lambda *xs: np.concatenate(xs, axis=0)
     if keep_states and store is not None:  # chunks loaded from disk are flat: rebuild trees
@@ -373,44 +390,262 @@ def run_batch(
     )
 
 
-class ChunkStore:
-    """Finished chunks of one batch, as chunk_<c>.npz files beside a manifest.
+class RepairWarning(UserWarning):
+    """Damaged chunk state was found and is being repaired (recomputed or rebuilt)."""
 
-    The manifest (fingerprint of the config, runs, chunk size) guards against mixing
-    chunks of different programs. Files are written atomically, so a kill leaves either
-    a whole chunk or none.
+
+def _warn(message: str) -> None:
+    # The message names the file; which line of the store noticed matters little.
+    warnings.warn(message, RepairWarning, stacklevel=2)
+
+
+_CHUNK_NAME = re.compile(r"chunk_(\d{5})\.npz")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class _Damaged(Exception):
+    """A chunk file that cannot be used; the message says why."""
+
+
+def _claim(lock: Path) -> int:
+    """An exclusive flock on `lock` (created if need be), as an open descriptor; an
+    InputError naming the holder's pid if another open file already holds it."""
+    for attempt in range(10):
+        # The directory can vanish between mkdir and open: a run that just finished
+        # deletes its chunks (pipelines.train.run_experiment). Make it again and retry.
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            break
+        except FileNotFoundError:
+            if attempt == 9:
+                raise
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise InputError(
+            f"{lock.parent}: another process (pid {holder}) is running this batch and holds "
+            f"{lock.name}; let it finish (if it has died, resume again: its lock died with it)"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+class ChunkStore:
+    """Finished chunks of one batch: chunk_<c>.npz files beside manifest.json in `path`.
+
+    manifest.json holds the batch's identity (`identity`: fingerprint of the config, runs,
+    chunk size, keep_states), which refuses chunks of another program, and under "chunks"
+    the sha256 of each chunk file's bytes, {"chunk_00003.npz": hex}. Each chunk file also
+    holds its own identity and index (key "chunk", JSON text) beside metric/<name> [C, L]
+    and state/<i> (leaf i of the agent states, [C, ...]), so that a lost manifest can be
+    rebuilt from the chunks.
+
+    A kill leaves either a whole chunk with its checksum recorded, or none: a chunk's
+    checksum goes into the manifest before its file is written, each atomically (a kill in
+    between leaves a checksum without a file, which counts as no chunk).
+
+    Repair, never a traceback (each with a RepairWarning naming the file): a chunk whose
+    file is missing though its checksum is recorded, unreadable, or of another checksum is
+    recomputed, by the same program, so the batch ends bit for bit as an unbroken one. A
+    manifest that is not JSON or has other fields is rebuilt from the chunk files whose own
+    identity matches and that read back whole (zip CRC-32); if none does, the batch restarts
+    from scratch. A manifest with the right fields but another program's values is
+    refused (InputError): that is a wrong directory, not damage. A manifest written before
+    checksums (identity only) is upgraded: its chunk files are used if they read back.
+
+    Concurrency: the store holds an exclusive `fcntl.flock` on path/.lock from creation to
+    `close()` (run_batch holds it for the whole batch). A second store on the same
+    directory, in another process or this one, stops at once with an InputError naming the
+    holder's pid, rather than waiting to redo a batch the first is finishing. The lock dies
+    with its process, so a killed run never leaves the directory locked. Correctness does
+    not rest on the lock alone: every file is written atomically and every chunk is
+    verified when loaded, so even a store that slipped past it (its directory deleted and
+    made again under it) only redoes work; the lock keeps two writers from losing each
+    other's manifest entries and from computing the same chunks twice.
     """
 
-    def __init__(self, path: Path, manifest: dict):
-        self.path = path
-        found = path / "manifest.json"
-        if found.exists():
-            old = json.loads(found.read_text())
-            if old != manifest:
-                raise ValueError(
-                    f"{path} holds chunks of another program ({old}); this one is "
-                    f"{manifest}. Use a fresh run directory or delete them."
-                )
-        else:
-            results.write_json(found, manifest)
+    def __init__(self, path: Path, identity: dict):
+        self.path = Path(path)
+        self.identity = dict(identity)
+        self._rejected: set[int] = set()  # chunk files found bad while rebuilding (warned)
+        self.sums: dict[int, str] = {}  # chunk index -> sha256 of its file
+        self._lock: int | None = _claim(self.path / ".lock")
+        try:
+            self._open_manifest()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Releases the directory's lock (closing its descriptor drops the flock)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    @property
+    def _manifest(self) -> Path:
+        return self.path / "manifest.json"
 
     def _file(self, c: int) -> Path:
         return self.path / f"chunk_{c:05d}.npz"
 
+    def _write_manifest(self) -> None:
+        chunks = {self._file(c).name: s for c, s in sorted(self.sums.items())}
+        results.write_json(self._manifest, {**self.identity, "chunks": chunks})
+
+    def _open_manifest(self) -> None:
+        """Sets `sums` from the manifest or, if it is damaged, rebuilds both."""
+        try:
+            old = json.loads(self._manifest.read_text())
+        except FileNotFoundError:
+            if not any(self._chunk_files()):  # a fresh batch
+                self._write_manifest()
+                return
+            problem = "is missing"
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            problem = f"is not valid JSON ({type(error).__name__})"
+        else:
+            problem = self._check_manifest(old)
+            if problem is None:
+                if "chunks" not in old:  # written before checksums: adopt its chunk files
+                    self.sums = self._verify_files(require_identity=False)
+                    self._write_manifest()
+                    return
+                self.sums = {int(_CHUNK_NAME.fullmatch(k)[1]): v for k, v in old["chunks"].items()}
+                return
+        self.sums = self._verify_files(require_identity=True)
+        self._write_manifest()
+        if self.sums:
+            _warn(
+                f"{self._manifest} {problem}; rebuilt it from the {len(self.sums)} chunk "
+                "file(s) that verify, the others are recomputed"
+            )
+        else:
+            _warn(
+                f"{self._manifest} {problem} and no chunk file verifies against this "
+                "batch; the batch restarts from scratch"
+            )
+
+    def _check_manifest(self, old: Any) -> str | None:
+        """Why `old` is no manifest of a batch (None if it is one); an InputError if it is
+        another program's."""
+        if not isinstance(old, dict):
+            return f"holds a JSON {type(old).__name__}, not a mapping"
+        if not self.identity.keys() <= old.keys():
+            return f"lacks {sorted(self.identity.keys() - old.keys())}"
+        mine = {k: old[k] for k in self.identity}
+        if mine != self.identity:
+            raise InputError(
+                f"{self.path} holds chunks of another program ({mine}); this one is "
+                f"{self.identity}. Use a fresh run directory or delete them."
+            )
+        extra = old.keys() - self.identity.keys() - {"chunks"}
+        if extra:
+            return f"has unknown fields {sorted(extra)}"
+        chunks = old.get("chunks", {})
+        if not isinstance(chunks, dict) or not all(
+            isinstance(k, str)
+            and _CHUNK_NAME.fullmatch(k)
+            and isinstance(v, str)
+            and _SHA256.fullmatch(v)
+            for k, v in chunks.items()
+        ):
+            return 'has a "chunks" field that is not {"chunk_<c>.npz": sha256}'
+        return None
+
+    def _chunk_files(self) -> Iterator[tuple[int, Path]]:
+        for f in sorted(self.path.glob("chunk_*.npz")):
+            if match := _CHUNK_NAME.fullmatch(f.name):
+                yield int(match[1]), f
+
+    def _verify_files(self, require_identity: bool) -> dict[int, str]:
+        """sha256 of every chunk file here that reads back whole (and, if require_identity,
+        names this batch and its own index); each other one is warned about."""
+        sums = {}
+        for c, f in self._chunk_files():
+            try:
+                data = f.read_bytes()
+                self._parse(data, c, require_identity)
+            except (OSError, _Damaged) as error:
+                _warn(f"{f}: {error}; it is recomputed")
+                self._rejected.add(c)
+                continue
+            sums[c] = results.sha256_bytes(data)
+        return sums
+
+    def _parse(self, data: bytes, c: int, require_identity: bool) -> tuple[dict, list | None]:
+        """(metrics, flat state leaves or None) of chunk c's file bytes; _Damaged if they do
+        not read back whole or name another batch or chunk."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}  # reading every member checks its CRC
+        except Exception as error:
+            # Damaged bytes surface as many types (BadZipFile, zlib.error, EOFError,
+            # ValueError, SyntaxError from the .npy header...): any of them means unreadable.
+            raise _Damaged(f"is unreadable ({type(error).__name__}: {error})") from None
+        if "chunk" in arrays:
+            try:
+                own = json.loads(str(arrays["chunk"][()]))
+            except (json.JSONDecodeError, TypeError, ValueError):
+                own = None
+            if own != {**self.identity, "chunk": c}:
+                raise _Damaged("belongs to another batch or chunk")
+        elif require_identity:
+            raise _Damaged("does not name its batch, so it cannot be verified")
+        metrics = {k[7:]: v for k, v in arrays.items() if k.startswith("metric/")}
+        if not metrics:
+            raise _Damaged("holds no metrics")
+        leaves = [arrays[k] for k in sorted(arrays) if k.startswith("state/")]
+        return metrics, leaves or None
+
     def save(self, c: int, metrics: dict, states: Any) -> None:
+        """Writes chunk c: metrics name -> [C, L], states a pytree of leaves [C, ...] or None."""
         arrays = {f"metric/{k}": v for k, v in metrics.items()}
         if states is not None:
             arrays.update({f"state/{i:04d}": x for i, x in enumerate(jax.tree.leaves(states))})
-        results.write_npz(self._file(c), arrays)
+        arrays["chunk"] = np.array(json.dumps({**self.identity, "chunk": c}, sort_keys=True))
+        data = results.npz_bytes(arrays)
+        # Checksum first, file second: a kill in between leaves a checksum without a file
+        # (no chunk), never a file that cannot be verified.
+        self.sums[c] = results.sha256_bytes(data)
+        self._write_manifest()
+        results.write_bytes(self._file(c), data)
+        self._rejected.discard(c)
 
     def load(self, c: int) -> tuple[dict, Any] | None:
-        """(metrics, flat list of state leaves or None), or None if chunk c is not done."""
-        if not self._file(c).exists():
+        """(metrics, flat list of state leaves or None), or None if chunk c is to be run:
+        not done yet, or damaged (warned)."""
+        f, expected = self._file(c), self.sums.get(c)
+        if expected is None:
+            if f.exists() and c not in self._rejected:
+                _warn(f"{f}: no checksum recorded in {self._manifest.name}; it is recomputed")
             return None
-        with np.load(self._file(c), allow_pickle=False) as data:
-            metrics = {k[7:]: data[k] for k in data.files if k.startswith("metric/")}
-            leaves = [data[k] for k in sorted(data.files) if k.startswith("state/")]
-        return metrics, leaves or None
+        try:
+            data = f.read_bytes()
+        except FileNotFoundError:
+            _warn(f"{f}: missing, though {self._manifest.name} records it; it is recomputed")
+            return None
+        except OSError as error:
+            _warn(f"{f}: unreadable ({error}); it is recomputed")
+            return None
+        if results.sha256_bytes(data) != expected:
+            _warn(
+                f"{f}: its sha256 differs from the one in {self._manifest.name} (truncated or "
+                "changed since written); it is recomputed"
+            )
+            return None
+        try:
+            return self._parse(data, c, require_identity=False)
+        except _Damaged as error:
+            _warn(f"{f}: {error}; it is recomputed")
+            return None
 
 
 def initial_agent_states(trainer: Trainer, runs: Any, init_state: Any = None) -> Any:
