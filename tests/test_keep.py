@@ -272,3 +272,25 @@ def test_zip_pairs_the_ith_values_of_every_list_one_method_per_point():
                       "+transfer.distill.weight=[0.0,0.0,0.5]")  # fmt: skip
     with pytest.raises(ConfigError, match=r"transfer.distill.weight: got 3 values; search.kind"):
         parse_experiment(bad)
+
+
+def test_a_checkpoint_without_or_with_damaged_source_states_is_one_clear_error(keep_run, tmp_path):
+    import shutil
+
+    from research.errors import InputError
+
+    ckpt = tmp_path / "checkpoint"
+    shutil.copytree(keep_run["all"] / "checkpoint", ckpt)
+    raw = compose_raw(*SMALL, f"+transfer.checkpoint={ckpt}", "+transfer.bc.weight=1.0")
+    states = ckpt / "states.npz"
+    states.write_bytes(states.read_bytes()[:100])
+    with pytest.raises(InputError, match=r"states.npz: damaged or not source states"):
+        plan(parse_experiment(raw), raw)
+    states.unlink()
+    with pytest.raises(ConfigError, match=r"transfer.checkpoint: .* has no states.npz"):
+        plan(parse_experiment(raw), raw)
+    many = compose_raw(*SMALL[:6], "checkpoint_states=128", *SMALL[7:],
+                       f"+transfer.checkpoint={keep_run['all'] / 'checkpoint'}",
+                       "+transfer.ewc.weight=1.0")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"checkpoint_states: got 128; .* holds 64 states"):
+        plan(parse_experiment(many), many)

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import shutil
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from research.config import (
 )
 from research.envs import Env, check_fields
 from research.envs.shaping import goal_distance, progress_potential
+from research.errors import InputError
 from research.extensions import (
     EWC,
     BehaviourCloning,
@@ -283,8 +285,13 @@ def load_source_data(checkpoint_dir: Path, num_states: int) -> dict[str, np.ndar
             "stored since checkpoint_states was added); transfer.bc, ewc and forgetting "
             "need them: pretrain again, or drop those methods"
         )
-    with np.load(path, allow_pickle=False) as f:
-        data = {k: f[k] for k in f.files}
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in ("obs", "action")}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise InputError(
+            f"{path}: damaged or not source states ({error}); pretrain again"
+        ) from error
     if data["obs"].shape[1] < num_states:
         raise ConfigError(
             f"checkpoint_states: got {num_states}; {path} holds "
