@@ -334,8 +334,9 @@ def test_transfer_pipeline_writes_every_metric_and_reloads_its_checkpoint(tmp_pa
     assert set(summary.kind) == {"finetune", "scratch"} and len(summary) == 2 * 2 * 2 + 2
     for name in ("source", "checkpoint", "finetune", "scratch"):
         assert (out / name).is_dir()
-    # The source and scratch sub-runs reproduce alone from the config.yaml each keeps.
-    for name in ("source", "scratch"):
+    # Every sub-run reproduces alone from the config.yaml it keeps (finetune/ from the
+    # saved checkpoint, into <out>/finetune).
+    for name in ("source", "scratch", "finetune"):
         again = run(*saved_config(out / name), tmp_path / f"{name}_again")
         assert compare_runs(out / name, again) == [], name
     assert (out / "transfer_curves.png").stat().st_size > 0

@@ -49,12 +49,15 @@ def saved_config(run_dir: str | Path) -> tuple[ExperimentConfig, dict]:
 
 def compare_runs(expected: str | Path, actual: str | Path) -> list[str]:
     """Differences between the metrics of two run directories ([] = bit for bit equal):
-    every metrics.npz below `expected`, metric by metric."""
+    every metrics.npz below `expected`, metric by metric. A sub-run reproduced by its
+    parent pipeline (a transfer's finetune/) is compared with the same sub-run of `actual`."""
     expected, actual = Path(expected), Path(actual)
     problems = []
     for path in sorted(expected.rglob("metrics.npz")):
         rel = path.relative_to(expected)
         other = actual / rel
+        if not other.exists() and (actual / expected.name / rel).exists():
+            other = actual / expected.name / rel
         if not other.exists():
             problems.append(f"{rel}: missing from the reproduction")
             continue

@@ -94,6 +94,13 @@ def scratch_raw_config(raw: dict) -> dict:
     return {**raw, "experiment_name": name, "sweep": {}, "transfer": None}
 
 
+def finetune_raw_config(raw: dict, checkpoint_dir: Path) -> dict:
+    """The config finetune/ keeps: the same transfer from the saved checkpoint, no scratch
+    runs, so that it reproduces finetune/ alone (into <out>/finetune)."""
+    transfer = {**raw["transfer"], "checkpoint": str(Path(checkpoint_dir).resolve())}
+    return {**raw, "transfer": {**transfer, "scratch": False}}
+
+
 def plan(config: ExperimentConfig, raw: dict) -> TransferPlan:
     t = config.transfer
     if config.env.shift is not None:
@@ -235,7 +242,7 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
     ft = p.finetune
     init = take(states, ft.runs.checkpoint)
     ft_result = execute(ft, init)
-    write_run_dir(run_dir / "finetune", ft, ft_result, raw)
+    write_run_dir(run_dir / "finetune", ft, ft_result, finetune_raw_config(raw, ckpt))
     phases = [("finetune", ft, ft_result, initial_agent_states(ft.trainer, ft.runs, init))]
     if p.scratch is not None:
         sc_result = execute(p.scratch)
