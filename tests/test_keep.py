@@ -220,6 +220,10 @@ def test_every_method_trains_in_one_program_and_logs_the_forgetting_curve(keep_r
     np.testing.assert_allclose(ft.source_auc, np.nanmean(ret, axis=1))
     assert "retained" in pd.read_csv(out / "transfer_summary.csv").columns
     assert (out / "forgetting_curves.png").stat().st_size > 0
+    # methods.md: one row per target and method label, the strengths that are not 0
+    methods = pd.read_csv(out / "methods.csv")
+    labels = {group.split("method=")[1] for group in methods.group}
+    assert labels == {"distill=1+bc=1+ewc=10+guide=20", "bc=1+ewc=10+guide=20"}
 
 
 def test_every_method_at_strength_zero_is_plain_finetuning_bit_for_bit(keep_run):

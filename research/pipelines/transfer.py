@@ -293,6 +293,13 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
     target_cols = [f"env.{k}" for k in ft.runs.varied]
     if p.scratch is not None:
         against_scratch(ft_table, tables[1], target_cols)
+    for m, col in STRENGTHS.items():  # a strength set once holds for every run
+        if col not in ft_table and base_strength(config, m):
+            ft_table[col] = base_strength(config, m)
+    methods = [m for m, col in STRENGTHS.items() if col in ft_table]
+    if methods:
+        ft_table.insert(1, "method", method_labels(ft_table, methods))
+        write_methods(run_dir, tables, target_cols)
     all_runs = pd.concat(tables, ignore_index=True)
     results.write_csv(run_dir / "transfer_runs.csv", all_runs)
     summary = _summary(
@@ -387,6 +394,65 @@ def _summary(
             )
         )
     return pd.concat(frames, ignore_index=True)
+
+
+# A fine-tuning method's strength column in the runs table (swept: several values).
+STRENGTHS = {
+    "l2_init": "l2_init",
+    "distill": "distill.weight",
+    "bc": "bc.weight",
+    "ewc": "ewc.weight",
+    "guide": "guide.horizon",
+}
+
+
+def base_strength(config: ExperimentConfig, method: str) -> float:
+    """The strength of a fine-tuning method the config sets for every run (0: off)."""
+    if method == "l2_init":
+        return getattr(config.agent.hparams, "l2_init", 0.0)
+    block = getattr(config.transfer, method)
+    if block is None:
+        return 0.0
+    return block.hparams.horizon if method == "guide" else block.hparams.weight
+
+
+def method_labels(table: pd.DataFrame, methods: list[str]) -> list[str]:
+    """Each run's methods at non-zero strength, e.g. "distill=1 linear 0.5+ewc=10", or
+    "vanilla" (schedules other than constant are named, with their anneal or decay)."""
+    labels = []
+    for _, row in table.iterrows():
+        parts = []
+        for m in methods:
+            strength = row[STRENGTHS[m]]
+            if strength == 0:
+                continue
+            part = f"{m}={strength:g}"
+            schedule = row.get(f"{m}.schedule", "constant")
+            if schedule in ("linear", "threshold"):
+                part += f" {schedule} {row.get(f'{m}.anneal_fraction', '')}".rstrip()
+            elif schedule == "exponential":
+                part += f" exp {row.get(f'{m}.decay', '')}".rstrip()
+            parts.append(part)
+        labels.append("+".join(parts) or "vanilla")
+    return labels
+
+
+def write_methods(run_dir: Path, tables: list[pd.DataFrame], target_cols: list[str]) -> None:
+    """methods.csv/md: per target and method (and scratch), the final target return, AUC,
+    forgetting, retained and source AUC, with 95% bootstrap CIs over seeds x checkpoints."""
+    frames = []
+    for table in tables:
+        kind = table["kind"].iloc[0]
+        if kind != "finetune":
+            table = table.assign(method=kind)
+        cols = [c for c in ("initial_return", "final_return", "auc", "forgetting", "retained",
+                            "source_auc") if c in table]  # fmt: skip
+        values = {c: table[c].to_numpy() for c in cols}
+        runs = table.assign(run=np.arange(len(table)))
+        frames.append(aggregate(runs, values, [*target_cols, "method"]))
+    frame = pd.concat(frames, ignore_index=True)
+    results.write_csv(run_dir / "methods.csv", frame)
+    results.write_text(run_dir / "methods.md", ci_markdown(frame))
 
 
 def plot_forgetting(path: Path, ft: Prepared, metrics: dict, target_cols: list[str]) -> Path:
