@@ -114,9 +114,12 @@ def _draw_groups(
     ax, runs: pd.DataFrame, metrics: dict[str, np.ndarray], by: Sequence[str], metric: str
 ) -> None:
     steps = metrics["env_steps"][0]
-    for label, index in groups(runs, by):
+    found = groups(runs, by)
+    # Past 10 lines the default cycle repeats its colours: take distinct ones from tab20.
+    colors = plt.get_cmap("tab20").colors if len(found) > 10 else [None] * len(found)
+    for (label, index), color in zip(found, colors):
         mean, low, high = bootstrap_mean_ci(metrics[metric][index])
-        (line,) = ax.plot(steps, mean, label=f"{label} (n={len(index)})")
+        (line,) = ax.plot(steps, mean, label=f"{label} (n={len(index)})", color=color)
         ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("environment steps per run")
     ax.set_ylabel(metric.replace("_", " "))

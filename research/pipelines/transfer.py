@@ -308,7 +308,8 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
     results.write_csv(run_dir / "transfer_summary.csv", summary)
     results.write_text(run_dir / "transfer_summary.md", ci_markdown(summary))
     if config.plot and "source_return" in ft_result.metrics:
-        plot_forgetting(run_dir / "forgetting_curves.png", ft, ft_result.metrics, target_cols)
+        path = run_dir / "forgetting_curves.png"
+        plot_forgetting(path, ft, ft_table, ft_result.metrics, target_cols)
     results.write_text(run_dir / "config.yaml", yaml.safe_dump(raw, sort_keys=False))
     results.write_json(
         run_dir / "run.json",
@@ -455,15 +456,21 @@ def write_methods(run_dir: Path, tables: list[pd.DataFrame], target_cols: list[s
     results.write_text(run_dir / "methods.md", ci_markdown(frame))
 
 
-def plot_forgetting(path: Path, ft: Prepared, metrics: dict, target_cols: list[str]) -> Path:
-    """The source return during fine-tuning (the segments it was measured at) against env
-    steps: a panel per target, a line with its 95% band per setting of the swept values."""
+def plot_forgetting(
+    path: Path, ft: Prepared, table: pd.DataFrame, metrics: dict, target_cols: list[str]
+) -> Path:
+    """The source return during fine-tuning (at the start and the segments it was measured
+    at) against env steps: a panel per target, a line with its 95% band per method (or
+    setting of the swept values)."""
     measured = np.isfinite(metrics["source_return"]).any(0)
-    curves = {k: metrics[k][:, measured] for k in ("source_return", "env_steps")}
+    start = metrics["source_return_start"][:, :1]
+    curves = {
+        "source_return": np.concatenate([start, metrics["source_return"][:, measured]], 1),
+        "env_steps": np.concatenate([0 * start, metrics["env_steps"][:, measured]], 1),
+    }
+    lines = ["method"] if "method" in table else list(ft.runs.swept)
     title = f"{ft.config.agent.name} on {ft.config.env.id}: source return while fine-tuning"
-    return plot_facets(
-        ft.runs.table, curves, target_cols, list(ft.runs.swept), path, "source_return", title
-    )
+    return plot_facets(table, curves, target_cols, lines, path, "source_return", title)
 
 
 def plot_transfer(run_dir: str | Path) -> Path:
