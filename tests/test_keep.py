@@ -216,7 +216,8 @@ def test_every_method_trains_in_one_program_and_logs_the_forgetting_curve(keep_r
     # the transfer table: retained = source return at the end / at the start
     table = pd.read_csv(out / "transfer_runs.csv")
     ft = table[table.kind == "finetune"]
-    np.testing.assert_allclose(ft.retained, ret[:, -1] / metrics["source_return_start"][:, 0])
+    start = metrics["source_return_start"][:, 0]
+    np.testing.assert_allclose(ft.retained, ret[:, -1] / start, rtol=1e-6)  # returns > 0
     np.testing.assert_allclose(ft.source_auc, np.nanmean(ret, axis=1))
     assert "retained" in pd.read_csv(out / "transfer_summary.csv").columns
     assert (out / "forgetting_curves.png").stat().st_size > 0

@@ -207,7 +207,9 @@ def curve_metrics(result, threshold: float | None) -> dict:
         start = result.metrics["source_return_start"][:, 0]
         out["source_return_start"] = start
         out["source_return_end"] = source[:, -1]
-        out["retained"] = source[:, -1] / start
+        # end / start where returns are positive; for any sign 1 + (end - start) / |start|
+        # (Acrobot's returns are negative: falling from -150 to -300 is retained -1, not 2)
+        out["retained"] = 1.0 + (source[:, -1] - start) / np.abs(start)
         out["source_auc"] = np.nanmean(source, axis=1)  # over the measured segments
     return out
 
