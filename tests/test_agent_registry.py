@@ -86,9 +86,9 @@ def test_yaml_drift_is_caught():
         "agent.lr: YAML 0.001, default 0.00025",
         "agent.normalize_obs: YAML 0, default False",
         "sweep keys ['clip_eps', 'ent_coef', 'gae_lambda', 'gamma', 'init_log_std', 'l2_init', "
-        "'lr', 'max_grad_norm', 'num_envs', 'reward_scale', 'vf_coef'], hyperparameters "
-        "['clip_eps', 'ent_coef', 'gae_lambda', 'gamma', 'init_log_std', 'l2_init', 'lr', "
-        "'max_grad_norm', 'reward_scale', 'vf_coef']",
+        "'lr', 'max_grad_norm', 'num_envs', 'reward_scale', 'vf_coef', 'weight_decay'], "
+        "hyperparameters ['clip_eps', 'ent_coef', 'gae_lambda', 'gamma', 'init_log_std', "
+        "'l2_init', 'lr', 'max_grad_norm', 'reward_scale', 'vf_coef', 'weight_decay']",
         "sweep.lr: [0.001], not null",
     ]
 

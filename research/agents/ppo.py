@@ -23,6 +23,7 @@ from research.config import (
 from research.envs import EnvSpec
 from research.rl import optim
 from research.rl.minibatch import flatten_time, minibatch_epochs
+from research.rl.networks import ActorCritic
 from research.rl.normalization import RunningMeanStd
 from research.rl.policy import Policy, actor_critic_objective, standardize
 from research.rl.returns import gae
@@ -41,6 +42,7 @@ class PPOConfig:
     activation: str = setting("tanh", Rule("str", choices=("tanh", "relu")))
     normalize_obs: bool = setting(False, BOOL)
     anneal_lr: bool = setting(True, BOOL)
+    layer_norm: bool = setting(False, BOOL)  # LayerNorm before each hidden activation
 
 
 @struct.dataclass
@@ -57,6 +59,7 @@ class PPOHParams:
     init_log_std: float = setting(0.0, Rule("float"))
     reward_scale: float = setting(1.0, POS_FLOAT)
     l2_init: float = setting(0.0, NONNEG_FLOAT)  # weight of the L2 pull to the starting params
+    weight_decay: float = setting(0.0, NONNEG_FLOAT)  # decoupled, AdamW-style (rl/optim.py)
 
 
 @struct.dataclass
@@ -91,8 +94,8 @@ def make(
     optimizer: optim.Optimizer = optim.Optimizer(),
 ) -> Agent:
     """PPO for `spec`; `total_updates` sets the linear learning-rate anneal."""
-    policy = Policy.create(spec, config)
-    network = policy.network
+    network = ActorCritic(spec, config.hidden_sizes, config.activation, config.layer_norm)
+    policy = Policy(network, config.normalize_obs)
 
     def init(key: jax.Array, hparams: PPOHParams) -> PPOState:
         params, obs_stats = policy.init(key, hparams.init_log_std)
@@ -139,7 +142,7 @@ def make(
             params, opt_state = carry
             grads, metrics = jax.grad(loss, has_aux=True)(params, minibatch, hparams, penalty)
             params, opt_state, grad_norm = optimizer.step(
-                opt_state, params, grads, lr, hparams.max_grad_norm
+                opt_state, params, grads, lr, hparams.max_grad_norm, hparams.weight_decay
             )
             return (params, opt_state), {**metrics, "grad_norm": grad_norm}
 

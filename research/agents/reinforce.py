@@ -21,6 +21,7 @@ from research.agents.base import Agent, AgentEntry
 from research.config import BOOL, NONNEG_FLOAT, POS_FLOAT, POS_INT, UNIT, Rule, setting
 from research.envs import EnvSpec
 from research.rl import optim
+from research.rl.networks import ActorCritic
 from research.rl.normalization import RunningMeanStd
 from research.rl.policy import Policy, actor_critic_objective, standardize
 from research.rl.returns import discounted_returns
@@ -38,6 +39,7 @@ class ReinforceConfig:
     baseline: str = setting("value", Rule("str", choices=("value", "mean", "none")))
     normalize_obs: bool = setting(False, BOOL)
     normalize_advantages: bool = setting(False, BOOL)  # G - b to zero mean, unit std per batch
+    layer_norm: bool = setting(False, BOOL)  # LayerNorm before each hidden activation
 
 
 @struct.dataclass
@@ -51,6 +53,7 @@ class ReinforceHParams:
     init_log_std: float = setting(0.0, Rule("float"))
     reward_scale: float = setting(1.0, POS_FLOAT)
     l2_init: float = setting(0.0, NONNEG_FLOAT)  # weight of the L2 pull to the starting params
+    weight_decay: float = setting(0.0, NONNEG_FLOAT)  # decoupled, AdamW-style (rl/optim.py)
 
 
 @struct.dataclass
@@ -91,7 +94,8 @@ def make(
     optimizer: optim.Optimizer = optim.Optimizer(),
 ) -> Agent:
     """REINFORCE for `spec` (discrete or continuous actions); constant learning rate."""
-    policy = Policy.create(spec, config)
+    network = ActorCritic(spec, config.hidden_sizes, config.activation, config.layer_norm)
+    policy = Policy(network, config.normalize_obs)
     learned_baseline = config.baseline == "value"
 
     def init(key: jax.Array, hparams: ReinforceHParams) -> ReinforceState:
@@ -152,7 +156,12 @@ def make(
             state.params, obs, batch.action, returns, baseline, hparams, penalty
         )
         params, opt_state, grad_norm = optimizer.step(
-            state.opt_state, state.params, grads, hparams.lr, hparams.max_grad_norm
+            state.opt_state,
+            state.params,
+            grads,
+            hparams.lr,
+            hparams.max_grad_norm,
+            hparams.weight_decay,
         )
         new_state = ReinforceState(
             params,

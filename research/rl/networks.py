@@ -198,16 +198,20 @@ class ActorCritic(nn.Module):
     Parameter groups (used by fine-tuning options): actor_torso, actor_head,
     critic_torso, critic_head, and log_std for continuous actions.
     obs [..., *obs_shape] -> (Categorical | DiagGaussian over [...], value [...]).
+    layer_norm: LayerNorm before each hidden activation of both torsos (a plasticity
+    option, Lyle et al. 2023; adds LayerNorm_i parameters, so a checkpoint's structure
+    tells whether it had them).
     """
 
     spec: EnvSpec
     hidden_sizes: Sequence[int]
     activation: str = "tanh"
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, obs: jax.Array):
         x = flatten_obs(obs, self.spec.obs_shape)
-        h = MLP(self.hidden_sizes, self.activation, name="actor_torso")(x)
+        h = MLP(self.hidden_sizes, self.activation, self.layer_norm, name="actor_torso")(x)
         out = self.spec.num_actions if self.spec.discrete else self.spec.action_dim
         head = nn.Dense(out, kernel_init=orthogonal(0.01), name="actor_head")(h)
         if self.spec.discrete:
@@ -215,6 +219,6 @@ class ActorCritic(nn.Module):
         else:
             log_std = self.param("log_std", nn.initializers.zeros, (out,))
             dist = DiagGaussian(head, log_std)
-        v = MLP(self.hidden_sizes, self.activation, name="critic_torso")(x)
+        v = MLP(self.hidden_sizes, self.activation, self.layer_norm, name="critic_torso")(x)
         value = nn.Dense(1, kernel_init=orthogonal(1.0), name="critic_head")(v)[..., 0]
         return dist, value

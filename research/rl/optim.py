@@ -2,8 +2,9 @@
 
 Adam whose learning rate and clipping norm are traced values (so runs with
 different learning rates share one compiled program), with frozen parameter groups
-for fine-tuning. The state keeps the parameters the run started from (`anchor`), which
-the L2-to-init extension pulls towards (research/extensions/l2_init.py); extension loss
+for fine-tuning and optional decoupled weight decay (AdamW: Loshchilov & Hutter 2019).
+The state keeps the parameters the run started from (`anchor`), which the L2-to-init
+extension pulls towards (research/extensions/l2_init.py); extension loss
 terms reach the agents' losses through `with_penalty`.
 """
 
@@ -59,10 +60,15 @@ def annealed_lr(
 
 @dataclass(frozen=True)
 class Optimizer:
-    """Adam + global-norm clipping; `frozen` parameter groups never change (bit-equal)."""
+    """Adam + global-norm clipping; `frozen` parameter groups never change (bit-equal).
+
+    decay: whether `step` applies decoupled weight decay (a static switch: without it the
+    term is not in the program at all, so a run with no weight decay is bit-for-bit the
+    plain optimiser; the pipelines switch it on when some run has a non-zero weight)."""
 
     frozen: tuple[str, ...] = ()
     eps: float = 1e-5
+    decay: bool = False
 
     def __post_init__(self):
         unknown = set(self.frozen) - set(GROUPS)
@@ -89,11 +95,16 @@ class Optimizer:
         grads: Any,
         lr: jax.Array,
         max_grad_norm: jax.Array,
+        weight_decay: jax.Array | float = 0.0,
     ) -> tuple[Any, OptState, jax.Array]:
         """One step on the loss's grads.
 
         Frozen groups get no gradient (so they do not count towards the clipping norm)
-        and no update (so kept Adam moments cannot move them).
+        and no update (so kept Adam moments cannot move them, nor the decay).
+        weight_decay [] (with `decay`): theta <- theta + adam_update - lr * wd * theta, as
+        AdamW (the decay follows the learning rate's anneal; it never enters Adam's
+        moments). A run's wd = 0 selects the plain update, so even a -0.0 parameter keeps
+        its bits beside runs that decay.
         Returns (new params, new opt_state, the gradient norm before clipping).
         """
         grads = self._trainable(grads)
@@ -105,5 +116,11 @@ class Optimizer:
             hyperparams={**adam.hyperparams, "learning_rate": jnp.asarray(lr, jnp.float32)}
         )
         updates, adam = self._adam.update(grads, adam, params)
+        if self.decay:
+            wd = jnp.asarray(weight_decay, jnp.float32)
+            rate = jnp.asarray(lr, jnp.float32) * wd
+            updates = jax.tree.map(
+                lambda u, p: jnp.where(wd == 0, u, u - rate * p), updates, params
+            )
         params = optax.apply_updates(params, self._trainable(updates))
         return params, opt_state.replace(adam=adam), grad_norm
