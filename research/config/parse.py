@@ -27,8 +27,10 @@ from research.config.schema import (
     WEIGHT_SCHEDULES,
     AgentSpec,
     AnalysisConfig,
+    DiagnosticsConfig,
     Discretize,
     EnvConfig,
+    EnvSchedule,
     EnvShift,
     ESConfig,
     EvaluationConfig,
@@ -38,14 +40,19 @@ from research.config.schema import (
     ForgettingConfig,
     Guide,
     GuideHParams,
+    Intervention,
     MetaConfig,
     MetaEvaluationConfig,
+    PlasticityConfig,
+    RedoHParams,
     Regulariser,
     ReptileConfig,
+    ResetHParams,
     RunsConfig,
     SearchConfig,
     ShapingConfig,
     ShapingHParams,
+    ShrinkPerturbHParams,
     SinksConfig,
     SourceConfig,
     TrainConfig,
@@ -303,9 +310,39 @@ def _parse_shift(raw: Any) -> EnvShift | None:
     return EnvShift(params=params, at=at, drift=drift)
 
 
+def _parse_schedule(raw: Any) -> EnvSchedule | None:
+    """env.schedule: {params: [{field: value}, ...] (one entry per phase), every, cycle}."""
+    if raw is None:
+        return None
+    raw = _mapping("env.schedule", raw)
+    _reject_unknown("env.schedule", raw, ("params", "every", "cycle"))
+    phases = raw.get("params")
+    if isinstance(phases, (str, bytes, Mapping)) or not isinstance(phases, Sequence):
+        raise ConfigError(
+            f"env.schedule.params: got {phases!r}; must be a list of EnvParams overrides, "
+            "one per phase, e.g. [{}, {length: 2.0}, {length: 0.25}]"
+        )
+    if len(phases) < 2:
+        raise ConfigError(
+            f"env.schedule.params: got {len(phases)} phase(s); a schedule needs at least 2"
+        )
+    params = tuple(
+        _parse_params(f"env.schedule.params[{i}]", phase) for i, phase in enumerate(phases)
+    )
+    every = raw.get("every")
+    if isinstance(every, int) and not isinstance(every, bool):
+        every = POS_INT.check("env.schedule.every", every)
+    else:
+        every = Rule("float", low=0.0, high=1.0, low_open=True, high_open=True).check(
+            "env.schedule.every", every
+        )
+    cycle = BOOL.check("env.schedule.cycle", raw.get("cycle", False))
+    return EnvSchedule(params=params, every=every, cycle=cycle)
+
+
 def _parse_env(raw: Any) -> EnvConfig:
     raw = _mapping("env", raw)
-    _reject_unknown("env", raw, ("id", "params", "variants", "discretize", "shift"))
+    _reject_unknown("env", raw, ("id", "params", "variants", "discretize", "shift", "schedule"))
     env_id = raw.get("id")
     if not isinstance(env_id, str) or not env_id:
         raise ConfigError(f"env.id: got {env_id!r}; must be an environment name")
@@ -315,6 +352,7 @@ def _parse_env(raw: Any) -> EnvConfig:
         variants=_parse_grids("env.variants", raw.get("variants")),
         discretize=_parse_discretize(raw.get("discretize")),
         shift=_parse_shift(raw.get("shift")),
+        schedule=_parse_schedule(raw.get("schedule")),
     )
 
 
@@ -522,6 +560,136 @@ def _parse_shaping(raw: Any) -> ShapingConfig | None:
         if threshold is None
         else Rule("float").check("shaping.threshold", threshold),
     )
+
+
+INTERVENTIONS = {  # plasticity.<name>: its traced settings and the default `every` (updates)
+    "redo": (RedoHParams, 100),
+    "shrink_perturb": (ShrinkPerturbHParams, 100),
+    "reset": (ResetHParams, 200),
+}
+
+
+def _parse_diagnostics(raw: Any, agent: AgentSpec) -> DiagnosticsConfig | None:
+    """true (the defaults), false / null (off) or a mapping of DiagnosticsConfig fields."""
+    if raw is None or raw is False:
+        return None
+    if raw is True:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            f"plasticity.diagnostics: got {raw!r}; must be true, false or a mapping "
+            "{every, probe_size, taus, srank_delta}"
+        )
+    names = [f.name for f in dataclasses.fields(DiagnosticsConfig)]
+    _reject_unknown("plasticity.diagnostics", raw, names)
+    config = _build_dataclass(DiagnosticsConfig, "plasticity.diagnostics", raw)
+    batch = agent.config.num_envs * agent.config.num_steps
+    if config.probe_size is None:
+        return dataclasses.replace(config, probe_size=min(256, batch))
+    if config.probe_size > batch:
+        raise ConfigError(
+            f"plasticity.diagnostics.probe_size: got {config.probe_size}; the probe is drawn "
+            f"from the latest rollout, so at most num_envs * num_steps = {batch}"
+        )
+    return config
+
+
+def _parse_intervention(name: str, raw: Any, agent: AgentSpec) -> Intervention | None:
+    if raw is None:
+        return None
+    path = f"plasticity.{name}"
+    raw = dict(_mapping(path, raw))
+    cls, every = INTERVENTIONS[name]
+    allowed = ["every", *(f.name for f in dataclasses.fields(cls))]
+    if name == "reset":
+        allowed.append("layers")
+    _reject_unknown(path, raw, allowed)
+    every = POS_INT.check(f"{path}.every", raw.pop("every", every))
+    layers = POS_INT.check(f"{path}.layers", raw.pop("layers", 1))
+    dense = len(agent.config.hidden_sizes) + 1  # per torso, and its head
+    if layers > dense:
+        raise ConfigError(
+            f"{path}.layers: got {layers}; the network has {dense} Dense layers per torso "
+            f"(hidden_sizes {list(agent.config.hidden_sizes)} and the head): at most {dense}"
+        )
+    hparams, grid = parse_traced(path, raw, cls, {})
+    return Intervention(every=every, hparams=hparams, grid=grid, layers=layers)
+
+
+def _parse_plasticity(raw: Any, agent: AgentSpec) -> PlasticityConfig | None:
+    """The plasticity block (research/extensions/plasticity.py): diagnostics and the
+    interventions ReDo, shrink-and-perturb and resets of the last layers."""
+    if raw is None:
+        return None
+    raw = _mapping("plasticity", raw)
+    _reject_unknown("plasticity", raw, ("diagnostics", *INTERVENTIONS))
+    given = [k for k, v in raw.items() if v is not None and v is not False]
+    if given and not agent_entries()[agent.name].gradient_based:
+        raise ConfigError(
+            f"plasticity.{given[0]}: set for agent {agent.name!r}, which has a table, not a "
+            "network; allowed: null"
+        )
+    return PlasticityConfig(
+        diagnostics=_parse_diagnostics(raw.get("diagnostics"), agent),
+        **{name: _parse_intervention(name, raw.get(name), agent) for name in INTERVENTIONS},
+    )
+
+
+def plasticity_grids(config: ExperimentConfig) -> dict[str, ValueGrid]:
+    """The swept lists of the plasticity block, by path (plasticity.<name>.<field>)."""
+    p = config.plasticity
+    blocks = {} if p is None else {n: getattr(p, n) for n in INTERVENTIONS}
+    return {
+        f"plasticity.{name}.{k}": v
+        for name, block in blocks.items()
+        if block is not None
+        for k, v in block.grid.items()
+    }
+
+
+def _check_continual(config: ExperimentConfig) -> ExperimentConfig:
+    """env.schedule and the plasticity block: what they cannot combine with."""
+    schedule = config.env.schedule
+    if schedule is not None:
+        clashes = [
+            ("env.shift", config.env.shift is not None, "one of env.shift and env.schedule"),
+            ("transfer", config.transfer is not None, "null (fine-tuning runs on fixed targets)"),
+            ("meta", config.meta is not None, "null (meta samples its own variants)"),
+        ]
+        for path, bad, allowed in clashes:
+            if bad:
+                raise ConfigError(f"{path}: set with env.schedule; allowed: {allowed}")
+    if config.plasticity is not None and config.meta is not None:
+        raise ConfigError("plasticity: set in a meta experiment; allowed: null")
+    if config.meta is not None and "weight_decay" in config.meta.es.search:
+        # The optimiser's decay term is switched on per program from the config's values
+        # (research.pipelines.train.uses_weight_decay), which a search does not show.
+        raise ConfigError(
+            "meta.es.search.weight_decay: not searchable; set agent.weight_decay instead"
+        )
+    lists = plasticity_grids(config)
+    if config.search.kind == "zip" and lists:
+        # The other swept lists were checked against each other by _check_zip.
+        others = {f"sweep.{k}": len(v.values) for k, v in config.sweep.items()}
+        if config.shaping is not None:
+            others.update({f"shaping.{k}": len(v.values) for k, v in config.shaping.grid.items()})
+        t = config.transfer
+        for name in ("distill", "bc", "ewc", "guide"):
+            block = None if t is None else getattr(t, name)
+            if block is not None:
+                others.update(
+                    {f"transfer.{name}.{k}": len(v.values) for k, v in block.grid.items()}
+                )
+        lengths = {**others, **{path: len(grid.values) for path, grid in lists.items()}}
+        first = next(iter(lengths))
+        for path in lists:
+            if lengths[path] != lengths[first]:
+                raise ConfigError(
+                    f"{path}: got {lengths[path]} values; search.kind zip pairs the i-th "
+                    f"values of every list, so each needs as many as {first} "
+                    f"({lengths[first]})"
+                )
+    return config
 
 
 def _parse_range(path: str, raw: Any, rule: Rule, allow_list: bool = True) -> FieldRange:
@@ -784,6 +952,7 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
         "sinks",
         "analysis",
         "meta",
+        "plasticity",
     )
     _reject_unknown("config", raw, top)
     agent = _parse_agent(raw.get("agent"))
@@ -819,7 +988,7 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     if not isinstance(output_root, str) or not output_root:
         raise ConfigError(f"output_root: got {output_root!r}; must be a directory path")
     search = _parse_search(raw.get("search"))
-    return _check_zip(
+    config = _check_zip(
         _check_meta(
             ExperimentConfig(
                 name=name,
@@ -841,6 +1010,8 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
                 sinks=_parse_sinks(raw.get("sinks")),
                 analysis=_parse_analysis(raw.get("analysis")),
                 meta=_parse_meta(raw.get("meta"), agent),
+                plasticity=_parse_plasticity(raw.get("plasticity"), agent),
             )
         )
     )
+    return _check_continual(config)

@@ -1,5 +1,6 @@
 """The experiment's typed, frozen config dataclasses: one block each (env, train, runs,
-transfer, shaping, search, sinks, analysis, meta). Agents declare their own settings."""
+transfer, shaping, search, sinks, analysis, meta, plasticity). Agents declare their own
+settings."""
 
 from __future__ import annotations
 
@@ -64,12 +65,25 @@ class EnvShift:
 
 
 @dataclass(frozen=True)
+class EnvSchedule:
+    """A continual setting: the env runs through phases, each `params` entry's overrides
+    on top of the run's own variant ({} = the variant itself), switching every `every`
+    updates (an int) or fraction of training (a float in (0, 1)), on log boundaries; after
+    the last phase the env stays there, or with `cycle` starts the sequence again."""
+
+    params: tuple[Mapping[str, float], ...]
+    every: int | float
+    cycle: bool = False
+
+
+@dataclass(frozen=True)
 class EnvConfig:
     id: str
     params: Mapping[str, float]  # fixed overrides of EnvParams fields
     variants: Mapping[str, ValueGrid]  # EnvParams fields -> values, crossed as a grid
     discretize: Discretize | None = None
     shift: EnvShift | None = None
+    schedule: EnvSchedule | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +212,70 @@ class ForgettingConfig:
 
     every: int = _f(5, POS_INT)
     num_envs: int = _f(8, POS_INT)
+
+
+# ------------------------------------------------------------------------- plasticity
+# research/extensions/plasticity.py; docs/plasticity.md. Every `every` of an intervention
+# counts updates (static: when it acts); its strengths are traced (swept in one program).
+
+
+@dataclass(frozen=True)
+class DiagnosticsConfig:
+    """Plasticity diagnostics, per run inside the program, every `every` segments (and at
+    the last) on `probe_size` states of the latest rollout: dormant fractions at each of
+    `taus`, effective rank and srank (`srank_delta`) of the penultimate features, weight
+    norm and distance to the start, and the last update's policy churn."""
+
+    every: int = _f(5, POS_INT)
+    probe_size: int | None = _f(None, POS_INT)  # None: 256, or the whole rollout if smaller
+    taus: tuple[float, ...] = _f((0.0, 0.025), NONNEG_FLOAT, sequence=True)
+    srank_delta: float = _f(0.01, Rule("float", low=0.0, high=1.0, low_open=True, high_open=True))
+
+
+@struct.dataclass
+class RedoHParams:
+    """ReDo's traced threshold: units with score <= tau are recycled (a negative tau
+    recycles none: the off point of a sweep, bit for bit no ReDo)."""
+
+    tau: float = _f(0.025, Rule("float", low=-1.0, high=1.0))
+
+
+@struct.dataclass
+class ShrinkPerturbHParams:
+    """theta <- alpha * theta + sigma * theta_fresh (alpha = 1, sigma = 0: off)."""
+
+    alpha: float = _f(0.8, Rule("float", low=0.0, high=1.0))
+    sigma: float = _f(0.2, NONNEG_FLOAT)
+
+
+@struct.dataclass
+class ResetHParams:
+    """Whether the run resets its last layers (traced, so reset and no-reset runs share
+    one program)."""
+
+    enabled: bool = _f(True, BOOL)
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """every: updates between two applications (after updates every, 2 every, ...);
+    hparams: the traced strengths' base values; grid: the swept ones; layers: how many
+    last Dense layers a reset re-initialises (1 = the heads), unused elsewhere."""
+
+    every: int
+    hparams: Any
+    grid: Mapping[str, ValueGrid]
+    layers: int = 1
+
+
+@dataclass(frozen=True)
+class PlasticityConfig:
+    """None = off, for each part."""
+
+    diagnostics: DiagnosticsConfig | None = None
+    redo: Intervention | None = None
+    shrink_perturb: Intervention | None = None
+    reset: Intervention | None = None
 
 
 SHAPING_SCHEDULES = ("constant", "linear", "exponential", "adaptive")
@@ -369,3 +447,4 @@ class ExperimentConfig:
     sinks: SinksConfig = SinksConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     meta: MetaConfig | None = None
+    plasticity: PlasticityConfig | None = None

@@ -5,16 +5,26 @@
 - finetune: a run starts from an adopted checkpoint state;
 - l2_init: an L2 pull towards the parameters a run started from;
 - keep: methods against forgetting (distillation, behaviour cloning, EWC, guide-policy
-  roll-in) and the source task's return measured during training.
+  roll-in) and the source task's return measured during training;
+- plasticity: diagnostics (dormant units, feature rank, weight norm, churn) and
+  interventions (ReDo, shrink-and-perturb, resets of the last layers);
+- env_schedule: the environment runs through a sequence of phases (a continual setting).
 """
 
+from research.extensions.env_schedule import EnvSchedule
 from research.extensions.env_shift import ShiftEnvParams
 from research.extensions.finetune import Finetune, adopt
 from research.extensions.keep import EWC, BehaviourCloning, Distill, GuideRollIn, SourceEval
 from research.extensions.l2_init import L2Init, l2_penalty
+from research.extensions.plasticity import Diagnostics, Redo, ResetLayers, ShrinkPerturb
 from research.extensions.shaping import RewardShaping, ShapingStats
 
 __all__ = [
+    "Diagnostics",
+    "EnvSchedule",
+    "Redo",
+    "ResetLayers",
+    "ShrinkPerturb",
     "EWC",
     "BehaviourCloning",
     "Distill",

@@ -42,18 +42,23 @@ from research.config import (
     FinetuneConfig,
     parse_experiment,
 )
-from research.envs import Env, check_fields
+from research.envs import Env, check_fields, stack_params
 from research.envs.shaping import goal_distance, progress_potential
 from research.errors import InputError
 from research.extensions import (
     EWC,
     BehaviourCloning,
+    Diagnostics,
     Distill,
+    EnvSchedule,
     Finetune,
     GuideRollIn,
     L2Init,
+    Redo,
+    ResetLayers,
     RewardShaping,
     ShiftEnvParams,
+    ShrinkPerturb,
     SourceEval,
 )
 from research.rl.optim import Optimizer
@@ -85,6 +90,7 @@ class Prepared:
     num_updates: int
     devices: list
     shift: tuple[int, int] | None  # (start, end) updates of an env shift
+    schedule: int | None = None  # updates per phase of an env schedule
 
 
 def num_updates_for(config: ExperimentConfig) -> int:
@@ -176,6 +182,133 @@ def uses_l2_init(config: ExperimentConfig) -> bool:
         return False
     searched = config.meta is not None and "l2_init" in config.meta.es.search
     return hparams.l2_init != 0 or "l2_init" in config.sweep or searched
+
+
+def uses_weight_decay(config: ExperimentConfig) -> bool:
+    """Whether any run can have a non-zero weight decay (set or swept): the optimiser's
+    decay term is in the program only then, so without it runs are the plain optimiser's
+    bit for bit."""
+    # An agent without the hyperparameter (DQN, tabular) has no weight decay.
+    weight = dataclasses.asdict(config.agent.hparams).get("weight_decay", 0.0)
+    swept = config.sweep.get("weight_decay")
+    return weight != 0 or (swept is not None and any(swept.values))
+
+
+def schedule_updates(config: ExperimentConfig, num_updates: int) -> int | None:
+    """Updates per phase of env.schedule (a multiple of the updates per log: phases
+    switch on log boundaries, where the per-phase metrics are read)."""
+    schedule = config.env.schedule
+    if schedule is None:
+        return None
+    per_log = num_updates // config.train.num_logs
+    if isinstance(schedule.every, float):
+        logs = round(schedule.every * config.train.num_logs)
+        if logs < 1:
+            raise ConfigError(
+                f"env.schedule.every: got {schedule.every!r}; phases switch on log "
+                f"boundaries, so with train.num_logs = {config.train.num_logs} it must be "
+                f"at least {0.5 / config.train.num_logs:.3g}"
+            )
+        every = logs * per_log
+    else:
+        every = schedule.every
+        if every % per_log:
+            raise ConfigError(
+                f"env.schedule.every: got {every} updates; phases switch on log boundaries, "
+                f"so it must be a multiple of the {per_log} updates per log"
+            )
+    phases = len(schedule.params)
+    if not schedule.cycle and (phases - 1) * every >= num_updates:
+        raise ConfigError(
+            f"env.schedule.every: got {schedule.every!r} ({every} updates); the last of the "
+            f"{phases} phases would start after training's {num_updates} updates: at most "
+            f"{(num_updates - 1) // (phases - 1) // per_log * per_log} updates (or cycle: true)"
+        )
+    return every
+
+
+def schedule_params(config: ExperimentConfig, env: Env, runs: RunsAxis) -> Any:
+    """Each run's phases: its own variant (env.params and its env.variants values) with
+    each phase's overrides, EnvParams leaves [R, P]."""
+    schedule = config.env.schedule
+    varied = [f"env.{k}" for k in config.env.variants]
+    rows = runs.table[varied].itertuples(index=False, name=None) if varied else [()] * len(runs)
+    keys = [tuple(r) for r in rows]
+    unique = sorted(set(keys), key=keys.index)
+    phases = [
+        stack_params(
+            config.env.id,
+            env.default_params,
+            [
+                {**config.env.params, **dict(zip(config.env.variants, key)), **overrides}
+                for overrides in schedule.params
+            ],
+        )
+        for key in unique
+    ]  # one [P] stack per variant
+    index = np.asarray([unique.index(k) for k in keys])
+    return jax.tree.map(lambda *xs: np.stack(xs)[index], *phases)
+
+
+def with_ext(runs: RunsAxis, name: str, values: Any) -> RunsAxis:
+    """runs whose env_params carry the traced values ext[name] (a RunParams)."""
+    env, ext = split_params(runs.env_params)
+    return dataclasses.replace(runs, env_params=RunParams(env=env, ext={**ext, name: values}))
+
+
+def plasticity_extensions(
+    config: ExperimentConfig, agent: Agent, env: Env, num_updates: int
+) -> tuple[list[Extension], dict[str, ExtAxis]]:
+    """The plasticity block's extensions (diagnostics first: its churn is the agent
+    update's alone) and the traced values of the interventions. An intervention that no
+    run can use (ReDo tau < 0, S&P alpha = 1 and sigma = 0, reset off, in every run) is
+    not plugged in: those runs train bit for bit as the plain loop."""
+    p = config.plasticity
+    if p is None:
+        return [], {}
+    for name in ("redo", "shrink_perturb", "reset"):
+        block = getattr(p, name)
+        if block is not None and block.every > num_updates:
+            raise ConfigError(
+                f"plasticity.{name}.every: got {block.every}; training has {num_updates} "
+                "updates: at most that"
+            )
+    values = lambda block, field: (
+        block.grid[field].values if field in block.grid else [getattr(block.hparams, field)]
+    )
+    obs_shape = tuple(env.spec.obs_shape)
+    extensions, axes = [], {}
+    if p.diagnostics is not None:
+        d = p.diagnostics
+        per_log = num_updates // config.train.num_logs
+        extensions.append(
+            Diagnostics(
+                agent,
+                obs_shape,
+                d.every,
+                d.probe_size,
+                per_log,
+                config.train.num_logs,
+                d.taus,
+                d.srank_delta,
+            )  # fmt: skip
+        )
+    probe = 256 if p.diagnostics is None else p.diagnostics.probe_size
+    probe = min(probe, config.agent.config.num_envs * config.agent.config.num_steps)
+    grid = lambda block: {k: v.values for k, v in block.grid.items()}
+    if p.redo is not None and any(t >= 0 for t in values(p.redo, "tau")):
+        extensions.append(Redo(agent, obs_shape, p.redo.every, probe))
+        axes["redo"] = ExtAxis(p.redo.hparams, grid(p.redo))
+    s = p.shrink_perturb
+    if s is not None and any(
+        a != 1 or g != 0 for a in values(s, "alpha") for g in values(s, "sigma")
+    ):
+        extensions.append(ShrinkPerturb(agent, s.every))
+        axes["shrink_perturb"] = ExtAxis(s.hparams, grid(s))
+    if p.reset is not None and any(values(p.reset, "enabled")):
+        extensions.append(ResetLayers(agent, p.reset.every, p.reset.layers))
+        axes["reset"] = ExtAxis(p.reset.hparams, grid(p.reset))
+    return extensions, axes
 
 
 SOURCE_DATA = "states.npz"  # in a checkpoint directory: its runs' source states
@@ -320,9 +453,14 @@ def make_extensions(
     finetune: FinetuneConfig | None,
     l2_init: bool,
     keep: Sequence[Extension] = (),
+    schedule: int | None = None,
+    plasticity: Sequence[Extension] = (),
 ) -> tuple[Extension, ...]:
     """The loop's extensions for this config, in the order their hooks run (adoption
-    before L2 and the methods against forgetting read the adopted state)."""
+    before L2 and the methods against forgetting read the adopted state; the plasticity
+    extensions last, so their after_update sees the agent's update itself).
+
+    schedule: updates per phase of env.schedule."""
     extensions: list[Extension] = []
     if finetune is not None:
         extensions.append(Finetune(finetune))
@@ -331,9 +469,13 @@ def make_extensions(
     extensions.extend(keep)
     if shift is not None:
         extensions.append(ShiftEnvParams(config.env.id, *shift))
+    if schedule is not None:
+        s = config.env.schedule
+        extensions.append(EnvSchedule(schedule, len(s.params), s.cycle))
     shaping = make_shaping(config, env)
     if shaping is not None:
         extensions.append(shaping)
+    extensions.extend(plasticity)
     return tuple(extensions)
 
 
@@ -357,10 +499,18 @@ def prepare(
     shift = config.env.shift
     if shift is not None:
         check_fields(config.env.id, env.default_params, shift.params, "env.shift.params")
+    if config.env.schedule is not None:
+        for i, overrides in enumerate(config.env.schedule.params):
+            check_fields(config.env.id, env.default_params, overrides, f"env.schedule.params[{i}]")
     num_updates = num_updates_for(config)
-    optimizer = Optimizer(frozen=() if finetune is None else finetune.frozen_groups)
+    optimizer = Optimizer(
+        frozen=() if finetune is None else finetune.frozen_groups,
+        decay=uses_weight_decay(config),
+    )
     agent = make_agent(config.agent.name, config.agent.config, env.spec, num_updates, optimizer)
     keep, keep_axes = keep_extensions(config, agent, env, source)
+    plastic, plastic_axes = plasticity_extensions(config, agent, env, num_updates)
+    schedule = schedule_updates(config, num_updates)
     runs = build_runs(
         config.env.id,
         env.default_params,
@@ -374,8 +524,10 @@ def prepare(
         env_variants={k: v.values for k, v in config.env.variants.items()},
         env_shift=None if shift is None else shift.params,
         checkpoints=checkpoints,
-        extensions={**ext_axes(config), **keep_axes},
+        extensions={**ext_axes(config), **keep_axes, **plastic_axes},
     )
+    if schedule is not None:
+        runs = with_ext(runs, "env_schedule", schedule_params(config, env, runs))
     devices = jax.devices()
     if config.runs.num_devices is not None:
         if config.runs.num_devices > len(devices):
@@ -399,9 +551,11 @@ def prepare(
             finetune,
             uses_l2_init(config) if l2_init is None else l2_init,
             keep,
+            schedule,
+            plastic,
         ),
     )
-    return Prepared(config, env, agent, trainer, runs, num_updates, devices, env_shift)
+    return Prepared(config, env, agent, trainer, runs, num_updates, devices, env_shift, schedule)
 
 
 def execute(
@@ -481,6 +635,8 @@ def write_run_dir(
     marks = ()
     if prepared.shift is not None:
         marks = write_adaptation(run_dir, prepared, result, by)
+    if prepared.schedule is not None:
+        marks = write_phases(run_dir, prepared, result, by)
     if config.plot:
         title = f"{config.agent.name} on {config.env.id}"
         if "shaping.schedule" in by and len(by) > 1:  # a panel per schedule stays readable
@@ -502,7 +658,87 @@ def write_run_dir(
                 marks=marks,
             )
         plot_sweep(run_dir, runs, result.metrics, title)
+        plot_plasticity(run_dir, runs.table, result.metrics, by, title, marks)
     return run_dir
+
+
+def phase_spans(num_logs: int, logs_per_phase: int, num_phases: int, cycle: bool) -> list:
+    """[(phase index, first log, end log)] of each stretch of training in one phase: every
+    logs_per_phase logs with `cycle`, else the last phase holds to the end."""
+    starts = list(range(0, num_logs, logs_per_phase))
+    if not cycle:
+        starts = starts[:num_phases]
+    ends = starts[1:] + [num_logs]
+    return [(k % num_phases, a, b) for k, (a, b) in enumerate(zip(starts, ends))]
+
+
+def last_measured(x: np.ndarray) -> np.ndarray:
+    """Per run, the last finite value of x [R, L] (NaN where none): a diagnostic measured
+    every few segments, read at the end of a phase."""
+    finite = np.isfinite(x)
+    last = x.shape[1] - 1 - np.argmax(finite[:, ::-1], axis=1)
+    return np.where(finite.any(1), x[np.arange(len(x)), last], np.nan)
+
+
+PHASE_DIAGNOSTICS = ("feature_erank", "feature_srank", "param_norm", "churn")
+
+
+def write_phases(run_dir: Path, prepared: Prepared, result: BatchResult, by: list[str]) -> tuple:
+    """phases.csv/md: per stretch of the env schedule and group, with 95% CIs: the return
+    at its end, and after each change the drop and the env steps to recover (within the
+    stretch: research.analysis.transfer.drop_and_recovery against the stretch before);
+    the diagnostics last measured in it, where they are. Returns the env steps of the
+    changes (the figures' marks)."""
+    config, m = prepared.config, result.metrics
+    schedule, num_logs = config.env.schedule, config.train.num_logs
+    per_log = prepared.num_updates // num_logs
+    logs = prepared.schedule // per_log
+    spans = phase_spans(num_logs, logs, len(schedule.params), schedule.cycle)
+    curves, steps = m["episode_return"], np.asarray(m["env_steps"][0])
+    diagnostics = [k for k in m if k in PHASE_DIAGNOSTICS or k.startswith("dormant_")]
+    tables = []
+    for k, (phase, start, end) in enumerate(spans):
+        nan = np.full(len(curves), np.nan)
+        values = {"return_end": curves[:, end - 1], "drop": nan, "recovery_steps": nan}
+        if k > 0:
+            before = spans[k - 1][1]
+            drop, recovery = drop_and_recovery(
+                curves[:, before:end], steps[before:end], start - before
+            )
+            values.update(drop=drop, recovery_steps=recovery)
+        values.update({f"{d}_end": last_measured(m[d][:, start:end]) for d in diagnostics})
+        extra = {"stretch": k, "phase": phase, "params": str(dict(schedule.params[phase]))}
+        tables.append(aggregate(prepared.runs.table, values, by, extra=extra))
+    table = pd.concat(tables, ignore_index=True)
+    results.write_csv(run_dir / "phases.csv", table)
+    results.write_text(run_dir / "phases.md", ci_markdown(table))
+    return tuple(float(steps[start - 1]) for _, start, _ in spans[1:])
+
+
+def plot_plasticity(
+    run_dir: Path, runs: pd.DataFrame, metrics: dict, by: list[str], title: str, marks: tuple
+) -> None:
+    """plasticity_<metric>.png: each diagnostic over training, a line per setting, drawn
+    at the logs where it was measured (the diagnostics are NaN between)."""
+    dormant = sorted(k for k in metrics if k.startswith("dormant_"))
+    taus = sorted({k.split("[")[0] for k in dormant})
+    names = [k for k in dormant if k.startswith(taus[-1] + "[")] if taus else []
+    names += [
+        k
+        for k in ("feature_erank", "feature_srank", "critic_feature_erank", "param_norm",
+                  "param_distance", "churn", "redo_units")
+        if k in metrics
+    ]  # fmt: skip
+    for name in names:
+        measured = np.isfinite(metrics[name]).any(0)
+        if not measured.any():
+            continue
+        sub = {"env_steps": metrics["env_steps"][:, measured], name: metrics[name][:, measured]}
+        file = name.replace("[", "_").replace("]", "").replace(".", "p")
+        plot_learning_curves(
+            runs, sub, by, run_dir / f"plasticity_{file}.png", metric=name, title=title,
+            marks=marks,
+        )  # fmt: skip
 
 
 def plot_sweep(run_dir: Path, runs: RunsAxis, metrics: dict, title: str) -> None:
