@@ -299,3 +299,58 @@ def test_a_checkpoint_without_or_with_damaged_source_states_is_one_clear_error(k
                        "+transfer.ewc.weight=1.0")  # fmt: skip
     with pytest.raises(ConfigError, match=r"checkpoint_states: got 128; .* holds 64 states"):
         plan(parse_experiment(many), many)
+
+
+# --------------------------------------------------------------- what the methods do
+
+
+def _final_by_method(out):
+    table = pd.read_csv(out / "transfer_runs.csv")
+    ft = table[table.kind == "finetune"]
+    return ft.groupby("method").final_return, ft.initial_return.mean()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_distillation_keeps_a_checkpoint_vanilla_forgets_and_ewc_learns_where_l2_cannot(
+    tmp_path,
+):
+    """As results/forgetting/forgetting_cartpole_ppo measured it (2 checkpoints x 3 seeds):
+    on the long pole the checkpoint's greedy return survives fine-tuning with distillation
+    (weight 1) and falls without it; on reversed actions EWC (weight 10) learns far above the
+    checkpoint while L2-to-init (10) stays at it. (No method measured there does both.)"""
+    from research.analysis.stats import bootstrap_mean_ci
+
+    common = (
+        "progress=false",
+        "plot=false",
+        "runs.seeds=3",
+        "train.total_timesteps=100000",
+        "train.num_logs=4",
+        "search.kind=zip",
+        "+transfer.scratch=false",
+        "+transfer.evaluation.num_envs=8",
+    )
+    long_pole = compose_raw(
+        *common,
+        "env.params.length=3.0",
+        "+transfer.source.total_timesteps=300000",
+        "+transfer.source.seeds=2",
+        "+transfer.distill.weight=[0.0,1.0]",
+    )
+    out = run_transfer(parse_experiment(long_pole), long_pole, tmp_path / "long")
+    finals, initial = _final_by_method(out)
+    keep, vanilla = finals.get_group("distill=1"), finals.get_group("vanilla")
+    assert keep.mean() >= 0.95 * initial, (keep.mean(), initial)
+    assert bootstrap_mean_ci(vanilla.to_numpy())[2] < initial, (vanilla.tolist(), initial)
+    reversed_force = compose_raw(
+        *common,
+        "env.params.force_mag=-10.0",
+        f"+transfer.checkpoint={out / 'checkpoint'}",
+        "sweep.l2_init=[0.0,10.0]",
+        "+transfer.ewc.weight=[10.0,0.0]",
+    )
+    out = run_transfer(parse_experiment(reversed_force), reversed_force, tmp_path / "reversed")
+    finals, initial = _final_by_method(out)
+    assert finals.get_group("ewc=10").mean() > initial + 100, (finals.mean(), initial)
+    assert finals.get_group("l2_init=10").mean() < initial + 10, (finals.mean(), initial)
