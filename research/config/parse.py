@@ -961,7 +961,7 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     _reject_unknown("train", train_raw, ("total_timesteps", "num_logs"))
     train = TrainConfig(
         total_timesteps=POS_INT.check("train.total_timesteps", train_raw.get("total_timesteps")),
-        num_logs=POS_INT.check("train.num_logs", train_raw.get("num_logs", 20)),
+        num_logs=POS_INT.check("train.num_logs", train_raw.get("num_logs", 25)),
     )
     runs_raw = _mapping("runs", raw.get("runs"))
     _reject_unknown(
@@ -975,7 +975,7 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
         return None if value is None else rule.check(f"runs.{key}", value)
 
     runs = RunsConfig(
-        seeds=POS_INT.check("runs.seeds", runs_raw.get("seeds", 1)),
+        seeds=POS_INT.check("runs.seeds", runs_raw.get("seeds", 8)),
         base_seed=Rule("int", low=0).check("runs.base_seed", runs_raw.get("base_seed", 0)),
         max_runs_per_chunk=optional("max_runs_per_chunk", POS_INT),
         memory_budget_gb=optional("memory_budget_gb", POS_FLOAT),
