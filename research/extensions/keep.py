@@ -21,6 +21,7 @@ the shared schedules (research.rl.shaping.schedule_factor).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,8 +66,8 @@ def fisher_diagonal(
     F = E_s E_{a ~ pi(s)} [(d log pi(a|s) / d theta)^2], the inner expectation exact for
     a Categorical (or the softmax of Q-values), one sampled action for a Gaussian; for an
     actor-critic, plus the critic's (dV/dtheta)^2 (a unit-variance Gaussian likelihood).
-    States are summed in chunks of `chunk` (B must be a multiple): per-state gradients
-    of a whole batch would hold B copies of the parameters.
+    States are summed in chunks of at most `chunk` (the largest size dividing B): per-state
+    gradients of a whole batch would hold B copies of the parameters.
     """
 
     def log_probs(p, s, a):
@@ -91,6 +92,7 @@ def fisher_diagonal(
         return fisher
 
     batch = obs.shape[0]
+    chunk = math.gcd(batch, chunk)
     keys = jax.random.split(key, batch)
     shape = lambda x: x.reshape(batch // chunk, chunk, *x.shape[1:])
 
