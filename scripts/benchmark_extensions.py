@@ -1,7 +1,7 @@
 """What an extension costs: the same batch with and without it, timed in one process
 (research/bench/extension_cost.py says how).
 
-    python scripts/benchmark_extensions.py --runs 64 \
+    python scripts/benchmark_extensions.py --transfer --runs 64 \
         --variant off= --variant forgetting_every_5=+transfer.forgetting.every=5
 """
 

@@ -8,7 +8,7 @@ once (not timed), then --reps timed calls alternate the variants' order every re
 a drift in machine speed hits every variant alike. Reported: env-steps/s at the median call
 and its ratio to the first variant's.
 
-    python scripts/benchmark_extensions.py --runs 64 \\
+    python scripts/benchmark_extensions.py --transfer --runs 64 \\
         --variant off= --variant forgetting_every_5=+transfer.forgetting.every=5
 """
 
@@ -24,12 +24,9 @@ import pandas as pd
 
 from research.bench.program import ROOT, compose_raw, device_name
 
-BASE = (
-    "agent=ppo",
-    "env=cartpole",
-    "progress=false",
-    "plot=false",
-    "train.num_logs=20",
+BASE = ("agent=ppo", "env=cartpole", "progress=false", "plot=false", "train.num_logs=20")
+# --transfer: the fine-tuning program of a transfer from one (untrained) source run
+TRANSFER = (
     "+transfer.source.total_timesteps=10240",
     "+transfer.source.seeds=1",
     "+transfer.scratch=false",
@@ -130,12 +127,17 @@ def main(argv: list[str] | None = None, description: str | None = None) -> int:
     cli.add_argument("--total-timesteps", type=int, default=100_000)
     cli.add_argument("--reps", type=int, default=3)
     cli.add_argument("--override", action="append", default=[], help="more base overrides")
+    cli.add_argument(
+        "--transfer",
+        action="store_true",
+        help="measure a transfer's fine-tuning program (for transfer.* extensions)",
+    )
     cli.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks")
     cli.add_argument("--name", default="extension_cost_cpu")
     args = cli.parse_args(argv)
     from research.results import write_csv, write_text
 
-    base = [*BASE, f"runs.seeds={args.runs}",
+    base = [*BASE, *(TRANSFER if args.transfer else ()), f"runs.seeds={args.runs}",
             f"train.total_timesteps={args.total_timesteps}", *args.override]  # fmt: skip
     frame = pd.DataFrame(measure(dict(args.variant), base, args.reps))
     command = "python scripts/benchmark_extensions.py " + " ".join(
