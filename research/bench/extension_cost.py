@@ -90,10 +90,13 @@ def measure(variants: dict[str, list[str]], base: list[str], reps: int) -> list[
 def markdown(frame: pd.DataFrame, command: str) -> str:
     from research.results import git_commit
 
+    commit = git_commit()
+    dirty = " + uncommitted changes" if commit["dirty"] else ""
+    version = f"{(commit['commit'] or 'unknown')[:7]}{dirty}"
     lines = [
         f"# Extension cost, timed in one process ({frame.device[0]})",
         "",
-        f"`{command}` (commit {git_commit()}). Calls alternate between variants on the same "
+        f"`{command}` (commit {version}). Calls alternate between variants on the same "
         "inputs; env-steps/s = R x env steps per run / call time (a call: the chunked "
         "batch, as scripts/train.py runs it, compile excluded).",
         "",
