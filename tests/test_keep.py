@@ -175,6 +175,7 @@ def keep_run(tmp_path_factory):
         "+transfer.guide.schedule=linear",
         "+transfer.forgetting.every=2",
         "+transfer.forgetting.num_envs=2",
+        "+transfer.evaluation.held_out.length=[0.75,1.5]",
     )
     out = run_transfer(parse_experiment(raw), raw, tmp / "all")
     ckpt = f"+transfer.checkpoint={out / 'checkpoint'}"
@@ -201,12 +202,23 @@ def test_every_method_trains_in_one_program_and_logs_the_forgetting_curve(keep_r
     with np.load(out / "checkpoint" / "states.npz", allow_pickle=False) as data:
         assert data["obs"].shape == (2, 64, 4) and data["action"].shape == (2, 64)
     metrics = np.load(out / "finetune" / "metrics.npz")
-    for name in ("source_return", "source_kl", "source_return_start", "guide_horizon"):
+    names = (
+        "source_return",
+        "source_kl",
+        "source_return_start",
+        "guide_horizon",
+        "held_out_return",
+    )
+    for name in names:
         assert name in metrics.files, name
     ret, kl = metrics["source_return"], metrics["source_kl"]  # [R, num_logs]
     assert ret.shape == (2 * 2 * 2, 4)  # checkpoints x distill weights x seeds
     # measured every 2 segments: after segments 2 and 4, NaN after 1 and 3
     assert np.isnan(ret[:, [0, 2]]).all() and np.isfinite(ret[:, [1, 3]]).all()
+    # the held-out variants (the mean over both) are measured on the same segments
+    held = metrics["held_out_return"]
+    assert np.isnan(held[:, [0, 2]]).all() and np.isfinite(held[:, [1, 3]]).all()
+    assert ((held[:, [1, 3]] >= 1) & (held[:, [1, 3]] <= 500)).all()
     assert (kl[:, 3] >= 0).all() and (kl[:, 3] > 0).any()
     # the linear curriculum shortens the roll-in over training
     horizon = metrics["guide_horizon"]

@@ -267,11 +267,13 @@ class GuideRollIn(Extension):
 @dataclass(frozen=True)
 class SourceEval(Extension):
     """Every `every` segments and at the last: the greedy return on the run's source task
-    (`source_return`) and KL(pi_0 || pi) on its stored states (`source_kl`); NaN between.
+    (`source_return`), KL(pi_0 || pi) on its stored states (`source_kl`) and, when given,
+    the mean greedy return over held-out variants (`held_out_return`); NaN between.
     `source_return_start` is the return when the run starts.
 
     evaluate: research.runner.evaluate.make_evaluate(agent, env, ...).
-    Traced: {"env": source EnvParams, "obs": [S, *obs_shape]} of the run's checkpoint."""
+    Traced: {"env": source EnvParams, "obs": [S, *obs_shape], optionally "held_out":
+    EnvParams [H]} of the run's checkpoint."""
 
     agent: Agent
     evaluate: Callable
@@ -290,13 +292,18 @@ class SourceEval(Extension):
         segment = step.update // (step.num_updates // self.num_logs)  # segments done
 
         def measure(_):
-            ret = self.evaluate(agent_state, step.hparams, data["env"], step.key, 0.0)
+            on = lambda params: self.evaluate(agent_state, step.hparams, params, step.key, 0.0)
             seen = self.agent.observe(agent_state, data["obs"])
             out0 = self.agent.heads(params0, seen)[0]
-            return ret, divergence(out0, self.agent.heads(agent_state.params, seen)[0]).mean()
+            div = divergence(out0, self.agent.heads(agent_state.params, seen)[0]).mean()
+            row = {"source_return": on(data["env"]), "source_kl": div}
+            if "held_out" in data:
+                row["held_out_return"] = jnp.nanmean(jax.vmap(on)(data["held_out"]))
+            return row
 
         due = (segment % self.every == 0) | (segment == self.num_logs)
-        nan = jnp.full((), jnp.nan)
-        ret, div = jax.lax.cond(due, measure, lambda _: (nan, nan), None)
-        row = {"source_return": ret, "source_kl": div, "source_return_start": initial}
-        return agent_state, state, row
+        skipped = lambda _: jax.tree.map(
+            lambda x: jnp.full_like(x, jnp.nan), jax.eval_shape(measure, None)
+        )
+        row = jax.lax.cond(due, measure, skipped, None)
+        return agent_state, state, {**row, "source_return_start": initial}

@@ -42,7 +42,7 @@ from research.config import (
     FinetuneConfig,
     parse_experiment,
 )
-from research.envs import Env, check_fields, stack_params
+from research.envs import Env, check_fields, stack_params, variant_grid
 from research.envs.shaping import goal_distance, progress_potential
 from research.errors import InputError
 from research.extensions import (
@@ -367,7 +367,16 @@ def keep_extensions(
         evaluate = make_evaluate(agent, env, t.forgetting.num_envs, num_steps)
         extensions.append(SourceEval(agent, evaluate, t.forgetting.every, config.train.num_logs))
         env_params = split_params(source.runs.env_params)[0]
-        axes["forgetting"] = ExtAxis(None, per_checkpoint={"env": env_params, "obs": data["obs"]})
+        measured = {"env": env_params, "obs": data["obs"]}
+        if t.evaluation.held_out:  # the same held-out variants [H] for every checkpoint
+            grid = {k: v.values for k, v in t.evaluation.held_out.items()}
+            points = variant_grid(config.env.id, env.default_params, config.env.params, grid)
+            held = stack_params(config.env.id, env.default_params, points)
+            k = len(source.runs)
+            measured["held_out"] = jax.tree.map(
+                lambda x: np.broadcast_to(np.asarray(x), (k, *np.shape(x))), held
+            )
+        axes["forgetting"] = ExtAxis(None, per_checkpoint=measured)
     return extensions, axes
 
 
