@@ -71,9 +71,10 @@ def test_own_env_is_looked_up_like_the_built_ins():
 
 
 def test_entry_of_a_plain_gymnax_id_is_empty_and_built_ins_have_theirs():
-    plain = entry("Pendulum-v1")
+    plain = entry("Catch-bsuite")  # a gymnax id no module registers
     assert plain.factory is None and not plain.potentials and plain.goal_distance is None
     assert not plain.derived and plain.check is None and not plain.discrete_states
+    assert not plain.ranges and entry("Pendulum-v1").ranges  # Pendulum is registered now
     assert set(entry("CartPole-v1").derived) == {"total_mass", "polemass_length"}
     assert set(entry("MountainCar-v0").potentials) == {"height", "position"}
     assert "max_drawdown" in entry("Trading-v0").episode_metrics
