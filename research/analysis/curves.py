@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,7 +40,8 @@ def summary_table(
     """Per group: number of runs, mean of `metric` over the last `last` logs, 95% CI, median."""
     rows = []
     for label, index in groups(runs, by):
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # a run with no finished episode there: NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
             final = np.nanmean(metrics[metric][index, -last:], axis=1)
         mean, low, high = bootstrap_mean_ci(final)
         rows.append(
