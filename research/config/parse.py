@@ -667,28 +667,9 @@ def _check_continual(config: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(
             "meta.es.search.weight_decay: not searchable; set agent.weight_decay instead"
         )
-    lists = plasticity_grids(config)
-    if config.search.kind == "zip" and lists:
+    if config.search.kind == "zip" and plasticity_grids(config):
         # The other swept lists were checked against each other by _check_zip.
-        others = {f"sweep.{k}": len(v.values) for k, v in config.sweep.items()}
-        if config.shaping is not None:
-            others.update({f"shaping.{k}": len(v.values) for k, v in config.shaping.grid.items()})
-        t = config.transfer
-        for name in ("distill", "bc", "ewc", "guide"):
-            block = None if t is None else getattr(t, name)
-            if block is not None:
-                others.update(
-                    {f"transfer.{name}.{k}": len(v.values) for k, v in block.grid.items()}
-                )
-        lengths = {**others, **{path: len(grid.values) for path, grid in lists.items()}}
-        first = next(iter(lengths))
-        for path in lists:
-            if lengths[path] != lengths[first]:
-                raise ConfigError(
-                    f"{path}: got {lengths[path]} values; search.kind zip pairs the i-th "
-                    f"values of every list, so each needs as many as {first} "
-                    f"({lengths[first]})"
-                )
+        _check_zip_lengths(swept_lengths(config), among=list(plasticity_grids(config)))
     return config
 
 
@@ -883,10 +864,9 @@ def _check_meta(config: ExperimentConfig) -> ExperimentConfig:
     return config
 
 
-def _check_zip(config: ExperimentConfig) -> ExperimentConfig:
-    """search.kind zip: every swept list has one length."""
-    if config.search.kind != "zip":
-        return config
+def swept_lengths(config: ExperimentConfig, plasticity: bool = True) -> dict[str, int]:
+    """The number of values of every swept list, by path: the sweep's, then shaping's,
+    the transfer methods' and (with `plasticity`) the plasticity interventions'."""
     lists = {f"sweep.{k}": len(v.values) for k, v in config.sweep.items()}
     if config.shaping is not None:
         lists.update({f"shaping.{k}": len(v.values) for k, v in config.shaping.grid.items()})
@@ -895,13 +875,30 @@ def _check_zip(config: ExperimentConfig) -> ExperimentConfig:
         block = None if t is None else getattr(t, name)
         if block is not None:
             lists.update({f"transfer.{name}.{k}": len(v.values) for k, v in block.grid.items()})
-    if len(set(lists.values())) > 1:
-        first = next(iter(lists))
-        path, n = next((p, n) for p, n in lists.items() if n != lists[first])
-        raise ConfigError(
-            f"{path}: got {n} values; search.kind zip pairs the i-th values of every list, "
-            f"so each needs as many as {first} ({lists[first]})"
-        )
+    if plasticity:
+        lists.update({path: len(grid.values) for path, grid in plasticity_grids(config).items()})
+    return lists
+
+
+def _check_zip_lengths(lengths: dict[str, int], among: list[str]) -> None:
+    """A ConfigError naming the first list in `among` whose length differs from the first
+    list's (search.kind zip needs one length)."""
+    first = next(iter(lengths))
+    for path in among:
+        if lengths[path] != lengths[first]:
+            raise ConfigError(
+                f"{path}: got {lengths[path]} values; search.kind zip pairs the i-th "
+                f"values of every list, so each needs as many as {first} ({lengths[first]})"
+            )
+
+
+def _check_zip(config: ExperimentConfig) -> ExperimentConfig:
+    """search.kind zip: every swept list but the plasticity ones (_check_continual) has
+    one length."""
+    if config.search.kind == "zip":
+        lengths = swept_lengths(config, plasticity=False)
+        if lengths:
+            _check_zip_lengths(lengths, among=list(lengths))
     return config
 
 
