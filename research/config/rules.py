@@ -59,13 +59,25 @@ class Rule:
         if self.kind == "int" and not float(value).is_integer():
             raise bad
         value = int(value) if self.kind == "int" else float(value)
-        if not math.isfinite(value):
-            raise bad
-        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-            raise bad
-        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
+        if not within(value, self.low, self.high, self.low_open, self.high_open):
             raise bad
         return value
+
+
+def within(
+    value: float,
+    low: float | None,
+    high: float | None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> bool:
+    """value is finite, >= low (> with low_open) and <= high (< with high_open); None: no
+    bound. The range test of config rules and of env parameter ranges alike."""
+    if not math.isfinite(value):
+        return False
+    if low is not None and (value < low or (low_open and value == low)):
+        return False
+    return high is None or not (value > high or (high_open and value == high))
 
 
 POS_INT = Rule("int", low=1)

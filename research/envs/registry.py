@@ -17,7 +17,6 @@ field may take on its own (a mass > 0), its `check` what fields must satisfy tog
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -27,7 +26,7 @@ import gymnax
 import numpy as np
 from gymnax.environments import spaces
 
-from research.config import ConfigError
+from research.config.rules import ConfigError, within
 
 ObsFn = Callable[[Any, Any], Any]  # (obs [..., *obs_shape], env_params) -> [...], jittable
 Check = Callable[[Any], tuple[str, str] | None]  # params -> (field, what is allowed) or None
@@ -50,14 +49,7 @@ class Range:
     why: str = ""
 
     def allows(self, value: float) -> bool:
-        value = float(value)
-        if not math.isfinite(value):
-            return False
-        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-            return False
-        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
-            return False
-        return True
+        return within(float(value), self.low, self.high, self.low_open, self.high_open)
 
     def describe(self, integer: bool = False) -> str:
         """'a float > 0', 'an int >= 1', 'a float with 0 <= x <= 1 (why)'."""
