@@ -29,18 +29,10 @@ from research.pipelines.train import execute, load_checkpoint, prepare, write_co
 from research.results import load_metrics
 from research.runner.execute import ChunkStore, RepairWarning
 from tests.conftest import compose_raw, train
+from tests.test_reproduce import TINY as RESUME_TINY
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = (
-    "progress=false",
-    "plot=false",
-    "agent.num_steps=32",
-    "train.total_timesteps=2048",
-    "train.num_logs=4",
-    "runs.seeds=2",
-    "sweep.lr=[1e-3,3e-4]",
-    "runs.max_runs_per_chunk=1",
-)
+TINY = (*RESUME_TINY, "runs.max_runs_per_chunk=1")  # tests/test_reproduce's batch, one run a chunk
 CHUNKS = [f"chunk_{c:05d}.npz" for c in range(4)]
 TIMEOUT = 300  # seconds, for every process a test starts
 
