@@ -22,8 +22,8 @@ from research.config import SinksConfig
 
 Series = tuple[str, np.ndarray, dict[str, np.ndarray]]  # (tag prefix, env_steps [L], tag -> [L])
 
-# runs.csv columns that identify a run rather than a setting
-_RUN_COLUMNS = ("run", "seed", "checkpoint")
+# runs.csv columns that identify a run (or say how it went) rather than a setting
+_RUN_COLUMNS = ("run", "seed", "checkpoint", "diverged_at")
 
 
 def setting_series(
@@ -31,7 +31,7 @@ def setting_series(
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(env_steps [L], "<metric>/<setting>" -> mean over the setting's runs [L]) for every
     metric [R, L] but env_steps; settings are the distinct values of the runs table's
-    setting columns (all but run, seed, checkpoint), e.g. "lr_0.001_env.length_0.5" or
+    setting columns (all but run, seed, checkpoint, diverged_at), e.g. "lr_0.001_env.length_0.5" or
     "all_runs". NaN where no run of the setting has a value."""
     by = [c for c in runs.columns if c not in _RUN_COLUMNS]
     out = {}

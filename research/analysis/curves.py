@@ -30,6 +30,20 @@ def groups(runs: pd.DataFrame, by: Sequence[str]) -> list[tuple[str, np.ndarray]
     return out
 
 
+def diverged_at(metrics: dict[str, np.ndarray]) -> np.ndarray:
+    """Per run, the first update whose losses or parameters were not finite, -1 for a run
+    that never diverged (and for every run of metrics logged before the check), [R]."""
+    if "diverged_at" not in metrics:
+        return np.full(len(metrics["env_steps"]), -1, np.int64)
+    return np.asarray(metrics["diverged_at"])[:, -1].astype(np.int64)
+
+
+def without_diverged(values: dict[str, np.ndarray], diverged: np.ndarray) -> dict:
+    """Per-run values ([R] each) with NaN for every run that diverged (`diverged` [R]
+    bool): a measure of a diverged run's final state (an evaluation) is no result."""
+    return {k: np.where(diverged, np.nan, np.asarray(v, np.float64)) for k, v in values.items()}
+
+
 def summary_table(
     runs: pd.DataFrame,
     metrics: dict[str, np.ndarray],
@@ -37,7 +51,11 @@ def summary_table(
     metric: str = "episode_return",
     last: int = 1,
 ) -> pd.DataFrame:
-    """Per group: number of runs, mean of `metric` over the last `last` logs, 95% CI, median."""
+    """Per group: number of runs, of them diverged (where the metrics say), mean of
+    `metric` over the last `last` logs, 95% CI, median. A diverged run logs NaN from the
+    segment it diverged in on (research.runner.train), so it counts in `runs` and
+    `diverged` but adds no return."""
+    diverged = diverged_at(metrics) >= 0 if "diverged_at" in metrics else None
     rows = []
     for label, index in groups(runs, by):
         with warnings.catch_warnings():  # a run with no finished episode there: NaN
@@ -48,6 +66,7 @@ def summary_table(
             {
                 "group": label,
                 "runs": len(index),
+                **({} if diverged is None else {"diverged": int(diverged[index].sum())}),
                 f"final_{metric}": float(mean),
                 "ci95_low": float(low),
                 "ci95_high": float(high),

@@ -22,6 +22,7 @@ from research.config.rules import (
 from research.config.schema import (
     GUIDE_SCHEDULES,
     MAX_STATES,
+    ON_DIVERGE,
     SHAPING_SCHEDULES,
     SINK_PACKAGES,
     WEIGHT_SCHEDULES,
@@ -964,7 +965,14 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     _reject_unknown(
         "runs",
         runs_raw,
-        ("seeds", "base_seed", "max_runs_per_chunk", "memory_budget_gb", "num_devices"),
+        (
+            "seeds",
+            "base_seed",
+            "max_runs_per_chunk",
+            "memory_budget_gb",
+            "num_devices",
+            "on_diverge",
+        ),
     )
 
     def optional(key: str, rule: Rule) -> Any:
@@ -977,6 +985,9 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
         max_runs_per_chunk=optional("max_runs_per_chunk", POS_INT),
         memory_budget_gb=optional("memory_budget_gb", POS_FLOAT),
         num_devices=optional("num_devices", POS_INT),
+        on_diverge=Rule("str", choices=ON_DIVERGE).check(
+            "runs.on_diverge", runs_raw.get("on_diverge", "continue")
+        ),
     )
     name = raw.get("experiment_name", "default")
     if not isinstance(name, str) or not name or "/" in name:

@@ -92,6 +92,10 @@ class TrainConfig:
     num_logs: int
 
 
+# What a run whose losses or parameters stop being finite does (RunsConfig.on_diverge).
+ON_DIVERGE = ("continue", "stop")
+
+
 @dataclass(frozen=True)
 class RunsConfig:
     seeds: int
@@ -99,6 +103,9 @@ class RunsConfig:
     max_runs_per_chunk: int | None
     memory_budget_gb: float | None
     num_devices: int | None
+    # A run whose losses or parameters stop being finite: "continue" trains it on, "stop"
+    # keeps its last finite state (research.runner.train.make_train, on_diverge).
+    on_diverge: str = "continue"
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,14 @@ import numpy as np
 import pandas as pd
 
 from research import checkpoint, results
-from research.analysis.curves import aggregate, ci_markdown, plot_facets, plot_learning_curves
+from research.analysis.curves import (
+    aggregate,
+    ci_markdown,
+    diverged_at,
+    plot_facets,
+    plot_learning_curves,
+    without_diverged,
+)
 from research.config import ConfigError, ExperimentConfig, FinetuneConfig, TrainConfig
 from research.envs import Env, check_fields, stack_params, variant_grid
 from research.meta import (
@@ -57,6 +64,7 @@ from research.meta import (
 )
 from research.pipelines.train import (
     Prepared,
+    divergence_warning,
     execute,
     prepare,
     uses_l2_init,
@@ -312,12 +320,16 @@ def _evaluate(p: MetaPlan, prepared: Prepared, init: Any, result: Any) -> pd.Dat
     seeds = runs.seeds + EVALUATION_SEED_OFFSET
     initial = initial_agent_states(prepared.trainer, runs, init)
     table = runs.table.copy()
-    table["initial_return"] = evaluate_batch(p.evaluate, initial, runs.hparams, target, seeds)
-    table["final_return"] = evaluate_batch(
-        p.evaluate, result.agent_states, runs.hparams, target, seeds
-    )
-    for name, values in curve_metrics(result, p.config.meta.evaluation.threshold).items():
-        table[name] = values
+    on = lambda states: evaluate_batch(p.evaluate, states, runs.hparams, target, seeds)
+    values = {
+        "initial_return": on(initial),
+        "final_return": on(result.agent_states),
+        **curve_metrics(result, p.config.meta.evaluation.threshold),
+    }
+    # A diverged run's evaluations are of a NaN network: no result (diverged_at marks it).
+    table["diverged_at"] = diverged_at(result.metrics)
+    for name, column in without_diverged(values, table["diverged_at"] >= 0).items():
+        table[name] = column
     targets = [f"env.{k}" for k in runs.varied]
     against_scratch(table, table[table["arm"] == "scratch"], targets)
     return table
@@ -507,4 +519,7 @@ def run_meta(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Path:
         f"in {time.perf_counter() - started:.1f}s; best final return: {best['group']} "
         f"{best['final_return']:.1f} -> {run_dir}"
     )
+    warning = divergence_warning(result.metrics, "fine-tuning runs")
+    if warning is not None:
+        print(warning)
     return run_dir

@@ -23,6 +23,7 @@ from research.agents import AGENTS, Agent, make_agent
 from research.analysis.curves import (
     aggregate,
     ci_markdown,
+    diverged_at,
     final_values,
     plot_facets,
     plot_heatmap,
@@ -563,6 +564,7 @@ def prepare(
             schedule,
             plastic,
         ),
+        on_diverge=config.runs.on_diverge,
     )
     return Prepared(config, env, agent, trainer, runs, num_updates, devices, env_shift, schedule)
 
@@ -618,7 +620,9 @@ def write_run_dir(
             / info.run_s,
         },
     )
-    results.write_csv(run_dir / "runs.csv", runs.table)
+    results.write_csv(
+        run_dir / "runs.csv", runs.table.assign(diverged_at=diverged_at(result.metrics))
+    )
     if config.save_checkpoint:
         checkpoint.save(
             run_dir / "checkpoint",
@@ -834,6 +838,21 @@ def write_adaptation(
     return tuple(sorted({float(start * per_update), float(end * per_update)}))
 
 
+def divergence_warning(metrics: dict[str, np.ndarray], what: str = "runs") -> str | None:
+    """The line that ends a batch in which some run diverged (None if none did)."""
+    at = diverged_at(metrics)
+    bad = np.flatnonzero(at >= 0)
+    if not len(bad):
+        return None
+    shown = ", ".join(f"run {i} at update {at[i]}" for i in bad[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    return (
+        f"warning: {len(bad)} of {len(at)} {what} diverged (a loss or parameter became "
+        f"NaN or inf: {shown}{more}); they report no return from the log they diverged in "
+        "on and count as 'diverged' in summary.md (runs.csv: diverged_at)"
+    )
+
+
 def write_config(run_dir: Path, raw_config: dict) -> str:
     """config.yaml of the run directory; returns its fingerprint (sha256 of the text)."""
     text = yaml.safe_dump(raw_config, sort_keys=False)
@@ -866,4 +885,7 @@ def run_experiment(config: ExperimentConfig, raw_config: dict, run_dir: str | Pa
         f"{result.info.chunk_size} on {result.info.num_devices} device(s), peak RSS "
         f"{results.peak_memory()['peak_rss_mib']:.0f} MiB) -> {out}"
     )
+    warning = divergence_warning(result.metrics)
+    if warning is not None:
+        print(warning)
     return out

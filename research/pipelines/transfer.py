@@ -26,12 +26,20 @@ import yaml
 
 from research import checkpoint, results
 from research.analysis import transfer as metrics_lib
-from research.analysis.curves import aggregate, ci_markdown, plot_facets, plot_heatmap
+from research.analysis.curves import (
+    aggregate,
+    ci_markdown,
+    diverged_at,
+    plot_facets,
+    plot_heatmap,
+    without_diverged,
+)
 from research.config import ConfigError, ExperimentConfig, parse_experiment
 from research.envs import entry, make_gymnax, stack_params, variant_grid
 from research.pipelines.train import (
     Prepared,
     collect_source_data,
+    divergence_warning,
     execute,
     load_checkpoint,
     load_source_data,
@@ -260,12 +268,19 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
     # 4. Evaluate and compare.
     tables = []
     for kind, prepared, result, initial in phases:
-        values = {
-            **_evaluations(p, prepared, initial, result.agent_states),
-            **curve_metrics(result, t.threshold),
-        }
+        # A diverged run's evaluations are of a NaN network (or, stopped, of its last finite
+        # state): no result; it keeps its row, marked by diverged_at.
+        at = diverged_at(result.metrics)
+        values = without_diverged(
+            {
+                **_evaluations(p, prepared, initial, result.agent_states),
+                **curve_metrics(result, t.threshold),
+            },
+            at >= 0,
+        )
         table = prepared.runs.table.copy()
         table.insert(0, "kind", kind)
+        table["diverged_at"] = at
         for name, v in values.items():
             table[name] = v
         tables.append(table)
@@ -283,13 +298,19 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
         src_runs.env_params,
         src_runs.seeds + np.uint32(1_000_003),
     )
+    if p.checkpoint_path is None:  # pretrained here: a diverged source is no checkpoint
+        before = np.where(diverged_at(source_result.metrics) >= 0, np.nan, before)
     ft_table["source_return_before"] = before[ft.runs.checkpoint]
-    ft_table["source_return_after"] = evaluate_batch(
-        p.evaluate,
-        ft_result.agent_states,
-        ft.runs.hparams,
-        src_params,
-        ft.runs.seeds + np.uint32(1_000_003),
+    ft_table["source_return_after"] = np.where(
+        ft_table["diverged_at"] >= 0,
+        np.nan,
+        evaluate_batch(
+            p.evaluate,
+            ft_result.agent_states,
+            ft.runs.hparams,
+            src_params,
+            ft.runs.seeds + np.uint32(1_000_003),
+        ),
     )
     ft_table["forgetting"] = ft_table["source_return_before"] - ft_table["source_return_after"]
     target_cols = [f"env.{k}" for k in ft.runs.varied]
@@ -340,6 +361,12 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
         f"{'' if p.scratch is None else f', {len(p.scratch.runs)} from scratch'} in "
         f"{time.perf_counter() - started:.1f}s -> {run_dir}"
     )
+    if p.checkpoint_path is None:
+        phases.insert(0, ("source", p.source, source_result, None))
+    for kind, _, result, _ in phases:
+        warning = divergence_warning(result.metrics, f"{kind} runs")
+        if warning is not None:
+            print(warning)
     return run_dir
 
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from research.agents import Agent
+from research.config.schema import ON_DIVERGE
 from research.envs import Env, EnvState
 from research.rl.rollout import reset_envs, rollout
 from research.runner.extension import (
@@ -37,6 +38,9 @@ class RunnerState:
     key: jax.Array
     num_updates: jax.Array  # [] int32
     ext: tuple = ()  # each extension's per-run state, in the trainer's order
+    # [] int32: the first update whose losses or parameters were not finite, -1 while none
+    # was; None when the trainer does not track divergence (on_diverge=None).
+    diverged_at: Any = None
 
 
 class Trainer(NamedTuple):
@@ -53,6 +57,32 @@ class Trainer(NamedTuple):
     num_logs: int
     steps_per_segment: int
     extensions: tuple = ()  # the plugged-in methods, in the order their hooks run
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """[] bool: every floating leaf of `tree` is finite (True for a tree without any)."""
+    leaves = [
+        jnp.isfinite(x).all()
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    ]
+    return jnp.stack(leaves).all() if leaves else jnp.array(True)
+
+
+def mask_diverged(metrics: dict, diverged: jax.Array) -> dict:
+    """A segment's metrics row ([] each) with every float metric NaN and `episodes` 0 where
+    `diverged` ([] bool): a diverged run reports no return, loss or measure from the
+    segment it diverged in on. env_steps and diverged_at stay as they are."""
+    kept = ("env_steps", "diverged_at")
+
+    def mask(name, x):
+        if name in kept:
+            return x
+        if jnp.issubdtype(x.dtype, jnp.inexact):
+            return jnp.where(diverged, jnp.nan, x)
+        return jnp.where(diverged, jnp.zeros_like(x), x) if name == "episodes" else x
+
+    return {k: mask(k, v) for k, v in metrics.items()}
 
 
 def episode_metrics(done: jax.Array, episode_return: jax.Array, episode_length: jax.Array) -> dict:
@@ -87,6 +117,7 @@ def make_train(
     num_updates: int,
     num_logs: int,
     extensions: Sequence[Extension] = (),
+    on_diverge: str | None = "continue",
 ) -> Trainer:
     """One run: `num_updates` updates of `num_envs * num_steps` env steps each.
 
@@ -95,13 +126,42 @@ def make_train(
     `start` adopts it otherwise (research.extensions.finetune). `extensions` plug
     methods into the loop (research.runner.extension); with any that has traced values,
     the run's `env_params` is a `RunParams(env, ext)`, else the env's own params.
+
+    on_diverge: every update checks that the agent's losses (gradient norm included where
+    the agent logs it) and its parameters (`params` of a gradient-based agent, the whole
+    state of a tabular one) are finite; the first update that is not is logged as
+    `diverged_at` (-1: none), and from the segment it falls in on the run logs NaN for
+    every metric but env_steps (episodes 0). "continue": the run trains on as it is;
+    "stop": its agent and extension states stay as they were before that update (its last
+    finite ones, which the final state and a checkpoint then hold). None: no check and
+    no `diverged_at`, the loop as before it had one (for measuring the check's cost).
     """
+    if on_diverge not in (*ON_DIVERGE, None):
+        raise ValueError(f"on_diverge: got {on_diverge!r}; one of {ON_DIVERGE} or None")
     if num_updates % num_logs:
         raise ValueError(f"num_updates={num_updates} is not a multiple of num_logs={num_logs}")
     extensions = tuple(extensions)
     check_names(extensions)
     updates_per_log = num_updates // num_logs
     has_loss = tuple(type(e).loss is not Extension.loss for e in extensions)
+    # A gradient-based agent (the one kind with `heads`) keeps its network in state.params
+    # (AgentEntry's contract); a tabular one is its state. Replay buffers stay unchecked:
+    # a non-finite observation reaches the losses anyway, without a pass over the buffer.
+    watched = (lambda s: s.params) if agent.heads is not None else (lambda s: s)
+
+    def track(runner, old_agent, old_ext, agent_state, states, finite, update):
+        """(agent state, extension states, diverged_at) after an update (or a segment's
+        hooks) whose outcome is `finite` ([] bool)."""
+        if on_diverge is None:
+            return agent_state, states, None
+        fresh = jnp.logical_and(runner.diverged_at < 0, jnp.logical_not(finite))
+        diverged_at = jnp.where(fresh, update, runner.diverged_at)
+        if on_diverge == "stop":
+            keep = lambda old, new: jax.tree.map(
+                lambda a, b: jnp.where(diverged_at >= 0, a, b), old, new
+            )
+            agent_state, states = keep(old_agent, agent_state), keep(old_ext, states)
+        return agent_state, states, diverged_at
 
     def env_params_at(env_params, ext_params, update):
         for e in extensions:
@@ -130,7 +190,8 @@ def make_train(
         reset_params = env_params_at(env_params, ext_params, 0)
         obs, env_state = reset_envs(env, env_key, reset_params, num_envs)
         zero = jnp.zeros((), jnp.int32)
-        return RunnerState(agent_state, env_state, obs, run_key, zero, tuple(states))
+        diverged_at = None if on_diverge is None else jnp.full((), -1, jnp.int32)
+        return RunnerState(agent_state, env_state, obs, run_key, zero, tuple(states), diverged_at)
 
     def one_update(runner: RunnerState, hparams, env_params, update: jax.Array):
         """update: [] int32, the index of this update, the same for every run of a batch (so
@@ -165,8 +226,14 @@ def make_train(
             agent_state, states[i] = e.after_update(
                 agent_state, states[i], steps[i], runner.agent_state
             )
+        finite = None
+        if on_diverge is not None:
+            finite = jnp.logical_and(all_finite(losses), all_finite(watched(agent_state)))
+        agent_state, states, diverged_at = track(
+            runner, runner.agent_state, runner.ext, agent_state, tuple(states), finite, update
+        )
         runner = RunnerState(
-            agent_state, env_state, obs, key, runner.num_updates + 1, tuple(states)
+            agent_state, env_state, obs, key, runner.num_updates + 1, states, diverged_at
         )
         return runner, (losses, episodes, tuple(ext_metrics))
 
@@ -190,13 +257,23 @@ def make_train(
         keys = _ext_keys(runner.key, _SEGMENT_KEY, len(extensions))
         steps = steps_at(done_updates, runner, hparams, env_params, ext_params, keys)
         agent_state, states = runner.agent_state, list(runner.ext)
+        reserved = set() if on_diverge is None else {"diverged_at"}
         for i, (e, m) in enumerate(zip(extensions, ext_metrics)):
             agent_state, states[i], row = e.on_segment(agent_state, states[i], m, steps[i])
-            clash = sorted(set(row) & set(metrics))
+            clash = sorted(set(row) & (set(metrics) | reserved))
             if clash:
                 raise ValueError(f"extension {e.name!r} logs {clash}, which are logged already")
             metrics.update(row)
-        return runner.replace(agent_state=agent_state, ext=tuple(states)), metrics
+        if on_diverge is None:
+            return runner.replace(agent_state=agent_state, ext=tuple(states)), metrics
+        # A segment's hooks (resets, evaluations) can make the parameters non-finite too.
+        agent_state, states, diverged_at = track(
+            runner, runner.agent_state, runner.ext, agent_state, tuple(states),
+            all_finite(watched(agent_state)), done_updates - 1,
+        )  # fmt: skip
+        metrics = mask_diverged({**metrics, "diverged_at": diverged_at}, diverged_at >= 0)
+        runner = runner.replace(agent_state=agent_state, ext=states, diverged_at=diverged_at)
+        return runner, metrics
 
     def train(key, hparams, env_params, init_state=None):
         runner = init(key, hparams, env_params, init_state)
