@@ -1,5 +1,5 @@
 """Process-level JAX settings: CPU devices (before the first computation) and how CPU
-programs lower their random draws."""
+programs lower their random draws; the machine's memory."""
 
 from __future__ import annotations
 
@@ -66,3 +66,18 @@ def straight_line_threefry() -> Iterator[bool]:
     finally:
         if rolled is not None:
             cpu_rules[threefry2x32_p] = rolled
+
+
+def host_memory() -> tuple[int, int]:
+    """(available, total) bytes of this machine's memory: the kernel's MemAvailable (free
+    plus reclaimable caches) where /proc/meminfo has it, else free pages, via sysconf."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = page * os.sysconf("SC_PHYS_PAGES")
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, total
+    except OSError:
+        pass
+    return page * os.sysconf("SC_AVPHYS_PAGES"), total

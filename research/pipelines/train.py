@@ -62,6 +62,7 @@ from research.extensions import (
     ShrinkPerturb,
     SourceEval,
 )
+from research.platform import host_memory
 from research.rl.optim import Optimizer
 from research.runner import (
     BatchResult,
@@ -75,7 +76,7 @@ from research.runner import (
     run_batch,
     split_params,
 )
-from research.runner.runs import ExtAxis, RunsAxis, build_runs
+from research.runner.runs import ExtAxis, RunCount, RunsAxis, build_runs, count_runs
 from research.sinks import write_sinks
 
 
@@ -456,6 +457,69 @@ def longest_episode(prepared: Prepared, path: str = "transfer.evaluation.num_ste
     return int(np.max(limit))
 
 
+# A floor on the host bytes a run costs while the runs table is built (its row as a Python
+# dict, the table, the stacked values): build_runs peaked at 526 bytes per run for 200,000
+# runs with two columns (run, seed) on CartPole, measured with tracemalloc.
+TABLE_ROW_BYTES = 400
+# The loop's own metrics (env_steps, episode_return, episode_length, episodes, diverged_at):
+# every agent logs its losses too, so a floor on the number of metrics.
+LOOP_METRICS = 5
+GB = 1e9
+
+
+def host_bytes(num_runs: int, num_columns: int, num_logs: int, state_bytes: int) -> dict:
+    """Floors on the host memory of R runs' results, by part (bytes): the runs table as it
+    is built; the metrics, [R, num_logs] float32 each, and metrics.csv's long table (R *
+    num_logs rows: the runs columns and the log index, 8 bytes each, and the metrics);
+    the final agent states, `state_bytes` a run (0 when not kept)."""
+    rows = num_runs * num_logs
+    return {
+        "runs table": num_runs * (TABLE_ROW_BYTES + 8 * num_columns),
+        "metrics": num_runs * num_logs * 4 * LOOP_METRICS
+        + rows * (8 * (num_columns + 1) + 4 * LOOP_METRICS),
+        "agent states": num_runs * state_bytes,
+    }
+
+
+def check_sizes(
+    config: ExperimentConfig,
+    axes: dict,
+    agent: Agent,
+    platform: str,
+    memory: tuple[int, int] | None = None,
+) -> RunCount:
+    """The batch's run count (axes: `count_runs`'s arguments), after refusing (one line,
+    the figures in it) a batch whose runs table and metrics cannot fit the machine's
+    available memory (with, on CPU, where a chunk's programs share it,
+    runs.memory_budget_gb set aside for them): in seconds, before any of it is built.
+    memory: (available, total) bytes; this machine's if None."""
+    runs = config.runs
+    count = count_runs(**axes)
+    columns = 3 + len(axes["sweep"]) + len(axes["env_variants"]) + (axes["checkpoints"] > 0)
+    columns += sum(len(a.grid) for a in axes["extensions"].values())  # run, seed, diverged_at
+    state = 0
+    if config.save_checkpoint:
+        shapes = jax.eval_shape(agent.init, jax.random.key(0), config.agent.hparams)
+        state = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+    parts = host_bytes(count.total, columns, config.train.num_logs, state)
+    needed = sum(parts.values())
+    budget = runs.memory_budget_gb * 2**30 if runs.memory_budget_gb and platform == "cpu" else 0
+    available, total = host_memory() if memory is None else memory
+    if needed + budget <= available:
+        return count
+    figures = ", ".join(f"{k} {v / GB:.3g} GB" for k, v in parts.items() if v)
+    aside = ""
+    if budget:
+        aside = f", plus runs.memory_budget_gb={runs.memory_budget_gb} for a chunk's programs"
+    raise ConfigError(
+        f"runs: {count.total:,} runs ({count.seeds} seeds x {count.settings} settings x "
+        f"{count.variants} env variants x {count.checkpoints} checkpoints) need at least "
+        f"{needed / GB:.3g} GB of host memory ({figures}){aside}; this machine has "
+        f"{available / GB:.3g} GB available of {total / GB:.3g} GB: fewer seeds, sweep "
+        "points or variants, or a lower train.num_logs"
+    )
+
+
 def make_extensions(
     config: ExperimentConfig,
     env: Env,
@@ -521,20 +585,24 @@ def prepare(
     keep, keep_axes = keep_extensions(config, agent, env, source)
     plastic, plastic_axes = plasticity_extensions(config, agent, env, num_updates)
     schedule = schedule_updates(config, num_updates)
+    axes = dict(
+        num_seeds=config.runs.seeds,
+        sweep={k: v.values for k, v in config.sweep.items()},
+        sweep_aligned=config.search.kind == "random",
+        zipped=config.search.kind == "zip",
+        env_variants={k: v.values for k, v in config.env.variants.items()},
+        checkpoints=checkpoints,
+        extensions={**ext_axes(config), **keep_axes, **plastic_axes},
+    )
+    check_sizes(config, axes, agent, jax.devices()[0].platform)
     runs = build_runs(
         config.env.id,
         env.default_params,
         config.agent.hparams,
-        num_seeds=config.runs.seeds,
         base_seed=config.runs.base_seed,
-        sweep={k: v.values for k, v in config.sweep.items()},
-        sweep_aligned=config.search.kind == "random",
-        zipped=config.search.kind == "zip",
         env_fixed=config.env.params,
-        env_variants={k: v.values for k, v in config.env.variants.items()},
         env_shift=None if shift is None else shift.params,
-        checkpoints=checkpoints,
-        extensions={**ext_axes(config), **keep_axes, **plastic_axes},
+        **axes,
     )
     if schedule is not None:
         runs = with_ext(runs, "env_schedule", schedule_params(config, env, runs))

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -58,6 +59,46 @@ class ExtAxis:
     def label(self, field: str, value: float) -> Any:
         names = self.labels.get(field)
         return value if names is None else names[int(value)]
+
+
+class RunCount(NamedTuple):
+    """How many runs `build_runs` makes, by axis (nothing built): total = the product."""
+
+    checkpoints: int
+    variants: int
+    settings: int  # hyperparameter x extension points (or zipped / random-search points)
+    seeds: int
+
+    @property
+    def total(self) -> int:
+        return self.checkpoints * self.variants * self.settings * self.seeds
+
+
+def count_runs(
+    *,
+    num_seeds: int,
+    sweep: Mapping[str, Sequence[float]] | None = None,
+    env_variants: Mapping[str, Sequence[float]] | None = None,
+    checkpoints: int = 0,
+    extensions: Mapping[str, ExtAxis] | None = None,
+    sweep_aligned: bool = False,
+    zipped: bool = False,
+) -> RunCount:
+    """The runs of `build_runs` with these arguments, from the lists' lengths alone: checked
+    before the table is built, which for 10^8 runs takes minutes and tens of GB."""
+    sweep, env_variants = dict(sweep or {}), dict(env_variants or {})
+    grids = [v for a in (extensions or {}).values() for v in a.grid.values()]
+    if zipped:  # build_runs refuses lists of different lengths; the longest bounds it
+        settings = max([len(v) for v in sweep.values()] + [len(v) for v in grids] + [1])
+    else:
+        points = (
+            len(next(iter(sweep.values())))
+            if sweep_aligned and sweep
+            else math.prod(len(v) for v in sweep.values())
+        )
+        settings = points * math.prod(len(v) for v in grids)
+    variants = math.prod(len(v) for v in env_variants.values())
+    return RunCount(max(checkpoints, 1), variants, settings, num_seeds)
 
 
 def grid_points(grid: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
