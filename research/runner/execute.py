@@ -126,11 +126,36 @@ class Programs(NamedTuple):
         )
 
 
-def _init_jit(trainer: Trainer, platform: str, **jit_kwargs):
-    """The jitted init program, compiled with `init_compiler_options(platform)`."""
-    return jax.jit(
-        _init_program(trainer), compiler_options=init_compiler_options(platform), **jit_kwargs
-    )
+def _init_jit(trainer: Trainer, platform: str, mesh: Mesh | None = None):
+    """The jitted init program, compiled with `init_compiler_options(platform)`, per
+    device over `mesh` when given."""
+    init = _init_program(trainer)
+    init = init if mesh is None else per_device(init, mesh, replicated=0)
+    return jax.jit(init, compiler_options=init_compiler_options(platform))
+
+
+def per_device(program, mesh: Mesh, replicated: int):
+    """`program` run as its own program on each device's block of the runs axis
+    (`jax.shard_map`); its arguments have the runs axis first but for the last
+    `replicated` ones, and its outputs all have it first.
+
+    Each device runs the program of its own block, so a run's results depend on its
+    block's size, not on how many blocks there are: on 2, 4 or 8 devices (or processes)
+    with the same runs per device, every metric is bit for bit the same (tests/
+    test_devices.py). The program holds no collective: runs exchange nothing across
+    devices, and whatever mixes runs (population-based training) stays inside a block.
+    One device is the exception: XLA compiles a one-partition program without its SPMD
+    passes, whose rewrites (fusion, algebraic simplification) round some floats otherwise,
+    so a run on one device matches them only for its first logs (measured: 5 of 320
+    returns differed, from log 6 of 10, in a 32-run PPO CartPole batch).
+    """
+    runs, whole = PartitionSpec("runs"), PartitionSpec()
+
+    def wrapped(*args):
+        specs = (runs,) * (len(args) - replicated) + (whole,) * replicated
+        return jax.shard_map(program, mesh=mesh, in_specs=specs, out_specs=runs)(*args)
+
+    return wrapped
 
 
 # jax's lowering platforms -> the platform of their devices (jax.Device.platform).
@@ -164,12 +189,14 @@ def lower(
                 f"{expected!r} devices, but platform is {platform!r}"
             )
     seeds, hparams, env_params, init_state, tick0 = args
-    # Pinned: XLA would otherwise replicate constant leaves (zero biases) across devices.
-    init = _init_jit(trainer, platform, **({} if sharding is None else {"out_shardings": sharding}))
+    mesh = None if sharding is None else sharding.mesh
+    init = _init_jit(trainer, platform, mesh)
+    train = _train_program(trainer, progress=lowering_platform is None)
+    train = train if mesh is None else per_device(train, mesh, replicated=1)
     # The runners are the train program's to consume: donating them spares a second copy
     # of the agent states (replay buffers included). Env states, obs and keys are not
     # outputs, so their buffers cannot be reused, which XLA warns about; that is expected.
-    train = jax.jit(_train_program(trainer, progress=lowering_platform is None), donate_argnums=0)
+    train = jax.jit(train, donate_argnums=0)
     platforms = {} if lowering_platform is None else {"lowering_platforms": (lowering_platform,)}
     with straight_line_threefry(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Some donated buffers were not usable")
@@ -256,6 +283,31 @@ def default_chunk_size(platform: str, num_runs: int, num_devices: int) -> int | 
     return math.ceil(num_runs / num_chunks)
 
 
+def group_size(trainer: Trainer, num_runs: int) -> int:
+    """Runs that must share one device's block: the least common multiple of the
+    extensions' `group_size` (a population of PBT members exchanges state); a ValueError
+    if `num_runs` is not a whole number of groups."""
+    group = math.lcm(*(e.group_size for e in trainer.extensions), 1)
+    if num_runs % group:
+        raise ValueError(f"{num_runs} runs do not split into groups of {group} runs")
+    return group
+
+
+def _recorded_devices(devices: list, recorded: int | None, chunk_dir: Path) -> list:
+    """The first `recorded` of `devices`: the device count a chunk directory's chunks were
+    computed on, so that the rest of the batch runs the same per-device programs (bit for
+    bit, see `per_device`). With fewer devices here, all of them, and a warning."""
+    if recorded is None or len(devices) >= recorded:
+        return devices[: recorded or len(devices)]
+    warnings.warn(
+        f"{chunk_dir}: its chunks ran on {recorded} devices, this process has "
+        f"{len(devices)}; the remaining chunks run on {len(devices)} and can differ from "
+        "an unbroken run in float rounding (docs/design.md, 'What is bit-for-bit')",
+        stacklevel=3,
+    )
+    return devices
+
+
 def run_batch(
     trainer: Trainer,
     seeds: np.ndarray,
@@ -287,8 +339,14 @@ def run_batch(
     """
     seeds = np.asarray(seeds, np.uint32)
     num_runs = len(seeds)
-    # Never more devices than runs in a chunk: padding a device with copies is pure waste.
-    devices = list(devices or jax.devices())[: min(chunk_size or num_runs, num_runs)]
+    group = group_size(trainer, num_runs)
+    devices = list(devices or jax.devices())
+    recorded = None if chunk_dir is None else ChunkStore.recorded(Path(chunk_dir))
+    if recorded is not None and chunk_size is None:
+        chunk_size, memory_budget_bytes = recorded["chunk_size"], None
+        devices = _recorded_devices(devices, recorded.get("num_devices"), Path(chunk_dir))
+    # Never more devices than groups of runs in a chunk: padding a device is pure waste.
+    devices = devices[: max(1, min(chunk_size or num_runs, num_runs) // group)]
     num_dev = len(devices)
     if chunk_size is None and memory_budget_bytes is None:
         chunk_size = default_chunk_size(devices[0].platform, num_runs, num_dev)
@@ -296,8 +354,10 @@ def run_batch(
     sharded = NamedSharding(mesh, PartitionSpec("runs"))
     replicated = NamedSharding(mesh, PartitionSpec())
 
+    unit = num_dev * group  # a chunk is whole groups on every device
+
     def round_up(n: int) -> int:
-        return max(num_dev, math.ceil(n / num_dev) * num_dev)
+        return max(unit, math.ceil(n / unit) * unit)
 
     chunk = round_up(min(chunk_size or num_runs, num_runs))
     steps_per_run = trainer.steps_per_segment * trainer.num_logs
@@ -317,10 +377,10 @@ def run_batch(
 
     compiled, compile_s = compile_for(chunk)
     used = program_bytes(compiled)
-    while memory_budget_bytes is not None and used > memory_budget_bytes and chunk > num_dev:
+    while memory_budget_bytes is not None and used > memory_budget_bytes and chunk > unit:
         # Memory is nearly linear in the chunk; shrink proportionally, by at least one step.
-        smaller = int(chunk * memory_budget_bytes / used) // num_dev * num_dev
-        chunk = max(num_dev, min(smaller, chunk - num_dev))
+        smaller = int(chunk * memory_budget_bytes / used) // unit * unit
+        chunk = max(unit, min(smaller, chunk - unit))
         compiled, extra_s = compile_for(chunk)
         compile_s += extra_s
         used = program_bytes(compiled)
@@ -346,6 +406,7 @@ def run_batch(
                 "chunk_size": chunk,
                 "keep_states": keep_states,
             },
+            num_devices=num_dev,
         )
     )
     states, metrics = [], []
@@ -471,9 +532,10 @@ class ChunkStore:
     other's manifest entries and from computing the same chunks twice.
     """
 
-    def __init__(self, path: Path, identity: dict):
+    def __init__(self, path: Path, identity: dict, num_devices: int | None = None):
         self.path = Path(path)
         self.identity = dict(identity)
+        self.num_devices = num_devices  # recorded beside the identity, not part of it
         self._rejected: set[int] = set()  # chunk files found bad while rebuilding (warned)
         self.sums: dict[int, str] = {}  # chunk index -> sha256 of its file
         self._lock: int | None = _claim(self.path / ".lock")
@@ -498,7 +560,23 @@ class ChunkStore:
 
     def _write_manifest(self) -> None:
         chunks = {self._file(c).name: s for c, s in sorted(self.sums.items())}
-        results.write_json(self._manifest, {**self.identity, "chunks": chunks})
+        devices = {} if self.num_devices is None else {"num_devices": self.num_devices}
+        results.write_json(self._manifest, {**self.identity, **devices, "chunks": chunks})
+
+    @staticmethod
+    def recorded(path: Path) -> dict | None:
+        """The chunking a chunk directory's manifest records ({"chunk_size", and
+        "num_devices" where written}), or None if there is none that reads."""
+        try:
+            old = json.loads((Path(path) / "manifest.json").read_text())
+            chunk = old["chunk_size"]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+            return None
+        if not isinstance(chunk, int) or chunk < 1:
+            return None
+        devices = old.get("num_devices")
+        ok = isinstance(devices, int) and devices >= 1
+        return {"chunk_size": chunk, **({"num_devices": devices} if ok else {})}
 
     def _open_manifest(self) -> None:
         """Sets `sums` from the manifest or, if it is damaged, rebuilds both."""
@@ -546,7 +624,7 @@ class ChunkStore:
                 f"{self.path} holds chunks of another program ({mine}); this one is "
                 f"{self.identity}. Use a fresh run directory or delete them."
             )
-        extra = old.keys() - self.identity.keys() - {"chunks"}
+        extra = old.keys() - self.identity.keys() - {"chunks", "num_devices"}
         if extra:
             return f"has unknown fields {sorted(extra)}"
         chunks = old.get("chunks", {})

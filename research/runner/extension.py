@@ -106,6 +106,9 @@ class Extension:
 
     name: str = "extension"
     traced = False
+    # Runs whose states this extension mixes (a PBT population): each group of
+    # `group_size` consecutive runs stays inside one device's block of every chunk.
+    group_size = 1
 
     def start(self, s: Start) -> tuple[Any, Any]:
         """(agent state to train from, this extension's per-run state)."""
