@@ -17,7 +17,8 @@ from research.envs.registry import (
 
 # isort: off
 # Registration order is the order of available() and of the "have: ..." lists in errors.
-from research.envs import probes, gridworld, tabular, arm, trading, gymnax_envs  # noqa: F401
+from research.envs import probes, gridworld, tabular, arm, trading, driving  # noqa: F401
+from research.envs import gymnax_envs  # noqa: F401
 
 # isort: on
 from research.envs.variants import (

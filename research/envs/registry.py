@@ -79,6 +79,16 @@ COMMON_RANGES: Mapping[str, Range] = MappingProxyType(
 )
 
 
+@dataclass(frozen=True)
+class ObservedMetric:
+    """An episode metric of what the agent observed, where the rewards do not tell it
+    (the driving env's collisions and near misses): fn(next_obs [T, *obs_shape] of one
+    episode from its start, valid [T] bool (its steps), params) -> []. next_obs is s' of each
+    step (the final observation at the episode's end)."""
+
+    fn: Callable[[Any, Any, Any], Any]
+
+
 def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
     """A read-only copy, so that an entry cannot change after it is registered."""
     return MappingProxyType(dict(mapping))
@@ -106,7 +116,8 @@ class EnvEntry:
         the first is the default of `shaping.name`.
     goal_distance: fn(obs, params) -> [...] >= 0, for the (non-potential) bonus shaping.
     episode_metrics: statistics beyond the return that evaluation reports, name ->
-        fn(rewards [T] of one episode from its start, zeros after its end; params) -> [].
+        fn(rewards [T] of one episode from its start, zeros after its end; params) -> [],
+        or an `ObservedMetric` of its observations.
     discrete_states: observations are state indices (Discrete), for tabular agents.
     """
 

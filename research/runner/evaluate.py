@@ -16,6 +16,7 @@ import numpy as np
 
 from research.agents import Agent
 from research.envs import Env
+from research.envs.registry import ObservedMetric
 from research.platform import straight_line_threefry
 from research.rl.rollout import reset_envs, rollout
 
@@ -38,12 +39,21 @@ def first_episode(done: jax.Array) -> jax.Array:
 
 
 def first_episode_metric(
-    metric: Callable, done: jax.Array, reward: jax.Array, env_params: Any
+    metric: Callable | ObservedMetric,
+    done: jax.Array,
+    reward: jax.Array,
+    env_params: Any,
+    next_obs: jax.Array | None = None,
 ) -> jax.Array:
     """metric(rewards [T], env_params) -> [] of each env's first episode, [N] (NaN where none
-    ended); its rewards are zero after the episode's end. done, reward: [T, N]."""
-    rewards = jnp.where(first_episode(done), reward, 0.0)
-    values = jax.vmap(metric, in_axes=(1, None))(rewards, env_params)
+    ended); its rewards are zero after the episode's end. done, reward: [T, N]. An
+    `ObservedMetric` is given next_obs [T, N, ...] and the first episode's steps instead."""
+    valid = first_episode(done)
+    if isinstance(metric, ObservedMetric):
+        values = jax.vmap(metric.fn, in_axes=(1, 1, None))(next_obs, valid, env_params)
+    else:
+        rewards = jnp.where(valid, reward, 0.0)
+        values = jax.vmap(metric, in_axes=(1, None))(rewards, env_params)
     return jnp.where(done.any(0), values, jnp.nan)
 
 
@@ -72,7 +82,8 @@ def make_evaluate(
         _, batch = rollout(env, act, env_params, env_state, obs, run_key, num_steps)
         done = batch.terminated | batch.truncated
         if metric is not None:
-            return jnp.nanmean(first_episode_metric(metric, done, batch.reward, env_params))
+            values = first_episode_metric(metric, done, batch.reward, env_params, batch.next_obs)
+            return jnp.nanmean(values)
         return jnp.nanmean(first_episode_returns(done, batch.episode_return))
 
     return evaluate
