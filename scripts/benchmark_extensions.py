@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from research.bench.extension_cost import main
+from research.errors import cli
 
 if __name__ == "__main__":
-    sys.exit(main(description=__doc__))
+    sys.exit(cli(lambda: main(description=__doc__)))

@@ -11,6 +11,7 @@ import pytest
 
 from research import bench
 from research.bench import peers
+from research.errors import InputError
 
 
 def row(agent: str, runs: int, rate: float, compile_s: float, rss: float, load=0.0) -> dict:
@@ -122,8 +123,8 @@ def test_compile_levels_benchmark_times_each_level_on_one_program(tmp_path):
     assert (frame.env_steps_per_s_best >= frame.env_steps_per_s_median).all()
     assert [len(c.split()) for c in frame.call_s] == [2, 2]
     assert "| ppo | 2 | -O0 |" in (tmp_path / "t.md").read_text()
-    with pytest.raises(SystemExit):
-        levels.main(["--levels", "4"])
+    with pytest.raises(InputError, match=r"--levels \[4\]: each must be 0, 1, 2 or 3"):
+        levels.main(["--levels", "4"])  # one line through research.errors.cli
 
 
 def test_gpu_check_script_runs_every_step_in_its_dry_mode(tmp_path):

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import argparse
 
-from research.bench.cli import add_common_arguments
-from research.bench.measure import measure, ours_payload, start_session
+from research.bench.cli import add_common_arguments, check_args
+from research.bench.measure import measure, ours_payload, start_session, steps_for
 from research.bench.program import AGENTS, agent_overrides
 from research.bench.tables import write_tables
+from research.errors import ArgumentParser
 
 
 def parser(description: str | None = None) -> argparse.ArgumentParser:
     """scripts/benchmark.py's options: the agents, env and overrides, then the shared ones."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=description or __doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
@@ -65,7 +66,13 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     """Measures every agent at every R, rewriting the tables after each row; 0 if all
     finished."""
     agents = list(AGENTS) if "all" in args.agent else list(dict.fromkeys(args.agent))
-    session = start_session(args, argv, "scripts/benchmark.py")
+    check_args(args)
+    checks = [
+        [runs, steps_for(args, runs), agent_overrides(agent, args.env, args.override)]
+        for agent in agents
+        for runs in args.runs
+    ]
+    session = start_session(args, argv, "scripts/benchmark.py", checks)
     name = table_name(args, agents, session.info["platform"])
     rows = []
     for agent in agents:

@@ -4,9 +4,11 @@ scripts/benchmark_peers.py); `research.bench.measure` reads them."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
-from research.bench.program import ROOT
+from research.bench.program import CONFIGS, ROOT, compose_raw
+from research.errors import InputError, writable_dir
 
 
 def add_common_arguments(
@@ -110,3 +112,55 @@ def add_common_arguments(
         help="merge into an existing table: rows of other settings / R are "
         "kept, rows of the same agent, env, setting and R are replaced",
     )
+
+
+# attribute -> (option, smallest value allowed), for the numeric options any benchmark has
+AT_LEAST = {
+    "runs": ("--runs", 1),
+    "total_timesteps": ("--total-timesteps", 1),
+    "max_batch_steps": ("--max-batch-steps", 0),
+    "num_logs": ("--num-logs", 1),
+    "num_devices": ("--num-devices", 1),
+    "host_devices": ("--host-devices", 1),
+    "wait_idle": ("--wait-idle", 0),
+    "timeout": ("--timeout", 1),
+    "reps": ("--reps", 1),
+    "sb3_timesteps": ("--sb3-timesteps", 1),
+}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every benchmark's options checked before any process starts or anything is written:
+    numbers in range, --pin-cpus a CPU list of this machine, --env a config group, --out a
+    writable directory, --override composing. One InputError naming the option otherwise."""
+    for attr, (option, low) in AT_LEAST.items():
+        values = getattr(args, attr, None)
+        for value in values if isinstance(values, list) else [values]:
+            if value is not None and value < low:
+                raise InputError(f"{option}: got {value}; must be at least {low}")
+    pin = getattr(args, "pin_cpus", None)
+    if pin:
+        from research.bench.measure import parse_cpus
+
+        try:
+            cpus = parse_cpus(pin)
+        except ValueError:
+            raise InputError(f"--pin-cpus: got {pin!r}; must be CPUs like 0, 0,1 or 0-3") from None
+        if not cpus <= os.sched_getaffinity(0):
+            usable = sorted(os.sched_getaffinity(0))
+            raise InputError(f"--pin-cpus: got {pin!r}; this process may use CPUs {usable}")
+    env = getattr(args, "env", None)
+    if env is not None and not (CONFIGS / "env" / f"{env}.yaml").is_file():
+        known = sorted(p.stem for p in (CONFIGS / "env").glob("*.yaml"))
+        raise InputError(f"--env: got {env!r}; must be one of {', '.join(known)}")
+    overrides = getattr(args, "override", None) or []
+    if overrides:  # Hydra alone (no JAX in the measuring parent): keys, groups, syntax
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        try:
+            compose_raw(*overrides)
+        except (HydraException, OmegaConfBaseException) as error:
+            line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise InputError(f"--override {' '.join(overrides)}: {line}") from None
+    writable_dir(args.out, "--out", keep=False)  # made when the first table is written

@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from research.bench.cli import check_args
 from research.bench.measure import git_commit
 from research.bench.program import ROOT, agent_overrides, device_name, prepared
+from research.errors import ArgumentParser
 
 
 def measure_levels(
@@ -99,7 +101,7 @@ def markdown(frame: pd.DataFrame, command: str) -> str:
 
 def parser(description: str | None = None) -> argparse.ArgumentParser:
     """scripts/benchmark_compile_levels.py's options."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=description or __doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--agent", nargs="+", default=["ppo", "pqn"], choices=["ppo", "pqn"])
@@ -145,4 +147,5 @@ def main(argv: list[str] | None = None, description: str | None = None) -> int:
     args = cli.parse_args(argv)
     if any(level not in range(4) for level in args.levels):
         cli.error(f"--levels {args.levels}: each must be 0, 1, 2 or 3")
+    check_args(args)
     return run(args, argv)

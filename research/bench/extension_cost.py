@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from research.bench.cli import check_args
 from research.bench.program import ROOT, compose_raw, device_name
+from research.errors import ArgumentParser
 
 BASE = ("agent=ppo", "env=cartpole", "progress=false", "plot=false", "train.num_logs=20")
 # --transfer: the fine-tuning program of a transfer from one (untrained) source run
@@ -122,7 +124,7 @@ def variant(text: str) -> tuple[str, list[str]]:
 
 
 def main(argv: list[str] | None = None, description: str | None = None) -> int:
-    cli = argparse.ArgumentParser(
+    cli = ArgumentParser(
         description=description or __doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     cli.add_argument("--variant", type=variant, action="append", required=True)
@@ -138,6 +140,7 @@ def main(argv: list[str] | None = None, description: str | None = None) -> int:
     cli.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks")
     cli.add_argument("--name", default="extension_cost_cpu")
     args = cli.parse_args(argv)
+    check_args(args)
     from research.results import write_csv, write_text
 
     base = [*BASE, *(TRANSFER if args.transfer else ()), f"runs.seeds={args.runs}",

@@ -19,6 +19,7 @@ from typing import NamedTuple
 from research.bench.load import busy_cpu_seconds, children_cpu_seconds, wait_idle
 from research.bench.program import ROOT
 from research.bench.tables import fmt
+from research.errors import InputError
 
 WORKER = "research.bench.worker"  # run as `python -m`, so it works from any installed checkout
 
@@ -139,18 +140,24 @@ class Session(NamedTuple):
     common: dict  # columns shared by all rows: setting, xla_flags, cpus, jax, commit, command
 
 
-def start_session(args: argparse.Namespace, argv: list[str] | None, script: str) -> Session:
-    """Probes JAX in a subprocess with the benchmark's XLA_FLAGS; exits with a message if
-    it cannot start or --num-devices asks for more devices than it sees. `script` names the
-    entry point in the rows' `command` column."""
+def start_session(
+    args: argparse.Namespace, argv: list[str] | None, script: str, checks: list = ()
+) -> Session:
+    """Probes JAX in a subprocess with the benchmark's XLA_FLAGS, which also parses the
+    configurations `checks` ([runs, steps, overrides] each) the benchmark will measure; exits
+    with a message if JAX cannot start, an InputError if a configuration is invalid or
+    --num-devices asks for more devices than it sees. `script` names the entry point in the
+    rows' `command` column."""
     flags = xla_flags(args)
     setting = setting_label(args, flags)
-    info, error = child(args, flags, ["--probe"], timeout=120)
+    info, error = child(args, flags, ["--probe", "--check", json.dumps(list(checks))], 120)
     if info is None:
         sys.exit(f"could not start JAX with XLA_FLAGS={flags!r}: {error}")
+    if "config_error" in info:
+        raise InputError(info["config_error"])
     if args.num_devices and args.num_devices > info["device_count"]:
-        sys.exit(
-            f"--num-devices {args.num_devices}: only {info['device_count']} "
+        raise InputError(
+            f"--num-devices: got {args.num_devices}; only {info['device_count']} "
             f"{info['platform']} device(s) visible"
         )
     common = {

@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from research.bench.cli import add_common_arguments
+from research.bench.cli import add_common_arguments, check_args
 from research.bench.load import is_busy
 from research.bench.measure import measure, ours_payload, start_session
 from research.bench.tables import fmt, write_tables
+from research.errors import ArgumentParser
 
 # --compare name -> (our agent's label, our Hydra overrides, the peer's label)
 COMPARISONS = {
@@ -77,7 +78,7 @@ def comparison(frame) -> list[str]:
 
 def parser(description: str | None = None) -> argparse.ArgumentParser:
     """scripts/benchmark_peers.py's options: the comparisons, sb3's budget, the shared ones."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=description or __doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
@@ -117,6 +118,7 @@ def jobs(args: argparse.Namespace, what: str, runs: int) -> list[tuple[str, int,
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     """Runs every comparison at every R, rewriting the tables after each row; 0 if all
     finished."""
+    check_args(args)
     session = start_session(args, argv, "scripts/benchmark_peers.py")
     name = args.name or f"peers_{session.info['platform']}"
     rows = []

@@ -80,14 +80,12 @@ def tree_bytes(tree) -> int:
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
-def prepared(
+def config_for(
     runs: int, total_timesteps: int, num_logs: int, num_devices: int | None, overrides: list[str]
 ):
-    """`research.pipelines.train.prepare` of `runs` runs of `total_timesteps` env steps each
-    (at least one update per log), configured by the Hydra `overrides`: the program this
-    project would run, not yet compiled."""
+    """The parsed config of `runs` runs of `total_timesteps` env steps each (at least one
+    update per log), configured by the Hydra `overrides` (a ConfigError if it is invalid)."""
     from research.config import parse_experiment
-    from research.pipelines.train import prepare
 
     raw = compose_raw(
         "progress=false",
@@ -99,4 +97,14 @@ def prepared(
     )
     batch = raw["agent"]["num_envs"] * raw["agent"]["num_steps"]
     raw["train"]["total_timesteps"] = max(total_timesteps, batch * num_logs)
-    return prepare(parse_experiment(raw))
+    return parse_experiment(raw)
+
+
+def prepared(
+    runs: int, total_timesteps: int, num_logs: int, num_devices: int | None, overrides: list[str]
+):
+    """`research.pipelines.train.prepare` of `config_for`'s config: the program this project
+    would run, not yet compiled."""
+    from research.pipelines.train import prepare
+
+    return prepare(config_for(runs, total_timesteps, num_logs, num_devices, overrides))

@@ -69,6 +69,20 @@ def ours_worker(
     }
 
 
+def check(configs: list) -> dict:
+    """{"config_error": the first config's message} if one of the configurations (runs,
+    steps, overrides) is invalid, else {}: so the parent refuses them before measuring."""
+    from research.bench.program import config_for
+    from research.errors import InputError
+
+    for runs, steps, overrides in configs:
+        try:
+            config_for(runs, steps, 1, None, overrides)
+        except InputError as error:
+            return {"config_error": f"{' '.join(overrides)}: {error}"}
+    return {}
+
+
 def row(args: argparse.Namespace) -> dict:
     """The result of the worker the arguments ask for: ours, or a peer library's (whose
     imports stay out of this process unless a peer is asked for)."""
@@ -97,8 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-logs", type=int, default=10)
     parser.add_argument("--num-devices", type=int, default=None)
     parser.add_argument("--overrides", default="[]", help="Hydra overrides, a JSON list")
+    parser.add_argument(
+        "--check", default="[]", help="with --probe: [[runs, steps, overrides], ...] to parse"
+    )
     args = parser.parse_args(argv)
-    print(json.dumps(probe() if args.probe else row(args)))
+    print(json.dumps({**probe(), **check(json.loads(args.check))} if args.probe else row(args)))
     return 0
 
 

@@ -926,6 +926,17 @@ def import_modules(raw: Any) -> tuple[str, ...]:
     return tuple(raw)
 
 
+def _base_seed(value: Any, seeds: int) -> int:
+    """runs.base_seed: run i's seed is base_seed + i, a uint32, so all of them must fit."""
+    value = Rule("int", low=0).check("runs.base_seed", value)
+    if value + seeds > 2**32:
+        raise ConfigError(
+            f"runs.base_seed: got {value}; with runs.seeds = {seeds} it must be at most "
+            f"{2**32 - seeds} (2^32 - seeds: run seeds are uint32)"
+        )
+    return value
+
+
 def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Validates a composed config mapping (e.g. Hydra's) into an ExperimentConfig."""
     raw = _mapping("config", raw)
@@ -979,9 +990,10 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
         value = runs_raw.get(key)
         return None if value is None else rule.check(f"runs.{key}", value)
 
+    seeds = POS_INT.check("runs.seeds", runs_raw.get("seeds", 8))
     runs = RunsConfig(
-        seeds=POS_INT.check("runs.seeds", runs_raw.get("seeds", 8)),
-        base_seed=Rule("int", low=0).check("runs.base_seed", runs_raw.get("base_seed", 0)),
+        seeds=seeds,
+        base_seed=_base_seed(runs_raw.get("base_seed", 0), seeds),
         max_runs_per_chunk=optional("max_runs_per_chunk", POS_INT),
         memory_budget_gb=optional("memory_budget_gb", POS_FLOAT),
         num_devices=optional("num_devices", POS_INT),
