@@ -8,26 +8,27 @@ differences are listed, with any version, device or XLA-flag differences that ex
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
-from research.errors import cli
+from research.errors import ArgumentParser, InputError, cli
 from research.platform import use_cpu_cores_as_devices
 
 use_cpu_cores_as_devices()  # as scripts/train.py does, so programs match
 
-from research.pipelines.run import (
+from research.pipelines.run import (  # noqa: E402
     compare_runs,
+    interrupted,
     provenance_differences,
-    run,  # noqa: E402
+    run,
     saved_config,
+    saved_vs_current,
 )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument(
         "--out",
@@ -35,10 +36,26 @@ def main() -> int:
         default=None,
         help="where the re-run goes (default: a temporary directory)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     config, raw = saved_config(args.run_dir)
+    if args.out is not None and args.out.exists() and any(args.out.iterdir()):
+        raise InputError(f"--out: {str(args.out)!r} is not empty; give a new directory")
+    differences = saved_vs_current(args.run_dir, raw)
+    if differences:  # said before training, so a mismatch afterwards is not a surprise
+        print(
+            f"{len(differences)} difference(s) between the run and this checkout (re-running "
+            "from config.yaml as it is; the metrics may differ for these reasons):"
+        )
+        for line in differences:
+            print("  " + line)
+    else:
+        print("the saved config and code match this checkout's; re-running")
+    sys.stdout.flush()  # said before the training starts, also into a pipe
     out = args.out or Path(tempfile.mkdtemp(prefix="reproduce_"))
-    run(config, raw, out)
+    try:
+        run(config, raw, out)
+    except KeyboardInterrupt:
+        return interrupted(out)
     problems = compare_runs(args.run_dir, out)
     if not problems:
         print(f"reproduced bit for bit: {args.run_dir} == {out}")

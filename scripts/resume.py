@@ -1,29 +1,28 @@
 """Finish an interrupted run in its own directory, skipping the chunks it already finished.
 
-python scripts/resume.py results/runs/<experiment>/<time>
+    python scripts/resume.py results/runs/<experiment>/<time>
+
+It says how many chunks were finished before and how many it trains; a run that is finished
+already is left as it is (nothing is trained or rewritten). Bad input: one line, exit code 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from research.errors import cli
+from research.errors import ArgumentParser, cli
 from research.platform import use_cpu_cores_as_devices
 
 use_cpu_cores_as_devices()
 
-from research.pipelines.run import run, saved_config  # noqa: E402
+from research.pipelines.run import resume  # noqa: E402
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    args = parser.parse_args()
-    config, raw = saved_config(args.run_dir)
-    run(config, raw, args.run_dir)
-    return 0
+    return resume(parser.parse_args(argv).run_dir)
 
 
 if __name__ == "__main__":

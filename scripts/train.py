@@ -15,23 +15,18 @@ use_cpu_cores_as_devices()  # before anything (gymnax's import included) starts 
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-from research.config import parse_experiment  # noqa: E402
-from research.errors import InputError, debug, report  # noqa: E402
-from research.pipelines.run import run  # noqa: E402
+from research.errors import hydra_cli  # noqa: E402
+from research.pipelines.run import hydra_task  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig) -> None:
-    raw = OmegaConf.to_container(cfg, resolve=True)
-    try:
-        run(parse_experiment(raw), raw, HydraConfig.get().runtime.output_dir)
-    except InputError as error:
-        if debug():
-            raise
-        sys.exit(report(error))
+    # Bad input: one line, exit code 2 (research.errors); Ctrl-C: one line and the resume
+    # command. The config is checked before Hydra makes the directory (hydra.callbacks).
+    hydra_task(cfg, HydraConfig.get().runtime.output_dir)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(hydra_cli(main))

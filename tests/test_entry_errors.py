@@ -55,3 +55,84 @@ def test_scripts_answer_a_bad_run_directory_with_one_line(tmp_path, script):
         assert "Traceback" not in out.stderr
     out = _script("resume", tmp_path / "missing", env={"RESEARCH_DEBUG": "1"})
     assert out.returncode == 1 and "Traceback" in out.stderr  # asked for
+
+
+# ------------------------------------- Ctrl-C, resume and reproduce say what they do (issue 27)
+
+# 8 chunks of one run each, long enough per chunk for a SIGINT to land mid-way.
+CHUNKED = ("progress=false", "plot=false", "agent.num_steps=32", "train.total_timesteps=8192",
+           "train.num_logs=4", "runs.seeds=8", "runs.max_runs_per_chunk=1")  # fmt: skip
+
+
+def _mtimes(run_dir: Path) -> dict[str, int]:
+    return {str(p.relative_to(run_dir)): p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+
+
+def test_ctrl_c_then_resume_then_resume_of_the_finished_run_then_reproduce(tmp_path):
+    """Ctrl-C: one line with what was saved and the resume command. Resume: says how many
+    chunks it skips and trains, and its env-steps/s counts only the trained ones. Resume of
+    the finished run: trains nothing and says so. Reproduce: says before training that the
+    config was edited."""
+    import json
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), f"hydra.run.dir={run_dir}", *CHUNKED],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    first = run_dir / "chunks" / "chunk_00000.npz"
+    deadline = time.time() + 300
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    saved = len(list((run_dir / "chunks").glob("chunk_*.npz")))
+    assert 1 <= saved < 8
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted: {saved} of 8 chunk(s) finished and saved in {run_dir / 'chunks'}; "
+        f"resume with: python scripts/resume.py {run_dir}"
+    ), stderr
+
+    out = _script("resume", run_dir)
+    assert out.returncode == 0, out.stderr
+    assert f"resume: {run_dir}: {saved} of 8 chunk(s) finished before, {8 - saved} to run" in (
+        out.stdout
+    )
+    assert f"resume: loaded {saved} chunk(s), trained {8 - saved} (" in out.stdout, out.stdout
+    info = json.loads((run_dir / "run.json").read_text())
+    execution = info["execution"]
+    assert execution["loaded_chunks"] == execution["loaded_runs"] == saved
+    steps = info["env_steps_per_run"]
+    assert info["env_steps_per_second"] == (8 - saved) * steps / execution["run_s"]
+
+    before = _mtimes(run_dir)
+    started = time.perf_counter()
+    out = _script("resume", run_dir)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert f"resume: {run_dir} is finished already" in out.stdout and "nothing to do" in out.stdout
+    assert "runs in" not in out.stdout  # trained nothing
+    assert time.perf_counter() - started < 60
+    assert _mtimes(run_dir) == before  # outputs untouched
+
+    config = (run_dir / "config.yaml").read_text()
+    assert "  lr: 0.00025\n" in config
+    (run_dir / "config.yaml").write_text(config.replace("  lr: 0.00025\n", "  lr: 0.001\n", 1))
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "reproduce.py"), str(run_dir), "--out",
+         str(tmp_path / "again")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        head = [proc.stdout.readline() for _ in range(2)]  # said before any training
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    assert "difference(s) between the run and this checkout" in head[0], head
+    assert (
+        head[1].strip()
+        == "config.yaml edited since the run (ran with vs now): agent.lr: 0.00025 vs 0.001"
+    )

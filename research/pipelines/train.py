@@ -682,7 +682,8 @@ def write_run_dir(
             "env_steps_per_run": prepared.trainer.steps_per_segment * prepared.trainer.num_logs,
             "execution": info.__dict__,
             "memory": results.peak_memory(),
-            "env_steps_per_second": len(runs)
+            # Of the runs this call computed: a resume's loaded chunks took no training time.
+            "env_steps_per_second": (len(runs) - info.loaded_runs)
             * prepared.trainer.steps_per_segment
             * prepared.trainer.num_logs
             / info.run_s,

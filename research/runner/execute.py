@@ -64,6 +64,8 @@ class ExecutionInfo:
     compile_s: float
     run_s: float
     program_bytes: int  # XLA's estimate for one chunk (see `program_bytes`)
+    loaded_chunks: int = 0  # chunks loaded from chunk_dir (finished before), not computed
+    loaded_runs: int = 0  # the runs of those chunks
 
 
 @dataclass(frozen=True)
@@ -410,6 +412,7 @@ def run_batch(
         )
     )
     states, metrics = [], []
+    loaded = [0, 0]  # chunks, runs
     started = time.perf_counter()
     try:
         progress_module.ACTIVE = bar
@@ -430,6 +433,7 @@ def run_batch(
                     store.save(c, *done)
             else:
                 bar.tick((c + 1) * trainer.num_logs - 1)  # a loaded chunk counts as done
+                loaded = [loaded[0] + 1, loaded[1] + keep]
             metrics.append(done[0])
             states.append(done[1])
     finally:
@@ -447,7 +451,7 @@ def run_batch(
     return BatchResult(
         agent_states=jax.tree.map(cat, *states) if keep_states else None,
         metrics={k: cat(*(m[k] for m in metrics)) for k in metrics[0]},
-        info=ExecutionInfo(num_runs, chunk, num_chunks, num_dev, compile_s, run_s, used),
+        info=ExecutionInfo(num_runs, chunk, num_chunks, num_dev, compile_s, run_s, used, *loaded),
     )
 
 
