@@ -12,12 +12,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from research.errors import ArgumentParser, InputError, cli
+from research.errors import ArgumentParser, InputError, cli, writable_dir
 from research.platform import use_cpu_cores_as_devices
 
 use_cpu_cores_as_devices()  # as scripts/train.py does, so programs match
 
 from research.pipelines.run import (  # noqa: E402
+    check_metrics,
     compare_runs,
     interrupted,
     provenance_differences,
@@ -38,8 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     config, raw = saved_config(args.run_dir)
-    if args.out is not None and args.out.exists() and any(args.out.iterdir()):
+    check_metrics(args.run_dir)
+    if args.out is not None and args.out.is_dir() and any(args.out.iterdir()):
         raise InputError(f"--out: {str(args.out)!r} is not empty; give a new directory")
+    if args.out is not None:
+        writable_dir(args.out, "--out", keep=False)
     differences = saved_vs_current(args.run_dir, raw)
     if differences:  # said before training, so a mismatch afterwards is not a surprise
         print(

@@ -109,6 +109,8 @@ CASES = [
     ("train-interpolation", "train", ["agent.lr=${nope}"],
      "error: agent.lr: Interpolation key 'nope' not found"),
     # scripts/train.py: output directories
+    ("train-dir-with-results", "train", ["hydra.run.dir={tmp}/has_results", "agent.num_envs=0"],
+     "agent.num_envs: got 0"),  # an existing directory: untouched (the tree check below)
     ("train-dir-proc", "train", ["hydra.run.dir=/proc/x/run"],
      "error: hydra.run.dir: cannot write the directory '/proc/x/run'"),
     ("train-dir-under-file", "train", ["output_root={tmp}/a_file/sub"],
@@ -139,8 +141,12 @@ CASES = [
     ("reproduce-missing", "reproduce", ["{tmp}/missing"], "'{tmp}/missing' is not a directory"),
     ("reproduce-yaml", "reproduce", ["{tmp}/broken"], "broken/config.yaml: not valid YAML"),
     ("reproduce-checkpoint", "reproduce", ["{tmp}/ckpt"], "is a checkpoint directory"),
+    ("reproduce-npz", "reproduce", ["{tmp}/bad_npz"],
+     "error: {tmp}/bad_npz/metrics.npz: unreadable (BadZipFile); the metrics to compare with"),
     ("reproduce-out-not-empty", "reproduce", ["{tmp}/valid", "--out", "{tmp}/valid"],
      "error: --out: '{tmp}/valid' is not empty; give a new directory"),
+    ("reproduce-out-unwritable", "reproduce", ["{tmp}/valid", "--out", "{tmp}/a_file/again"],
+     "error: --out: cannot write the directory '{tmp}/a_file/again' (Not a directory)"),
     # scripts/optuna_search.py
     ("optuna-missing", "optuna_search", ["{tmp}/nope.yaml"],
      "error: study: '{tmp}/nope.yaml' does not exist; give a study file such as"),
@@ -164,6 +170,10 @@ CASES = [
      "study.space.agent.num_envs = 0: agent.num_envs: got 0"),
     ("optuna-space-key", "optuna_search", ["{tmp}/study_space_key.yaml"],
      "study.space.agent.nope = 1: overrides"),
+    ("optuna-storage-url", "optuna_search", ["{tmp}/study_storage_url.yaml"],
+     "error: study.storage: cannot open 'nope://x' (Can't load plugin: sqlalchemy.dialects:nope)"),
+    ("optuna-storage-dir", "optuna_search", ["{tmp}/study_storage_dir.yaml"],
+     "error: study.storage: cannot open 'sqlite:////proc/x/s.db'"),
     ("optuna-trials-flag", "optuna_search", ["{tmp}/study_ok.yaml", "--trials", "0"],
      "error: --trials: got 0; must be an int with 1 <= x"),
     ("optuna-trials-int", "optuna_search", ["{tmp}/study_ok.yaml", "--trials", "x"],
@@ -199,7 +209,9 @@ CASES = [
     ("extensions-override", "benchmark_extensions",
      ["--variant", "off=", "--override", "agent.nope=1"], "Could not override 'agent.nope'"),
 ]  # fmt: skip
-TRAIN_OUT = {"train-dir-proc", "train-dir-under-file", "train-sweep-dir-proc"}  # own dirs
+# cases with a directory of their own (no output_root=... appended)
+TRAIN_OUT = {"train-dir-proc", "train-dir-under-file", "train-sweep-dir-proc",
+             "train-dir-with-results"}  # fmt: skip
 
 
 def _fixtures(tmp: Path) -> None:
@@ -207,6 +219,8 @@ def _fixtures(tmp: Path) -> None:
     from tests.conftest import compose_raw
 
     (tmp / "empty").mkdir()
+    (tmp / "has_results").mkdir()
+    (tmp / "has_results" / "metrics.npz").write_bytes(b"results")
     (tmp / "a_file").write_text("not a directory\n")
     for name, text in {
         "broken": "agent: {name: ppo\n",
@@ -224,6 +238,9 @@ def _fixtures(tmp: Path) -> None:
     }.items():
         (tmp / name).mkdir()
         (tmp / name / "config.yaml").write_text(yaml.safe_dump({**raw, **change}))
+    (tmp / "bad_npz").mkdir()
+    (tmp / "bad_npz" / "config.yaml").write_text(yaml.safe_dump(raw))
+    (tmp / "bad_npz" / "metrics.npz").write_bytes(b"PK\x03\x04 truncated")
     studies = {
         "ok": _study(),
         "no_storage": _study(storage=...),
@@ -236,6 +253,8 @@ def _fixtures(tmp: Path) -> None:
         "space_scalar": _study(space={"agent.num_envs": 4}),
         "space_value": _study(space={"agent.num_envs": [4, 0]}),
         "space_key": _study(space={"agent.nope": [1]}),
+        "storage_url": _study(storage="nope://x"),
+        "storage_dir": _study(storage="sqlite:////proc/x/s.db"),
     }
     for name, spec in studies.items():
         text = yaml.safe_dump(spec).replace("{tmp}", str(tmp))
@@ -301,8 +320,37 @@ def test_bad_input_is_one_line_naming_the_culprit(outcomes, case_id):
 
 
 def test_rejected_inputs_leave_nothing_behind(outcomes):
-    tmp, _, left, _ = outcomes
+    tmp, _, left, before = outcomes
     assert left == [], left  # no run dir, study db, table or partial file anywhere under tmp
+    assert {k: v for k, v in _tree(tmp).items() if k in before} == before  # nothing touched
+
+
+def test_only_a_directory_this_run_made_with_only_hydra_files_is_removed(tmp_path):
+    from research.pipelines import run
+
+    def hydra_dir(path: Path) -> Path:
+        (path / ".hydra").mkdir(parents=True)
+        for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+            (path / ".hydra" / name).write_text("x: 1\n")
+        (path / "train.log").write_text("")
+        return path
+
+    made = tmp_path / "made"
+    run_dir = hydra_dir(made / "ppo" / "time")
+    try:
+        run._Made.top = None  # not made by this run: kept
+        assert not run.remove_litter(run_dir) and run_dir.exists()
+        run._Made.top = made
+        (run_dir / "config.yaml").write_text("x: 1\n")  # results (resumable): kept
+        assert not run.remove_litter(run_dir) and (run_dir / "config.yaml").exists()
+        (run_dir / "config.yaml").unlink()
+        (run_dir / ".hydra" / "other").write_text("")  # not Hydra's: kept
+        assert not run.remove_litter(run_dir) and run_dir.exists()
+        (run_dir / ".hydra" / "other").unlink()
+        assert run.remove_litter(run_dir)  # Hydra's files only, made by this run: removed
+        assert list(tmp_path.iterdir()) == []  # with the parents it made
+    finally:
+        run._Made.top = None
 
 
 def test_no_job_of_a_bad_multirun_ran(outcomes):
@@ -345,8 +393,14 @@ def test_nothing_but_the_line_reaches_the_terminal(tmp_path):
 
 
 def test_the_python_api_raises_the_same_input_errors(tmp_path):
-    from research.pipelines.run import resume, saved_config
+    from research.pipelines.run import resume, run, saved_config
     from research.pipelines.search import check_study, load_study, run_study
+    from tests.conftest import compose_raw
+
+    (tmp_path / "valid").mkdir()
+    (tmp_path / "valid" / "config.yaml").write_text(yaml.safe_dump(compose_raw(*TINY)))
+    (tmp_path / "f").write_text("a file")
+    before = sorted(tmp_path.rglob("*"))
 
     for call, message in [
         (lambda: saved_config(tmp_path / "missing"), "is not a directory"),
@@ -354,7 +408,8 @@ def test_the_python_api_raises_the_same_input_errors(tmp_path):
         (lambda: load_study(tmp_path / "nope.yaml"), "does not exist"),
         (lambda: check_study({"study_name": "s", "space": {}}), "study.storage: got None"),
         (lambda: run_study({"study_name": "s"}), "study.storage: got None"),
+        (lambda: run(*saved_config(tmp_path / "valid"), tmp_path / "f" / "x"), "run_dir: cannot"),
     ]:
         with pytest.raises(InputError, match=message):
             call()
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(tmp_path.rglob("*")) == before

@@ -6,6 +6,7 @@ import copy
 import json
 import shutil
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from research.platform import use_compile_cache
 
 def run(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Path:
     """The pipeline the config asks for: transfer if it has `transfer:`, meta-learning if
-    it has `meta:`, else training."""
+    it has `meta:`, else training. A run_dir that cannot be written is an InputError."""
+    writable_dir(run_dir, "run_dir", keep=False)  # before anything is built
     use_compile_cache(config.compile_cache)
     if config.transfer is not None:
         return run_transfer(config, raw, run_dir)
@@ -91,9 +93,33 @@ def compare_runs(expected: str | Path, actual: str | Path) -> list[str]:
     return problems
 
 
+def _run_json(run_dir: str | Path) -> dict:
+    """A run directory's run.json; {} when it is missing or not a JSON mapping."""
+    try:
+        info = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def check_metrics(run_dir: str | Path) -> None:
+    """Every metrics.npz below `run_dir` readable (reproduce compares against them): an
+    InputError naming the first that is not, before anything is trained."""
+    for path in sorted(Path(run_dir).rglob("metrics.npz")):
+        try:
+            with np.load(path) as data:
+                for name in data.files:
+                    data[name]
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+            raise InputError(
+                f"{path}: unreadable ({type(error).__name__}); the metrics to compare with "
+                "must be a whole npz file"
+            ) from None
+
+
 def provenance_differences(expected: str | Path, actual: str | Path) -> list[str]:
     """Versions, device and XLA flags that differ between two run directories' run.json."""
-    a, b = (json.loads((Path(d) / "run.json").read_text()) for d in (expected, actual))
+    a, b = (_run_json(d) for d in (expected, actual))
     out = []
     for key in ("versions", "devices", "xla_flags", "python"):
         if a.get(key) != b.get(key):
@@ -303,6 +329,12 @@ def config_differences(a: dict, b: dict) -> list[str]:
     ]
 
 
+def _commit(git: dict) -> str:
+    """A results.git_commit record as a short hash (+ uncommitted changes)."""
+    text = str(git.get("commit") or "unknown")[:10]
+    return text + (" (+ uncommitted changes)" if git.get("dirty") else "")
+
+
 def saved_vs_current(run_dir: str | Path, raw: dict) -> list[str]:
     """What differs between a run directory and what this checkout would run for it, before
     any training: config.yaml edited since the run (vs the copy Hydra saved in .hydra/, or the
@@ -338,17 +370,13 @@ def saved_vs_current(run_dir: str | Path, raw: dict) -> list[str]:
         else:
             current = config_differences(base, now)
             out += [f"configs/ changed since (ran with vs now): {d}" for d in current]
-    info = run_dir / "run.json"
-    try:
-        then = json.loads(info.read_text()) if info.is_file() else {}
-    except ValueError:
-        then = {}
+    then = _run_json(run_dir)
     if then:
         from research.results import git_commit, provenance
 
         commit = git_commit(Path(__file__).parent)
-        if then.get("git") and then["git"] != commit:
-            out.append(f"code: commit {then['git']} vs {commit}")
+        if isinstance(then.get("git"), dict) and then["git"] != commit:
+            out.append(f"code: commit {_commit(then['git'])} vs {_commit(commit)}")
         current = provenance()["versions"]
         for name, version in (then.get("versions") or {}).items():
             if current.get(name) != version:

@@ -100,6 +100,15 @@ def check_study(spec: Mapping[str, Any]) -> None:
                 raise type(error)(f"study.space.{key} = {option!r}: {error}") from None
 
 
+def _storage_errors() -> type[Exception]:
+    """The errors of a storage URL that cannot be opened (SQLAlchemy's, where installed)."""
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+    except ImportError:  # pragma: no cover - optuna's RDB storage needs it
+        return OSError
+    return SQLAlchemyError
+
+
 def run_study(spec: Mapping[str, Any], num_trials: int | None = None, root: Path | None = None):
     import optuna
 
@@ -116,7 +125,7 @@ def run_study(spec: Mapping[str, Any], num_trials: int | None = None, root: Path
             direction=spec.get("direction", "maximize"),
             sampler=optuna.samplers.TPESampler(seed=spec.get("seed", 0)),
         )
-    except (OSError, ValueError, ImportError) as error:
+    except (OSError, ValueError, ImportError, _storage_errors()) as error:
         line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise InputError(f"study.storage: cannot open {storage!r} ({line})") from None
     space = spec["space"]
