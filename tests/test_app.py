@@ -59,7 +59,8 @@ def test_train_app_writes_a_complete_run_directory(tmp_path):
         # the app makes one CPU device per core and shards the 8 runs over them
         assert meta["execution"]["num_devices"] == min(len(os.sched_getaffinity(0)), 8)
     runs, metrics = load_metrics(run_dir)
-    assert runs.columns.tolist() == ["run", "seed", "lr", "env.length"]
+    assert runs.columns.tolist() == ["run", "seed", "lr", "env.length", "diverged_at"]
+    assert (runs.diverged_at == -1).all()  # healthy runs (tests/test_divergence.py: others)
     assert metrics["episode_return"].shape == (8, 4)
     long = pd.read_csv(run_dir / "metrics.csv")
     assert len(long) == 8 * 4
