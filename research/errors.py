@@ -78,13 +78,23 @@ def report(error: InputError) -> int:
 
 
 def cli(main: Callable[[], int]) -> int:
-    """main's exit code; an InputError is one line and exit code 2 unless debugging."""
+    """main's exit code; an InputError is one line and exit code 2 unless debugging; Ctrl-C
+    one line and exit code 130 (entry points that can say more, e.g. how to resume, catch it
+    themselves)."""
     try:
         return main()
     except InputError as error:
         if debug():
             raise
         return report(error)
+    except KeyboardInterrupt:
+        if debug():
+            raise
+        print(
+            "interrupted: what was written so far is kept (every file is written atomically)",
+            file=sys.stderr,
+        )
+        return 130
 
 
 class ArgumentParser(argparse.ArgumentParser):

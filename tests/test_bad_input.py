@@ -413,3 +413,15 @@ def test_the_python_api_raises_the_same_input_errors(tmp_path):
         with pytest.raises(InputError, match=message):
             call()
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_ctrl_c_outside_a_run_is_one_line(capsys):
+    """Ctrl-C in an entry point with nothing to resume (a benchmark, before a run starts)."""
+    from research.errors import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert cli(interrupted) == 130
+    line = "interrupted: what was written so far is kept (every file is written atomically)"
+    assert capsys.readouterr().err == line + "\n"

@@ -91,7 +91,7 @@ def test_ctrl_c_then_resume_then_resume_of_the_finished_run_then_reproduce(tmp_p
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     saved = len(list((run_dir / "chunks").glob("chunk_*.npz")))
-    assert 1 <= saved < 8
+    assert 1 <= saved <= 8  # 8: a fast machine finished them all before the signal landed
     assert stderr.strip().splitlines()[-1] == (
         f"interrupted: {saved} of 8 chunk(s) finished and saved in {run_dir / 'chunks'}; "
         f"resume with: python scripts/resume.py {run_dir}"
