@@ -7,6 +7,7 @@ import contextlib
 import os
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import jax
 
@@ -28,6 +29,49 @@ def use_cpu_cores_as_devices() -> int:
     except RuntimeError:  # a backend already started: too late, keep what it has
         return 0
     return int(cores or 1)
+
+
+def compile_cache_dir(setting: str | None) -> Path | None:
+    """Where compiled programs are cached for `setting` (the config's `compile_cache`):
+    "default" -> jax's own JAX_COMPILATION_CACHE_DIR where set, else <user cache
+    home>/research/jax ($XDG_CACHE_HOME, else ~/.cache); None -> nowhere; else that
+    directory."""
+    if setting is None:
+        return None
+    if setting == "default":
+        if jax.config.jax_compilation_cache_dir:
+            return Path(jax.config.jax_compilation_cache_dir)
+        home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return Path(home) / "research" / "jax"
+    return Path(setting).expanduser()
+
+
+def use_compile_cache(setting: str | None) -> Path | None:
+    """Turns on jax's persistent compilation cache in `compile_cache_dir(setting)`, so a
+    rerun, resume or reproduction of a config loads its programs instead of compiling
+    them (docs/design.md, "Execution"), or off for None. Returns the directory, or None
+    when off or when it cannot be made (a warning says so; training goes on, compiling).
+    """
+    from jax.experimental.compilation_cache import compilation_cache
+
+    path = compile_cache_dir(setting)
+    if path is not None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            warnings.warn(
+                f"compile_cache: cannot use {str(path)!r} ({error.strerror}); compiling "
+                "without a cache (compile_cache=off silences this)",
+                stacklevel=2,
+            )
+            path = None
+    jax.config.update("jax_enable_compilation_cache", path is not None)
+    jax.config.update("jax_compilation_cache_dir", None if path is None else str(path))
+    # The init programs compile in about a second; anything quicker is not worth a file.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    # jax decides whether to use a cache at its first compile; decide again.
+    compilation_cache.reset_cache()
+    return path
 
 
 @contextlib.contextmanager

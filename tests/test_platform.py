@@ -90,8 +90,7 @@ def test_every_agent_lowers_for_gpu_and_tpu_with_the_runs_axis_split():
     no primitive lacks its rule there, no platform-specific library call (LAPACK, cuSOLVER)
     or other custom call is needed, and every argument of the train program (the runners,
     hyperparameters and env parameters, all [C, ...]) is annotated as split over the
-    devices along the runs axis. (The scalar segment counter is not an argument there:
-    only the progress callback, left out of such programs, reads it.)"""
+    devices along the runs axis, but for the last, the segment index, a whole scalar."""
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
     env = {**os.environ, "XLA_FLAGS": flags.strip(), "JAX_PLATFORMS": "cpu"}
     root = Path(__file__).resolve().parents[1]
@@ -110,9 +109,10 @@ def test_every_agent_lowers_for_gpu_and_tpu_with_the_runs_axis_split():
     assert sorted(found) == sorted(expected)
     for name, (init, train) in found.items():
         assert "custom_call" not in init + train, name
-        arguments = train_arguments(train)
+        *arguments, index = train_arguments(train)
         unsplit = [a for a in arguments if 'sdy.sharding<@mesh, [{"runs"}' not in a]
         assert len(arguments) > 10 and not unsplit, (name, unsplit[:3])
+        assert index.startswith("%arg") and "tensor<i32>" in index, (name, index)
 
 
 def test_the_custom_call_and_argument_checks_see_what_they_look_for():

@@ -41,7 +41,7 @@ def measure_levels(
     for level in levels:  # the init program keeps its own options; training gets `level`
         started = time.perf_counter()
         compiled[level] = execute.compile_programs(
-            lowered, {"xla_backend_optimization_level": level}
+            lowered, p.trainer.num_logs, {"xla_backend_optimization_level": level}
         )
         compile_s[level] = time.perf_counter() - started
         jax.block_until_ready(compiled[level](*args))  # warm-up call, not timed

@@ -937,6 +937,18 @@ def _base_seed(value: Any, seeds: int) -> int:
     return value
 
 
+def _parse_compile_cache(raw: Any) -> str | None:
+    """The setting: "default", a directory, or None for off (off, false or null)."""
+    if raw in (None, False, "off"):
+        return None
+    if not isinstance(raw, str) or not raw.strip():
+        raise ConfigError(
+            f"compile_cache: got {raw!r}; must be default (the user's cache home), off, "
+            "or a directory"
+        )
+    return raw
+
+
 def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Validates a composed config mapping (e.g. Hydra's) into an ExperimentConfig."""
     raw = _mapping("config", raw)
@@ -962,6 +974,7 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
         "analysis",
         "meta",
         "plasticity",
+        "compile_cache",
     )
     _reject_unknown("config", raw, top)
     agent = _parse_agent(raw.get("agent"))
@@ -1031,6 +1044,7 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
                 analysis=_parse_analysis(raw.get("analysis")),
                 meta=_parse_meta(raw.get("meta"), agent),
                 plasticity=_parse_plasticity(raw.get("plasticity"), agent),
+                compile_cache=_parse_compile_cache(raw.get("compile_cache", "default")),
             )
         )
     )

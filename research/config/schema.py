@@ -455,3 +455,6 @@ class ExperimentConfig:
     analysis: AnalysisConfig = AnalysisConfig()
     meta: MetaConfig | None = None
     plasticity: PlasticityConfig | None = None
+    # jax's persistent compilation cache (research.platform.compile_cache_dir): "default"
+    # (the user's cache home), a directory, or None (off)
+    compile_cache: str | None = "default"

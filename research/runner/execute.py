@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
@@ -51,6 +50,7 @@ from research import results
 from research.errors import InputError
 from research.platform import straight_line_threefry
 from research.runner import progress as progress_module
+from research.runner.extension import population
 from research.runner.progress import ProgressBar
 from research.runner.train import Trainer
 
@@ -86,22 +86,21 @@ def _init_program(trainer: Trainer):
     return init
 
 
-def _train_program(trainer: Trainer, progress: bool = True):
-    """(runner [C], hparams [C], env_params [C], tick0 []) -> (agent_state [C], metrics).
+def _train_program(trainer: Trainer):
+    """(runner [C], hparams [C], env_params [C], index []) -> (runner [C], hparams [C],
+    metrics {name: [C]}): segment `index` of every run.
 
-    progress: a host callback after every segment ticks the active progress bar."""
+    One segment per call, the host looping over segments (`Programs`): the program holds
+    no host callback (jax's persistent compilation cache refuses programs with one, and
+    the progress bar is ticked between calls), and one executable serves any `num_logs`.
+    The hyperparameters go through it, so that a method that changes them between
+    segments (population-based training) passes them on to the next call."""
+    segment = jax.vmap(trainer.segment, in_axes=(0, 0, 0, None))
 
-    def train(runner, hparams, env_params, tick0):
-        segment = jax.vmap(trainer.segment, in_axes=(0, 0, 0, None))
-
-        def body(runner, i):
-            runner, metrics = segment(runner, hparams, env_params, i)
-            if progress:
-                jax.debug.callback(progress_module.tick_active, tick0 + i)
-            return runner, metrics
-
-        runner, metrics = jax.lax.scan(body, runner, jnp.arange(trainer.num_logs))
-        return runner.agent_state, jax.tree.map(lambda m: jnp.swapaxes(m, 0, 1), metrics)
+    def train(runner, hparams, env_params, index):
+        runner, metrics = segment(runner, hparams, env_params, index)
+        # Run-mixing extensions (PBT) act on the block; none: nothing is traced here.
+        return population(trainer.extensions, runner, hparams, metrics, index)
 
     return train
 
@@ -117,15 +116,34 @@ def init_compiler_options(platform: str) -> dict | None:
 
 
 class Programs(NamedTuple):
-    """A batch's two executables: `init` builds the runners, `train` trains them."""
+    """A batch's two executables: `init` builds the runners, `train` runs one segment."""
 
     init: Any
     train: Any
+    num_logs: int
 
-    def __call__(self, seeds, hparams, env_params, init_state, tick0):
-        return self.train(
-            self.init(seeds, hparams, env_params, init_state), hparams, env_params, tick0
-        )
+    def __call__(self, seeds, hparams, env_params, init_state, tick0=0):
+        """(agent states [C], metrics {name: [C, num_logs]}) of training the chunk; after
+        each segment, `progress.tick_active(tick0 + segment)`.
+
+        Segment i + 1 is dispatched before waiting for segment i, so the device never
+        waits for the host between them."""
+        runner = self.init(seeds, hparams, env_params, init_state)
+        rows: list[dict] = []
+        for i in range(self.num_logs):
+            runner, hparams, row = self.train(runner, hparams, env_params, np.int32(i))
+            rows.append(row)
+            if i:
+                _tick_when_done(rows[i - 1], int(tick0) + i - 1)
+        _tick_when_done(rows[-1], int(tick0) + self.num_logs - 1)
+        return runner.agent_state, {
+            k: np.stack([np.asarray(r[k]) for r in rows], 1) for k in rows[0]
+        }
+
+
+def _tick_when_done(row: dict, tick: int) -> None:
+    jax.block_until_ready(row)
+    progress_module.tick_active(tick)
 
 
 def _init_jit(trainer: Trainer, platform: str, mesh: Mesh | None = None):
@@ -173,15 +191,14 @@ def lower(
     lowering_platform: str | None = None,
 ) -> tuple[Any, Any]:
     """(init, train) lowered for `platform` and args = (seeds, hparams, env_params,
-    init_state, tick0), each leaf with leading [C] but tick0; `sharding` is where the
-    runners live (that of the args' runs axis). None: jit's own placement, for arguments
-    on one device only.
+    init_state, index), each leaf with leading [C] but the segment index []; `sharding`
+    is where the runners live (that of the args' runs axis). None: jit's own placement,
+    for arguments on one device only.
 
     lowering_platform: lower for another platform than the args' devices ("cuda", "rocm",
     "tpu"), with `platform` its device platform ("gpu", "gpu", "tpu"): such programs can
     be inspected (`as_text()`) but not compiled here. This is how a machine without an
     accelerator checks that the accelerator's programs lower (tests/test_platform.py).
-    They lack the progress callback: jax lowers host callbacks only for a backend present.
     """
     if lowering_platform is not None:
         expected = _DEVICE_PLATFORM.get(lowering_platform, lowering_platform)
@@ -190,29 +207,30 @@ def lower(
                 f"lower: lowering_platform {lowering_platform!r} runs on "
                 f"{expected!r} devices, but platform is {platform!r}"
             )
-    seeds, hparams, env_params, init_state, tick0 = args
+    seeds, hparams, env_params, init_state, index = args
     mesh = None if sharding is None else sharding.mesh
     init = _init_jit(trainer, platform, mesh)
-    train = _train_program(trainer, progress=lowering_platform is None)
+    train = _train_program(trainer)
     train = train if mesh is None else per_device(train, mesh, replicated=1)
     # The runners are the train program's to consume: donating them spares a second copy
-    # of the agent states (replay buffers included). Env states, obs and keys are not
-    # outputs, so their buffers cannot be reused, which XLA warns about; that is expected.
+    # of the agent states (replay buffers included).
     train = jax.jit(train, donate_argnums=0)
     platforms = {} if lowering_platform is None else {"lowering_platforms": (lowering_platform,)}
-    with straight_line_threefry(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Some donated buffers were not usable")
+    with straight_line_threefry():
         init = init.trace(seeds, hparams, env_params, init_state).lower(**platforms)
         runner = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), init.out_info
         )
-        return init, train.trace(runner, hparams, env_params, tick0).lower(**platforms)
+        return init, train.trace(runner, hparams, env_params, index).lower(**platforms)
 
 
-def compile_programs(lowered: tuple[Any, Any], train_options: dict | None = None) -> Programs:
-    """Compiles `lower`'s pair: init with its own options, train with train_options."""
+def compile_programs(
+    lowered: tuple[Any, Any], num_logs: int, train_options: dict | None = None
+) -> Programs:
+    """Compiles `lower`'s pair: init with its own options, train with train_options;
+    the Programs train `num_logs` segments."""
     init, train = lowered
-    return Programs(init.compile(), train.compile(train_options))
+    return Programs(init.compile(), train.compile(train_options), num_logs)
 
 
 # Compiled executables by (trainer, devices, argument shapes): calling run_batch again with
@@ -230,7 +248,8 @@ def _compiled_program(
         if len(_COMPILED) >= _MAX_COMPILED:
             _COMPILED.pop(next(iter(_COMPILED)))
         started = time.perf_counter()
-        programs = compile_programs(lower(trainer, args, devices[0].platform, sharding))
+        lowered = lower(trainer, args, devices[0].platform, sharding)
+        programs = compile_programs(lowered, trainer.num_logs)
         _COMPILED[key] = (programs, time.perf_counter() - started)
         return _COMPILED[key]
     return _COMPILED[key][0], 0.0
@@ -247,7 +266,7 @@ def program_bytes(programs: Programs) -> int:
     counts init's arguments, which stay alive while it runs (an `init_state` can be large;
     the hyperparameters it counts twice are small)."""
     totals = []
-    for compiled in programs:
+    for compiled in (programs.init, programs.train):
         stats = compiled.memory_analysis()
         if stats is None:
             return 0
@@ -421,8 +440,7 @@ def run_batch(
             done = None if store is None else store.load(c)
             if done is None:
                 args = chunk_args(c * chunk, chunk)
-                tick0 = jax.device_put(np.int32(c * trainer.num_logs), replicated)
-                out_states, out_metrics = compiled(*args[:-1], tick0)
+                out_states, out_metrics = compiled(*args[:-1], c * trainer.num_logs)
                 done = (
                     {k: np.asarray(v)[:keep] for k, v in out_metrics.items()},
                     jax.tree.map(lambda x, keep=keep: np.asarray(x)[:keep], out_states)

@@ -18,8 +18,10 @@ Per update, for a run, the loop does:
 at the start `ext.start` (may replace the agent state, e.g. adopt a checkpoint), and at
 the end of every segment `ext.on_segment` (its metrics row, from its per-update metrics
 and, for diagnostics or an in-training evaluation, the agent state; it may also change
-the state, e.g. a reset every K segments). Hooks act per run: whatever needs several
-runs at once (population-based training) belongs one level up, in the batched program.
+the state, e.g. a reset every K segments). Hooks act per run, but for one: `population`,
+called by the batched program (research.runner.execute) after each segment on a device's
+whole block of runs, for what needs several runs at once (population-based training,
+research.extensions.pbt).
 
 Each extension may carry its own per-run state through the scan (`start` returns it)
 and has its own traced values: the leaf `RunParams.ext[ext.name]` of the run's
@@ -150,6 +152,35 @@ class Extension:
         step.update counts the updates done so far, segment included."""
         row = {} if metrics is None else jax.tree.map(jnp.mean, metrics)
         return agent_state, state, row
+
+    def population(
+        self, runner: Any, hparams: Any, metrics: dict, index: jax.Array, slot: int
+    ) -> tuple[Any, Any, dict]:
+        """(runner, hparams, metrics row) of a device's block of runs after segment `index`:
+        the one hook that sees several runs at once (population-based training copies one
+        run's state over another's). runner: the block's RunnerState, leaves [B, ...];
+        hparams [B]; metrics the segment's row {name: [B]}; index [] int32, unbatched;
+        runner.ext[slot] is this extension's per-run state. B is a multiple of
+        `group_size`, and groups of `group_size` consecutive runs never straddle a block.
+        Only extensions that override it are called, so others leave the program as it is.
+        """
+        return runner, hparams, metrics
+
+
+def mixes_runs(e: Extension) -> bool:
+    """Whether `e` overrides `population` (acts on a block of runs)."""
+    return type(e).population is not Extension.population
+
+
+def population(
+    extensions: tuple[Extension, ...], runner: Any, hparams: Any, metrics: dict, index: Any
+) -> tuple[Any, Any, dict]:
+    """Every run-mixing extension's `population` hook, in order, on a block [B]; the
+    identity (no operation traced at all) when none overrides it."""
+    for slot, e in enumerate(extensions):
+        if mixes_runs(e):
+            runner, hparams, metrics = e.population(runner, hparams, metrics, index, slot)
+    return runner, hparams, metrics
 
 
 def loss_term(e: Extension, params: Any, obs: Any, state: Any, step: Step) -> jax.Array:

@@ -1,0 +1,65 @@
+"""Compiled programs are cached across processes: a rerun loads them (issue 24, item 4)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from research.config import ConfigError, parse_experiment
+from research.platform import compile_cache_dir
+from tests.conftest import compose_raw
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = (
+    "progress=false",
+    "plot=false",
+    "agent.num_envs=4",
+    "agent.num_steps=16",
+    "train.total_timesteps=1024",
+    "train.num_logs=2",
+    "runs.seeds=2",
+)
+
+
+def _train(tmp_path: Path, *overrides: str) -> str:
+    """Output of scripts/train.py with jax's compiler logging, under a fresh cache home."""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), JAX_DEBUG_LOG_MODULES="jax._src.compiler")
+    args = [f"output_root={tmp_path / 'runs'}", *TINY, *overrides]
+    done = subprocess.run(
+        [sys.executable, "scripts/train.py", *args],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+    return done.stdout + done.stderr  # Hydra sends log records to stdout
+
+
+def test_a_rerun_loads_both_programs_from_the_users_cache(tmp_path):
+    cold = _train(tmp_path)
+    assert cold.count("CACHE MISS for 'jit_wrapped'") == 2, cold[-2000:]  # init and train
+    warm = _train(tmp_path)
+    assert warm.count("cache hit for 'jit_wrapped'") == 2, warm[-2000:]
+    assert "CACHE MISS for 'jit_wrapped'" not in warm
+    assert list((tmp_path / "cache" / "research" / "jax").glob("jit_wrapped-*"))
+    off = _train(tmp_path, "compile_cache=off")
+    assert "for 'jit_wrapped'" not in off
+
+
+def test_compile_cache_settings(tmp_path, monkeypatch):
+    import jax
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    own = jax.config.jax_compilation_cache_dir  # the suite's (tests/conftest.py)
+    assert own and compile_cache_dir("default") == Path(own)  # JAX's variable comes first
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        assert compile_cache_dir("default") == tmp_path / "research" / "jax"
+    finally:
+        jax.config.update("jax_compilation_cache_dir", own)
+    assert compile_cache_dir(None) is None
+    assert compile_cache_dir("~/x") == Path.home() / "x"
+    assert parse_experiment(compose_raw("compile_cache=off")).compile_cache is None
+    assert parse_experiment(compose_raw(f"compile_cache={tmp_path}")).compile_cache == str(tmp_path)
+    with pytest.raises(ConfigError, match="compile_cache: got 5; must be default"):
+        parse_experiment(compose_raw("compile_cache=5"))
