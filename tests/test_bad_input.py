@@ -93,7 +93,11 @@ CASES = [
     ("train-steps-too-few", "train", ["train.total_timesteps=10"],
      "config error: train.total_timesteps: got 10; with num_envs * num_steps = 512"),
     ("train-unknown-field", "train", ["+runs.chunky=1"], "runs.chunky"),
-    ("train-shape-sweep", "train", ["sweep.num_envs=[4,8]"], "sweep.num_envs"),
+    ("train-shape-sweep", "train", ["+sweep.num_envs=[4,8]"],
+     "config error: sweep.num_envs: 'num_envs' changes array shapes, so it cannot vary inside "
+     "one program; run one program per value with Hydra multirun (-m agent.num_envs=a,b)"),
+    ("train-sweep-key", "train", ["sweep.num_envs=[4,8]"],
+     "error: Could not override 'sweep.num_envs'."),
     ("train-physics", "train", ["env.params.masspole=-1"], "env.params.masspole: got -1"),
     ("train-env-id", "train", ["env=gymnax", "env.id=NoSuch-v0"], "NoSuch-v0"),
     ("train-import", "train", ["import_modules=[no_such_module_xyz]"], "no_such_module_xyz"),
@@ -130,6 +134,9 @@ CASES = [
     ("resume-yaml", "resume", ["{tmp}/broken"], "{tmp}/broken/config.yaml: not valid YAML"),
     ("resume-list", "resume", ["{tmp}/listed"], "config.yaml: got list; must be a mapping"),
     ("resume-checkpoint", "resume", ["{tmp}/ckpt"], "is a checkpoint directory, not a run dir"),
+    ("resume-sweep-dir", "resume", ["{tmp}/sweep"],
+     "error: run_dir: '{tmp}/sweep' is a multirun's sweep directory, not a run directory; give "
+     "one of its jobs' directories (0)"),
     ("resume-other-version", "resume", ["{tmp}/other_version"],
      "{tmp}/other_version/config.yaml: runs.chunky: unknown field; allowed: base_seed"),
     ("resume-bad-value", "resume", ["{tmp}/bad_value"],
@@ -238,6 +245,9 @@ def _fixtures(tmp: Path) -> None:
     }.items():
         (tmp / name).mkdir()
         (tmp / name / "config.yaml").write_text(yaml.safe_dump({**raw, **change}))
+    (tmp / "sweep" / "0").mkdir(parents=True)
+    (tmp / "sweep" / "multirun.yaml").write_text("hydra: {}\n")
+    (tmp / "sweep" / "0" / "config.yaml").write_text(yaml.safe_dump(raw))
     (tmp / "bad_npz").mkdir()
     (tmp / "bad_npz" / "config.yaml").write_text(yaml.safe_dump(raw))
     (tmp / "bad_npz" / "metrics.npz").write_bytes(b"PK\x03\x04 truncated")

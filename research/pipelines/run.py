@@ -45,6 +45,12 @@ def saved_config(run_dir: str | Path) -> tuple[ExperimentConfig, dict]:
             f"run_dir: {str(run_dir)!r} is a checkpoint directory, not a run directory; give "
             "the run directory it was saved in (its parent)"
         )
+    if not path.is_file() and (run_dir / "multirun.yaml").is_file():
+        jobs = sorted(p.name for p in run_dir.iterdir() if (p / "config.yaml").is_file())
+        raise InputError(
+            f"run_dir: {str(run_dir)!r} is a multirun's sweep directory, not a run directory; "
+            f"give one of its jobs' directories ({', '.join(jobs) or 'none has a config.yaml'})"
+        )
     if not path.is_file():
         raise InputError(
             f"run_dir: {str(run_dir)!r} has no config.yaml, so it is not a run directory "
