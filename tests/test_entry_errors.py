@@ -136,3 +136,22 @@ def test_ctrl_c_then_resume_then_resume_of_the_finished_run_then_reproduce(tmp_p
         head[1].strip()
         == "config.yaml edited since the run (ran with vs now): agent.lr: 0.00025 vs 0.001"
     )
+
+
+def test_reproduce_tells_an_edited_config_without_hydra_s_copy(tmp_path):
+    """A run directory made through the API (no .hydra/): run.json's config_sha256 tells."""
+    import json
+
+    from research.pipelines.run import saved_vs_current
+    from research.pipelines.train import write_config
+    from research.results import provenance
+    from tests.conftest import compose_raw
+
+    raw = compose_raw("runs.seeds=2")
+    fingerprint = write_config(tmp_path, raw)
+    (tmp_path / "run.json").write_text(json.dumps({**provenance(), "config_sha256": fingerprint}))
+    assert saved_vs_current(tmp_path, raw) == []
+    (tmp_path / "config.yaml").write_text((tmp_path / "config.yaml").read_text() + "# edited\n")
+    assert saved_vs_current(tmp_path, raw) == [
+        "config.yaml edited since the run: its sha256 differs from run.json's"
+    ]

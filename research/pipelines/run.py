@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import shutil
 import sys
@@ -159,8 +160,8 @@ HYDRA_DIR_HINT = "give a writable one with output_root=DIR or hydra.run.dir=DIR"
 
 
 class _Made:
-    """The directories this process's Hydra run is about to create: (first one that did not
-    exist, the run directory), recorded by `CheckFirst` so that only those are removed."""
+    """The first directory this process's Hydra run created (for a multirun: its sweep
+    directory), recorded by `CheckFirst` so that only what this run made is removed."""
 
     top: Path | None = None
     sweep: Path | None = None  # a multirun's sweep directory, when this process created it
@@ -377,6 +378,11 @@ def saved_vs_current(run_dir: str | Path, raw: dict) -> list[str]:
             current = config_differences(base, now)
             out += [f"configs/ changed since (ran with vs now): {d}" for d in current]
     then = _run_json(run_dir)
+    recorded = then.get("config_sha256")
+    if not saved.is_file() and recorded:  # no Hydra copy (resumed, or made through the API)
+        text = (run_dir / "config.yaml").read_text()
+        if hashlib.sha256(text.encode()).hexdigest() != recorded:
+            out.append("config.yaml edited since the run: its sha256 differs from run.json's")
     if then:
         from research.results import git_commit, provenance
 

@@ -671,12 +671,13 @@ def write_run_dir(
     run_dir = Path(run_dir)
     config, runs = prepared.config, prepared.runs
     info = result.info
-    write_config(run_dir, raw_config)
+    fingerprint = write_config(run_dir, raw_config)
     results.write_json(
         run_dir / "run.json",
         {
             **results.provenance(),
             "experiment": config.name,
+            "config_sha256": fingerprint,  # of config.yaml: reproduce tells an edited one
             "num_runs": len(runs),
             "num_updates": prepared.num_updates,
             "env_steps_per_run": prepared.trainer.steps_per_segment * prepared.trainer.num_logs,
