@@ -23,6 +23,8 @@ from research.config.schema import (
     GUIDE_SCHEDULES,
     MAX_STATES,
     ON_DIVERGE,
+    PBT_FIXED,
+    PBT_INITIAL,
     SHAPING_SCHEDULES,
     SINK_PACKAGES,
     WEIGHT_SCHEDULES,
@@ -44,6 +46,7 @@ from research.config.schema import (
     Intervention,
     MetaConfig,
     MetaEvaluationConfig,
+    PBTConfig,
     PlasticityConfig,
     RedoHParams,
     Regulariser,
@@ -648,6 +651,109 @@ def plasticity_grids(config: ExperimentConfig) -> dict[str, ValueGrid]:
     }
 
 
+PBT_FITNESS = ("episode_return", "source_return", "held_out_return")
+
+
+def _parse_pbt(raw: Any, agent: AgentSpec) -> PBTConfig | None:
+    """The pbt block (research/extensions/pbt.py): every value checked, one line each."""
+    if raw is None:
+        return None
+    raw = _mapping("pbt", raw)
+    fields = [f.name for f in dataclasses.fields(PBTConfig)]
+    _reject_unknown("pbt", raw, fields)
+    size = Rule("int", low=2).check("pbt.population_size", raw.get("population_size"))
+    fraction = Rule("float", low=0.0, high=0.5, low_open=True).check(
+        "pbt.fraction", raw.get("fraction", 0.25)
+    )
+    if int(fraction * size) < 1:
+        raise ConfigError(
+            f"pbt.fraction: got {fraction!r}; with population_size {size} it replaces "
+            f"int({fraction!r} * {size}) = 0 members: must be >= 1 / {size}"
+        )
+    hparams = [f.name for f in dataclasses.fields(type(agent.hparams))]
+    perturbable = [n for n in hparams if n not in PBT_FIXED]
+    perturb = _mapping("pbt.perturb", raw.get("perturb"))
+    if not perturb:
+        raise ConfigError(
+            f"pbt.perturb: got {raw.get('perturb')!r}; must map at least one hyperparameter "
+            f"to its factors, e.g. {{lr: [0.8, 1.25]}}; perturbable: {', '.join(perturbable)}"
+        )
+    factors = {}
+    for name, values in perturb.items():
+        path = f"pbt.perturb.{name}"
+        if name in PBT_FIXED:
+            raise ConfigError(
+                f"{path}: '{name}' is {PBT_FIXED[name]}, so it cannot change during a run; "
+                f"perturbable: {', '.join(perturbable)}"
+            )
+        if name not in hparams:
+            raise ConfigError(
+                f"{path}: not a traced hyperparameter of agent '{agent.name}'; "
+                f"perturbable: {', '.join(perturbable)}"
+            )
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+            raise ConfigError(f"{path}: got {values!r}; must be a non-empty list of factors > 0")
+        factors[name] = tuple(POS_FLOAT.check(f"{path}[{i}]", v) for i, v in enumerate(values))
+    raw_bounds = _mapping("pbt.bounds", raw.get("bounds"))
+    for name in raw_bounds:
+        if name not in factors:
+            raise ConfigError(
+                f"pbt.bounds.{name}: '{name}' is not perturbed; bounds are for the fields of "
+                f"pbt.perturb: {', '.join(factors)}"
+            )
+    bounds = {}
+    for name in factors:
+        path, pair = f"pbt.bounds.{name}", raw_bounds.get(name)
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise ConfigError(
+                f"{path}: got {pair!r}; every perturbed field needs bounds [low, high]"
+            )
+        rule = _field_rule(type(agent.hparams), name)
+        low, high = (rule.check(f"{path}[{i}]", v) for i, v in enumerate(pair))
+        if not low < high:
+            raise ConfigError(f"{path}[1]: got {high!r}; must be > low = {low!r}")
+        bounds[name] = (float(low), float(high))
+    return PBTConfig(
+        population_size=size,
+        interval=POS_INT.check("pbt.interval", raw.get("interval", 4)),
+        fraction=fraction,
+        window=POS_INT.check("pbt.window", raw.get("window", 1)),
+        fitness=Rule("str", choices=PBT_FITNESS).check(
+            "pbt.fitness", raw.get("fitness", "episode_return")
+        ),
+        perturb=tuple(sorted(factors.items())),
+        bounds=tuple(sorted(bounds.items())),
+        resample_probability=Rule("float", low=0.0, high=1.0).check(
+            "pbt.resample_probability", raw.get("resample_probability", 0.0)
+        ),
+        initial=Rule("str", choices=PBT_INITIAL).check("pbt.initial", raw.get("initial", "keep")),
+    )
+
+
+def _check_pbt(config: ExperimentConfig) -> ExperimentConfig:
+    """The pbt block against the rest of the config."""
+    pbt = config.pbt
+    if pbt is None:
+        return config
+    if config.meta is not None:
+        raise ConfigError("pbt: set in a meta experiment; allowed: null")
+    if pbt.fitness != "episode_return" and (
+        config.transfer is None or config.transfer.forgetting is None
+    ):
+        raise ConfigError(
+            f"pbt.fitness: got {pbt.fitness!r}; the source task is measured only with "
+            "transfer.forgetting set; allowed here: 'episode_return'"
+        )
+    if pbt.initial == "sample":
+        swept = sorted(set(pbt.fields) & set(config.sweep))
+        if swept:
+            raise ConfigError(
+                f"pbt.initial: got 'sample', which draws {swept[0]} from pbt.bounds, but "
+                f"sweep.{swept[0]} sets it too; allowed: 'keep' (start from the sweep)"
+            )
+    return config
+
+
 def _check_continual(config: ExperimentConfig) -> ExperimentConfig:
     """env.schedule and the plasticity block: what they cannot combine with."""
     schedule = config.env.schedule
@@ -974,6 +1080,7 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
         "analysis",
         "meta",
         "plasticity",
+        "pbt",
         "compile_cache",
     )
     _reject_unknown("config", raw, top)
@@ -1044,8 +1151,9 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
                 analysis=_parse_analysis(raw.get("analysis")),
                 meta=_parse_meta(raw.get("meta"), agent),
                 plasticity=_parse_plasticity(raw.get("plasticity"), agent),
+                pbt=_parse_pbt(raw.get("pbt"), agent),
                 compile_cache=_parse_compile_cache(raw.get("compile_cache", "default")),
             )
         )
     )
-    return _check_continual(config)
+    return _check_pbt(_check_continual(config))

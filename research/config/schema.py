@@ -285,6 +285,58 @@ class PlasticityConfig:
     reset: Intervention | None = None
 
 
+# --------------------------------------------------------------------------------- pbt
+# research/extensions/pbt.py; docs/pbt.md.
+
+PBT_INITIAL = ("keep", "sample")
+# Traced agent hyperparameters PBT refuses to change mid-run: read only when a run starts,
+# or deciding from the config which parts a program has (research/pipelines/train.py).
+PBT_FIXED = {
+    "init_log_std": "read only when a run starts",
+    "l2_init": "its loss term is plugged in from the config's values",
+    "weight_decay": "its decay term is plugged in from the config's values",
+}
+
+
+@dataclass(frozen=True)
+class PBTConfig:
+    """Population-based training inside the program. Populations are consecutive groups of
+    `population_size` runs of the runs axis. Every `interval` segments, members are ranked
+    by `fitness` (a logged metric, NaN-aware mean over the last `window` segments); each of
+    the bottom `fraction` copies the agent state and hyperparameters of a member drawn from
+    the top `fraction`, then each field of `perturb` is multiplied by one of its factors or,
+    with `resample_probability`, redrawn from its `bounds` (log-uniform when low > 0), and
+    clipped to them. initial "sample": members start from values drawn from the bounds."""
+
+    population_size: int
+    interval: int
+    fraction: float
+    window: int
+    fitness: str
+    # (field, factors) and (field, (low, high)) pairs, sorted by field: hashable, as the
+    # extension holding this config is part of the compiled programs' cache key
+    perturb: tuple[tuple[str, tuple[float, ...]], ...]
+    bounds: tuple[tuple[str, tuple[float, float]], ...]
+    resample_probability: float = 0.0
+    initial: str = "keep"
+
+    @property
+    def num_replaced(self) -> int:
+        """Members replaced per generation (and the size of the top the parents come from)."""
+        return int(self.fraction * self.population_size)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The perturbed hyperparameters, sorted."""
+        return tuple(name for name, _ in self.perturb)
+
+    def factors(self, name: str) -> tuple[float, ...]:
+        return dict(self.perturb)[name]
+
+    def bound(self, name: str) -> tuple[float, float]:
+        return dict(self.bounds)[name]
+
+
 SHAPING_SCHEDULES = ("constant", "linear", "exponential", "adaptive")
 
 
@@ -455,6 +507,7 @@ class ExperimentConfig:
     analysis: AnalysisConfig = AnalysisConfig()
     meta: MetaConfig | None = None
     plasticity: PlasticityConfig | None = None
+    pbt: PBTConfig | None = None
     # jax's persistent compilation cache (research.platform.compile_cache_dir): "default"
     # (the user's cache home), a directory, or None (off)
     compile_cache: str | None = "default"

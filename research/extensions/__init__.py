@@ -8,7 +8,8 @@
   roll-in) and the source task's return measured during training;
 - plasticity: diagnostics (dormant units, feature rank, weight norm, churn) and
   interventions (ReDo, shrink-and-perturb, resets of the last layers);
-- env_schedule: the environment runs through a sequence of phases (a continual setting).
+- env_schedule: the environment runs through a sequence of phases (a continual setting);
+- pbt: population-based training over groups of runs (the batched `population` hook).
 """
 
 from research.extensions.env_schedule import EnvSchedule
@@ -16,6 +17,7 @@ from research.extensions.env_shift import ShiftEnvParams
 from research.extensions.finetune import Finetune, adopt
 from research.extensions.keep import EWC, BehaviourCloning, Distill, GuideRollIn, SourceEval
 from research.extensions.l2_init import L2Init, l2_penalty
+from research.extensions.pbt import PBT
 from research.extensions.plasticity import Diagnostics, Redo, ResetLayers, ShrinkPerturb
 from research.extensions.shaping import RewardShaping, ShapingStats
 
@@ -32,6 +34,7 @@ __all__ = [
     "SourceEval",
     "Finetune",
     "L2Init",
+    "PBT",
     "RewardShaping",
     "ShapingStats",
     "ShiftEnvParams",

@@ -41,6 +41,7 @@ from research.config import (
     ConfigError,
     ExperimentConfig,
     FinetuneConfig,
+    PBTConfig,
     parse_experiment,
 )
 from research.envs import Env, check_fields, stack_params, variant_grid
@@ -48,6 +49,7 @@ from research.envs.shaping import goal_distance, progress_potential
 from research.errors import InputError
 from research.extensions import (
     EWC,
+    PBT,
     BehaviourCloning,
     Diagnostics,
     Distill,
@@ -62,6 +64,7 @@ from research.extensions import (
     ShrinkPerturb,
     SourceEval,
 )
+from research.extensions.pbt import initial_values, lineage_table, plot_lineage
 from research.platform import host_memory
 from research.rl.optim import Optimizer
 from research.runner import (
@@ -520,6 +523,33 @@ def check_sizes(
     )
 
 
+def check_population(pbt: PBTConfig, count: RunCount) -> None:
+    """A population is consecutive runs of one env variant and checkpoint (before the
+    table is built): population_size divides their settings x seeds runs."""
+    group = count.settings * count.seeds
+    if group % pbt.population_size:
+        raise ConfigError(
+            f"pbt.population_size: got {pbt.population_size}; a population is consecutive "
+            f"runs of one env variant and checkpoint, which have {count.settings} settings x "
+            f"{count.seeds} seeds = {group} runs: must divide {group}"
+        )
+
+
+def with_population(runs: RunsAxis, pbt: PBTConfig, seed: int) -> RunsAxis:
+    """The runs table with each run's population and member (columns pbt.population,
+    pbt.member) and, for initial "sample", the drawn starting values (in the hparams and
+    as columns pbt.start.<field>)."""
+    index = np.arange(len(runs))
+    size = pbt.population_size
+    table = runs.table.assign(**{"pbt.population": index // size, "pbt.member": index % size})
+    hparams = runs.hparams
+    if pbt.initial == "sample":
+        drawn = initial_values(pbt, len(runs), seed)
+        hparams = hparams.replace(**drawn)
+        table = table.assign(**{f"pbt.start.{k}": v for k, v in drawn.items()})
+    return dataclasses.replace(runs, hparams=hparams, table=table)
+
+
 def make_extensions(
     config: ExperimentConfig,
     env: Env,
@@ -594,7 +624,10 @@ def prepare(
         checkpoints=checkpoints,
         extensions={**ext_axes(config), **keep_axes, **plastic_axes},
     )
-    check_sizes(config, axes, agent, jax.devices()[0].platform)
+    count = check_sizes(config, axes, agent, jax.devices()[0].platform)
+    pbt = config.pbt if config.transfer is None or finetune is not None else None
+    if pbt is not None:
+        check_population(pbt, count)
     runs = build_runs(
         config.env.id,
         env.default_params,
@@ -606,6 +639,8 @@ def prepare(
     )
     if schedule is not None:
         runs = with_ext(runs, "env_schedule", schedule_params(config, env, runs))
+    if pbt is not None:
+        runs = with_population(runs, pbt, config.search.seed)
     devices = jax.devices()
     if config.runs.num_devices is not None:
         if config.runs.num_devices > len(devices):
@@ -631,7 +666,8 @@ def prepare(
             keep,
             schedule,
             plastic,
-        ),
+        )
+        + (() if pbt is None else (PBT(pbt, config.train.num_logs),)),
         on_diverge=config.runs.on_diverge,
     )
     return Prepared(config, env, agent, trainer, runs, num_updates, devices, env_shift, schedule)
@@ -720,6 +756,8 @@ def write_run_dir(
         marks = write_adaptation(run_dir, prepared, result, by)
     if prepared.schedule is not None:
         marks = write_phases(run_dir, prepared, result, by)
+    if "pbt.parent" in result.metrics:
+        write_lineage(run_dir, config, result.metrics)
     if config.plot:
         title = f"{config.agent.name} on {config.env.id}"
         if "shaping.schedule" in by and len(by) > 1:  # a panel per schedule stays readable
@@ -743,6 +781,18 @@ def write_run_dir(
         plot_sweep(run_dir, runs, result.metrics, title)
         plot_plasticity(run_dir, runs.table, result.metrics, by, title, marks)
     return run_dir
+
+
+def write_lineage(run_dir: Path, config: ExperimentConfig, metrics: dict) -> None:
+    """pbt_lineage.csv and, with plot, pbt_hparams.png and pbt_lineage.png."""
+    lineage = lineage_table(config.pbt, metrics, metrics["env_steps"])
+    results.write_csv(run_dir / "pbt_lineage.csv", lineage)
+    if config.plot:
+        plot_lineage(
+            config.pbt,
+            lineage,
+            {"hparams": run_dir / "pbt_hparams.png", "lineage": run_dir / "pbt_lineage.png"},
+        )
 
 
 def phase_spans(num_logs: int, logs_per_phase: int, num_phases: int, cycle: bool) -> list:
