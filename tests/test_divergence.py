@@ -170,3 +170,47 @@ def test_on_diverge_is_checked():
         parse_experiment(compose_raw(*TINY, "runs.on_diverge=halt"))
     config = parse_experiment(compose_raw(*TINY, "runs.on_diverge=stop"))
     assert config.runs.on_diverge == "stop"
+
+
+def _without_mass(prepared, runs):
+    """The prepared batch with CartPole's pole massless in `runs` (total_mass 0: NaN physics)."""
+    e = prepared.runs.env_params
+    bad = np.isin(np.arange(len(prepared.runs)), runs)
+    e = e.replace(
+        masspole=np.where(bad, -1.0, e.masspole).astype(np.float32),
+        total_mass=np.where(bad, 0.0, e.total_mass).astype(np.float32),
+    )
+    return dataclasses.replace(prepared, runs=dataclasses.replace(prepared.runs, env_params=e))
+
+
+def test_transfer_reports_no_evaluation_of_a_diverged_fine_tuning_run(tmp_path, monkeypatch):
+    """Fine-tuning run 0 diverges: its greedy evaluations (of a NaN network) and curve
+    measures are NaN in transfer_runs.csv, and the per-target summary counts only run 1."""
+    from research.pipelines import transfer
+
+    real = transfer.prepare
+
+    def prepare(config, *args, **kwargs):
+        prepared = real(config, *args, **kwargs)
+        return _without_mass(prepared, [0]) if kwargs.get("finetune") else prepared
+
+    monkeypatch.setattr(transfer, "prepare", prepare)
+    raw = compose_raw(
+        *TINY,
+        "train.total_timesteps=1024",
+        "runs.seeds=1",
+        "+transfer.source.total_timesteps=1024",
+        "+transfer.source.seeds=2",
+        "+transfer.evaluation.num_envs=2",
+        "+transfer.evaluation.num_steps=64",
+        "+transfer.scratch=false",
+    )
+    out = transfer.run_transfer(parse_experiment(raw), raw, tmp_path)
+    runs = pd.read_csv(out / "transfer_runs.csv")
+    assert runs["diverged_at"].tolist() == [0, -1]
+    assert np.isnan(runs["initial_return"][0])
+    for name in ("final_return", "auc", "source_return_after", "forgetting"):
+        assert np.isnan(runs[name][0]) and np.isfinite(runs[name][1]), name
+    assert np.isfinite(runs["source_return_before"]).all()  # the checkpoints are healthy
+    summary = pd.read_csv(out / "transfer_summary.csv")
+    np.testing.assert_allclose(summary["final_return"], runs["final_return"][1:], rtol=1e-6)

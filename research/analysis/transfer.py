@@ -8,12 +8,16 @@ for negative returns (Pendulum, Acrobot, MountainCar).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
 def area_under_curve(curves: np.ndarray) -> np.ndarray:
-    """Mean return over the logs, [R]: the area under the curve per env step."""
-    with np.errstate(all="ignore"):
+    """Mean return over the logs, [R]: the area under the curve per env step (NaN for a
+    run with no return logged, e.g. one that diverged at once)."""
+    with warnings.catch_warnings():  # an all-NaN row's "Mean of empty slice"
+        warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(curves, axis=1)
 
 
