@@ -146,6 +146,8 @@ CASES = [
     ("resume-two-arguments", "resume", ["{tmp}/empty", "{tmp}/empty"], "unrecognized arguments"),
     # scripts/reproduce.py
     ("reproduce-missing", "reproduce", ["{tmp}/missing"], "'{tmp}/missing' is not a directory"),
+    ("reproduce-empty", "reproduce", ["{tmp}/empty"], "'{tmp}/empty' has no config.yaml, so it"),
+    ("reproduce-list", "reproduce", ["{tmp}/listed"], "config.yaml: got list; must be a mapping"),
     ("reproduce-yaml", "reproduce", ["{tmp}/broken"], "broken/config.yaml: not valid YAML"),
     ("reproduce-checkpoint", "reproduce", ["{tmp}/ckpt"], "is a checkpoint directory"),
     ("reproduce-npz", "reproduce", ["{tmp}/bad_npz"],
@@ -308,10 +310,16 @@ def outcomes(tmp_path_factory):
     return tmp, dict(zip((c[0] for c in CASES), zip(CASES, results))), left, before
 
 
+ENTRY_POINTS = {"train", "resume", "reproduce", "optuna_search", "benchmark", "benchmark_peers",
+                "benchmark_compile_levels", "benchmark_extensions"}  # fmt: skip
+
+
 def test_the_table_covers_every_entry_point_with_at_least_40_cases():
     assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
-    scripts = {c[1] for c in CASES}
-    assert scripts == {p.stem for p in (ROOT / "scripts").glob("*.py")}
+    assert {c[1] for c in CASES} == ENTRY_POINTS
+    for script in (ROOT / "scripts").glob("*.py"):  # a new one too goes through the one path
+        main = script.read_text().split('if __name__ == "__main__":')[-1]
+        assert "sys.exit(cli(" in main or "sys.exit(hydra_cli(" in main, script.name
 
 
 @pytest.mark.parametrize("case_id", [c[0] for c in CASES])

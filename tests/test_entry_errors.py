@@ -45,14 +45,9 @@ def test_saved_config_names_each_bad_run_directory(tmp_path):
             saved_config(path)
 
 
-@pytest.mark.parametrize("script", ["resume", "reproduce"])
-def test_scripts_answer_a_bad_run_directory_with_one_line(tmp_path, script):
-    for path, message in _bad_dirs(tmp_path)[:2]:  # a process each: the two cheapest
-        out = _script(script, path)
-        assert out.returncode == 2, out.stderr
-        lines = out.stderr.strip().splitlines()
-        assert lines[-1].startswith("error: run_dir: ") and message in lines[-1], out.stderr
-        assert "Traceback" not in out.stderr
+def test_a_traceback_only_when_asked_for(tmp_path):
+    """The bad run directories through the scripts, one line each: tests/test_bad_input.py
+    (in one process). Asked for, the traceback is there."""
     out = _script("resume", tmp_path / "missing", env={"RESEARCH_DEBUG": "1"})
     assert out.returncode == 1 and "Traceback" in out.stderr  # asked for
 
