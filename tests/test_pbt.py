@@ -357,7 +357,6 @@ BAD = [
     ({"fraction": 0.1}, "pbt.fraction: got 0.1; with population_size 8 it replaces int(0.1 * 8)"),
     ({"window": 0}, "pbt.window: got 0; must be an int with 1 <= x"),
     ({"fitness": "loss"}, "pbt.fitness: got 'loss'; must be one of 'episode_return'"),
-    ({"fitness": "source_return"}, "pbt.fitness: got 'source_return'; the source task is"),
     ({"perturb": {}}, "pbt.perturb: got {}; must map at least one hyperparameter"),
     ({"perturb": {"num_envs": [2.0]}}, "pbt.perturb.num_envs: not a traced hyperparameter"),
     ({"perturb": {"l2_init": [2.0]}}, "pbt.perturb.l2_init: 'l2_init' is its loss term"),
@@ -393,3 +392,6 @@ def test_pbt_against_the_rest_of_the_config_is_checked_before_compiling():
         prepare(config("runs.seeds=6", "sweep.lr=[1e-3,1e-2]", pbt=pbt_block())[0])
     with pytest.raises(ConfigError, match="^pbt: got 'x'; must be a mapping"):
         config(pbt="x")
+    with pytest.raises(ConfigError, match="^pbt: set in a transfer experiment, which does not"):
+        raw = compose_raw("experiment=transfer_cartpole_ppo")
+        parse_experiment({**raw, "pbt": pbt_block()})

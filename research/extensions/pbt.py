@@ -5,9 +5,8 @@ keeps it inside one device's block of one chunk, so exploit is a gather within t
 no collective, and chunks stay independent). Every `interval` segments, after the segment
 (the batched `population` hook, research.runner.extension), each population:
 
-1. ranks its members by fitness: the NaN-aware mean of a logged metric (`episode_return`,
-   or the in-training source evaluation) over the last `window` segments; a member with no
-   finite value ranks last;
+1. ranks its members by fitness: the NaN-aware mean of a logged metric (`episode_return`)
+   over the last `window` segments; a member with no finite value ranks last;
 2. exploit: each of the bottom `k = int(fraction * P)` members copies the agent state
    (parameters, optimiser state, normalisation statistics, the update counter, so
    schedules read the parent's), its fitness window and all its hyperparameters from a

@@ -625,7 +625,7 @@ def prepare(
         extensions={**ext_axes(config), **keep_axes, **plastic_axes},
     )
     count = check_sizes(config, axes, agent, jax.devices()[0].platform)
-    pbt = config.pbt if config.transfer is None or finetune is not None else None
+    pbt = config.pbt
     if pbt is not None:
         check_population(pbt, count)
     runs = build_runs(
