@@ -37,9 +37,12 @@ when the ego's centre leaves the road. A collision (the ego's box overlaps a car
 axis-aligned CAR_LENGTH x CAR_WIDTH, or a pedestrian's disc) or leaving the road terminates
 the episode; it truncates after max_steps_in_episode steps.
 
-Observation [OBS_SIZE = 43]: the ego [7] (y and the distance to the left edge in lane
+Observation [OBS_SIZE = 57]: the ego [21] (y and the distance to the left edge in lane
 widths, heading, speed / SPEED_SCALE, speed_limit / SPEED_SCALE, the target lane's offset in
-lane widths and the target speed / SPEED_SCALE), then the NEAREST_VEHICLES nearest cars and
+lane widths, the target speed / SPEED_SCALE, the bumper gap / DISTANCE_SCALE and closing
+speed / SPEED_SCALE of the car ahead that overlaps it sideways (`lead_car`), and the gaps
+and closing speeds ahead and behind in the lanes right, at and left of it: `lane_gaps`), then the
+NEAREST_VEHICLES nearest cars and
 the NEAREST_PEDESTRIANS nearest pedestrians (nearest by box clearance, so anything the ego
 touches is seen), each [4]: present (0 / 1), dx / DISTANCE_SCALE, dy / lane_width, and the
 relative longitudinal speed / SPEED_SCALE (cars) or the crossing speed in m/s (pedestrians);
@@ -73,14 +76,14 @@ NEAREST_PEDESTRIANS = 2
 CAR_LENGTH, CAR_WIDTH = 5.0, 2.0  # m, every car
 PEDESTRIAN_RADIUS = 0.5  # m
 SPEED_SCALE, DISTANCE_SCALE = 30.0, 100.0  # observation units: O(1) inputs
-EGO_SIZE, SLOT_SIZE = 7, 4
+EGO_SIZE, SLOT_SIZE = 21, 4
 OBS_SIZE = EGO_SIZE + SLOT_SIZE * (NEAREST_VEHICLES + NEAREST_PEDESTRIANS)
 LANE_LEFT, IDLE, LANE_RIGHT, FASTER, SLOWER = range(5)
 # IDM constants (Treiber et al. 2000): maximum and comfortable acceleration, jam distance,
 # acceleration exponent, and the hardest braking a car can do.
 IDM_ACCEL, IDM_COMFORT, IDM_JAM_GAP, IDM_DELTA, IDM_MAX_BRAKE = 1.5, 2.0, 2.0, 4.0, 9.0
 # Meta-action controller: time constants (s) of the speed, lateral-position and heading loops.
-TAU_SPEED, TAU_LATERAL, TAU_HEADING = 0.6, 1.0, 0.4
+TAU_SPEED, TAU_LATERAL, TAU_HEADING = 0.6, 1.5, 0.4
 VEHICLE_SPAWN_GAP = 15.0  # m: no car starts nearer the ego than this, longitudinally
 PEDESTRIAN_PASSED = 20.0  # m behind the ego, a pedestrian leaves
 
@@ -119,7 +122,7 @@ class DrivingParams(environment.EnvParams):
     max_steering: float = 0.4  # rad
     wheelbase: float = 2.5  # m
     speed_step: float = 5.0  # m / s per faster / slower meta-action
-    dt: float = 0.25  # s per step
+    dt: float = 0.5  # s per step (a decision every 0.5 s: at 0.25 PPO learnt far slower)
     pedestrian_rate: float = 0.0  # crossings per second
     pedestrian_speed: float = 1.4  # m / s
     pedestrian_ahead_min: float = 30.0  # m ahead of the ego where crossings start
@@ -131,7 +134,7 @@ class DrivingParams(environment.EnvParams):
     pedestrian_cost: float = 0.0
     lane_change_cost: float = 0.05
     offroad_cost: float = 10.0
-    max_steps_in_episode: int = 160  # 40 s
+    max_steps_in_episode: int = 80  # 40 s
 
 
 HIGHWAY: dict[str, float] = {}
@@ -252,8 +255,9 @@ def track(
     moving = jnp.maximum(v, 1.0)
     heading = jnp.arcsin(jnp.clip(offset / TAU_LATERAL / moving, -1.0, 1.0))
     heading = jnp.clip(heading, -jnp.pi / 4, jnp.pi / 4)
-    # a loop faster than two steps would overshoot under explicit Euler
-    yaw_rate = (heading - psi) / jnp.maximum(TAU_HEADING, 2.0 * params.dt)
+    # faster than one step, the loop would overshoot under explicit Euler; with these time
+    # constants a lane change at dt = 0.5 settles in about 2.5 s, overshooting by 0.1 m
+    yaw_rate = (heading - psi) / jnp.maximum(TAU_HEADING, params.dt)
     beta = jnp.arcsin(jnp.clip(yaw_rate * params.wheelbase / 2.0 / moving, -1.0, 1.0))
     steer = jnp.arctan(2.0 * jnp.tan(beta))
     return accel, jnp.clip(steer, -params.max_steering, params.max_steering)
@@ -315,6 +319,53 @@ def _nearest(
     return jnp.where(jnp.isfinite(chosen)[:, None], rows[index], 0.0), chosen
 
 
+def lead_car(state: DrivingState, params: DrivingParams) -> tuple[jax.Array, jax.Array]:
+    """(bumper gap / DISTANCE_SCALE, closing speed / SPEED_SCALE) [] of the nearest car ahead
+    that overlaps the ego sideways (the one it would run into); (1, 0) when the road ahead
+    is free for DISTANCE_SCALE metres. Picking it out of the nearest-car slots, whose order
+    changes with every car that passes, is what PPO failed to learn in 800k steps."""
+    dx = wrap(state.car_x - state.ego[0], params)
+    dy = (state.car_lane + 0.5) * params.lane_width - state.ego[1]
+    ahead = state.car_active & (dx > 0) & (jnp.abs(dy) < CAR_WIDTH)
+    gap = jnp.where(ahead, dx - CAR_LENGTH, jnp.inf)
+    lead = jnp.argmin(gap)
+    free = ~jnp.isfinite(gap[lead]) | (gap[lead] > DISTANCE_SCALE)
+    closing = state.ego[3] * jnp.cos(state.ego[2]) - state.car_speed[lead]
+    return (
+        jnp.where(free, 1.0, jnp.maximum(gap[lead], 0.0) / DISTANCE_SCALE),
+        jnp.where(free, 0.0, closing / SPEED_SCALE),
+    )
+
+
+def lane_gaps(state: DrivingState, params: DrivingParams) -> jax.Array:
+    """[3, 4] for the lanes right of, at and left of the ego's (`ego_lane`): the bumper gap
+    to the nearest car ahead / DISTANCE_SCALE, its closing speed / SPEED_SCALE, the same
+    for the nearest car behind (highway-env's lane-wise view, which a lane change needs):
+    gap 1 and closing 0 where none is within DISTANCE_SCALE, gap 0 where the lane does
+    not exist (a wall)."""
+    dx = wrap(state.car_x - state.ego[0], params)
+    v = state.ego[3] * jnp.cos(state.ego[2])
+    lanes = ego_lane(state.ego[1], params) + jnp.arange(-1, 2)
+
+    def nearest(lane, sign):
+        there = state.car_active & (state.car_lane == lane) & (sign * dx > 0)
+        gap = jnp.where(there, sign * dx - CAR_LENGTH, jnp.inf)
+        i = jnp.argmin(gap)
+        free = gap[i] > DISTANCE_SCALE
+        closing = sign * (v - state.car_speed[i])
+        return (
+            jnp.where(free, 1.0, jnp.maximum(gap[i], 0.0) / DISTANCE_SCALE),
+            jnp.where(free, 0.0, closing / SPEED_SCALE),
+        )
+
+    def lane_row(lane):
+        exists = (lane >= 0) & (lane < params.num_lanes)
+        row = jnp.stack([*nearest(lane, 1.0), *nearest(lane, -1.0)])
+        return jnp.where(exists, row, 0.0)
+
+    return jax.vmap(lane_row)(lanes)
+
+
 def observe(state: DrivingState, params: DrivingParams) -> jax.Array:
     """The observation [OBS_SIZE] of `state` (see the module docstring)."""
     x, y, psi, v = state.ego[0], state.ego[1], state.ego[2], state.ego[3]
@@ -328,6 +379,8 @@ def observe(state: DrivingState, params: DrivingParams) -> jax.Array:
             params.speed_limit / SPEED_SCALE * jnp.ones(()),
             ((state.target_lane + 0.5) * lw - y) / lw,
             state.target_speed / SPEED_SCALE,
+            *lead_car(state, params),
+            *lane_gaps(state, params).reshape(-1),
         ]
     )
     car_dx, car_dy = wrap(state.car_x - x, params), (state.car_lane + 0.5) * lw - y
@@ -631,13 +684,10 @@ EPISODE_METRICS = {
 
 
 def clearance(obs: jax.Array, params: DrivingParams) -> jax.Array:
-    """Shaping potential [...] in [-1, 0]: minus the closeness to the car ahead in the ego's
-    lane (bumper gap under 2 s x speed_limit) or to the nearest pedestrian (under
+    """Shaping potential [...] in [-1, 0]: minus the closeness to the lead car (bumper gap
+    under 2 s x speed_limit) or to the nearest pedestrian (under
     pedestrian_safe_distance), whichever is closer."""
-    cars = _slots(obs, EGO_SIZE, NEAREST_VEHICLES)
-    dx = cars[..., 1] * DISTANCE_SCALE
-    in_lane = (cars[..., 0] > 0) & (jnp.abs(cars[..., 2]) < 0.5) & (dx > 0)
-    gap = jnp.min(jnp.where(in_lane, dx - CAR_LENGTH, jnp.inf), axis=-1)
+    gap = obs[..., 7] * DISTANCE_SCALE  # the lead car's (DISTANCE_SCALE: none)
     car = jnp.clip(1.0 - gap / (2.0 * params.speed_limit), 0.0, 1.0)
     ped = jnp.clip(
         1.0 - observed_pedestrian_clearance(obs, params) / params.pedestrian_safe_distance, 0, 1
