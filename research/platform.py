@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,53 @@ def use_cpu_cores_as_devices() -> int:
     except RuntimeError:  # a backend already started: too late, keep what it has
         return 0
     return int(cores or 1)
+
+
+# A plain (torchrun-style) start of N processes: the coordinator's host:port, how many
+# processes, and this one's index, in each process's environment.
+PROCESS_ENV = ("RESEARCH_COORDINATOR", "RESEARCH_NUM_PROCESSES", "RESEARCH_PROCESS_ID")
+
+
+def start_processes() -> int:
+    """Joins this process to a multi-process program (`jax.distributed`) when started by a
+    launcher: the PROCESS_ENV variables (all three), or a SLURM job step of several tasks
+    (jax reads SLURM's variables). Must run before anything starts a JAX backend (like
+    `use_cpu_cores_as_devices`). Returns the number of processes (1: none started).
+
+    CPU devices of several processes talk through gloo (the results are gathered); the
+    programs themselves hold no collective (research.runner.execute.per_device).
+    """
+    given = [os.environ.get(k) for k in PROCESS_ENV]
+    slurm = os.environ.get("SLURM_NTASKS", "1") not in ("", "1") and "SLURM_STEP_ID" in os.environ
+    if not any(given) and not slurm:
+        return 1
+    if any(given):
+        address, count, index = given
+        problem = _process_env_problem(address, count, index)
+        if problem:  # one line and exit code 2, as for any bad input (research.errors)
+            print(f"error: {problem}", file=sys.stderr)
+            raise SystemExit(2)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if any(given):
+        jax.distributed.initialize(address, num_processes=int(count), process_id=int(index))
+    else:
+        jax.distributed.initialize()
+    return jax.process_count()
+
+
+def _process_env_problem(address: str | None, count: str | None, index: str | None) -> str:
+    """What is wrong with PROCESS_ENV's values ("" if nothing)."""
+    names = dict(zip(PROCESS_ENV, (address, count, index)))
+    missing = [k for k, v in names.items() if not v]
+    if missing:
+        return f"{', '.join(missing)}: not set; a multi-process start sets {', '.join(names)}"
+    if ":" not in address:
+        return f"RESEARCH_COORDINATOR={address!r}: must be host:port, e.g. localhost:12355"
+    if not count.isdigit() or int(count) < 1:
+        return f"RESEARCH_NUM_PROCESSES={count!r}: must be a positive integer"
+    if not index.isdigit() or int(index) >= int(count):
+        return f"RESEARCH_PROCESS_ID={index!r}: must be an integer in [0, {int(count) - 1}]"
+    return ""
 
 
 def compile_cache_dir(setting: str | None) -> Path | None:

@@ -13,9 +13,10 @@ import tempfile
 from pathlib import Path
 
 from research.errors import ArgumentParser, InputError, cli, writable_dir
-from research.platform import use_cpu_cores_as_devices
+from research.platform import start_processes, use_cpu_cores_as_devices
 
 use_cpu_cores_as_devices()  # as scripts/train.py does, so programs match
+start_processes()  # one program over several processes, when a launcher started them
 
 from research.pipelines.run import (  # noqa: E402
     check_metrics,

@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 from research.errors import ArgumentParser, cli
-from research.platform import use_cpu_cores_as_devices
+from research.platform import start_processes, use_cpu_cores_as_devices
 
 use_cpu_cores_as_devices()
+start_processes()  # one program over several processes, when a launcher started them
 
 from research.pipelines.run import resume  # noqa: E402
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sys
 
-from research.platform import use_cpu_cores_as_devices
+from research.platform import start_processes, use_cpu_cores_as_devices
 
 use_cpu_cores_as_devices()  # before anything (gymnax's import included) starts a JAX backend
+start_processes()  # one program over several processes, when a launcher started them
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402

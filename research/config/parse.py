@@ -1104,6 +1104,7 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
             "memory_budget_gb",
             "num_devices",
             "on_diverge",
+            "processes",
         ),
     )
 
@@ -1121,6 +1122,7 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
         on_diverge=Rule("str", choices=ON_DIVERGE).check(
             "runs.on_diverge", runs_raw.get("on_diverge", "continue")
         ),
+        processes=optional("processes", POS_INT),
     )
     name = raw.get("experiment_name", "default")
     if not isinstance(name, str) or not name or "/" in name:

@@ -106,6 +106,9 @@ class RunsConfig:
     # A run whose losses or parameters stop being finite: "continue" trains it on, "stop"
     # keeps its last finite state (research.runner.train.make_train, on_diverge).
     on_diverge: str = "continue"
+    # Processes of one program (jax.distributed, research.platform.start_processes): None
+    # takes what the launcher started; a number must equal it (a clear error otherwise).
+    processes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,12 @@ import hashlib
 import json
 import shutil
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import yaml
 
@@ -20,18 +22,61 @@ from research.pipelines.meta import run_meta
 from research.pipelines.train import run_experiment
 from research.pipelines.transfer import run_transfer
 from research.platform import use_compile_cache
+from research.runner.execute import first_process_path
 
 
 def run(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Path:
     """The pipeline the config asks for: transfer if it has `transfer:`, meta-learning if
     it has `meta:`, else training. A run_dir that cannot be written is an InputError."""
     writable_dir(run_dir, "run_dir", keep=False)  # before anything is built
+    check_processes(config)
     use_compile_cache(config.compile_cache)
+    if jax.process_count() > 1:
+        first = Path(first_process_path(run_dir))  # a collective: every process calls it
+        if jax.process_index() > 0:
+            return _run_beside_first(config, raw, run_dir, first)
     if config.transfer is not None:
         return run_transfer(config, raw, run_dir)
     if config.meta is not None:
         return run_meta(config, raw, run_dir)
     return run_experiment(config, raw, run_dir)
+
+
+def check_processes(config: ExperimentConfig) -> int:
+    """The number of processes of this program (research.platform.start_processes); an
+    InputError where runs.processes says another, or the pipeline runs in one only."""
+    count = jax.process_count()
+    wanted = config.runs.processes
+    if wanted is not None and wanted != count:
+        raise InputError(
+            f"runs.processes: got {wanted}; this program has {count} process(es): start "
+            f"{wanted} (RESEARCH_COORDINATOR, RESEARCH_NUM_PROCESSES, RESEARCH_PROCESS_ID, "
+            "or srun --ntasks), or set runs.processes=null"
+        )
+    if count > 1 and config.meta is not None:
+        raise InputError(
+            f"meta: runs in one process; this program has {count} (start it alone, without "
+            "the multi-process launcher)"
+        )
+    return count
+
+
+def _run_beside_first(
+    config: ExperimentConfig, raw: dict, run_dir: str | Path, first: Path
+) -> Path:
+    """A process but the first of a multi-process program: it trains its devices' share
+    of every batch with the others, and writes what the pipeline writes into a temporary
+    directory, removed at the end; the first process's run directory is the result (its
+    chunks are the batch's, research.runner.execute). Returns the first's directory."""
+    with tempfile.TemporaryDirectory(prefix="research-process-") as scratch:
+        own = Path(scratch) / "run"
+        if config.transfer is not None:
+            run_transfer(config, raw, own)
+        else:
+            run_experiment(config, raw, own)
+    if Path(run_dir).absolute() != first:
+        remove_litter(run_dir)  # its own Hydra directory, if Hydra made one
+    return first
 
 
 def saved_config(run_dir: str | Path) -> tuple[ExperimentConfig, dict]:

@@ -130,15 +130,37 @@ class Programs(NamedTuple):
         waits for the host between them."""
         runner = self.init(seeds, hparams, env_params, init_state)
         rows: list[dict] = []
+        at = self.train.input_shardings[0][-1]  # the segment index's: whole on every device
         for i in range(self.num_logs):
-            runner, hparams, row = self.train(runner, hparams, env_params, np.int32(i))
+            index = to_devices(np.int32(i), at)
+            runner, hparams, row = self.train(runner, hparams, env_params, index)
             rows.append(row)
             if i:
                 _tick_when_done(rows[i - 1], int(tick0) + i - 1)
         _tick_when_done(rows[-1], int(tick0) + self.num_logs - 1)
-        return runner.agent_state, {
-            k: np.stack([np.asarray(r[k]) for r in rows], 1) for k in rows[0]
-        }
+        rows = to_host(rows)
+        return runner.agent_state, {k: np.stack([r[k] for r in rows], 1) for k in rows[0]}
+
+
+def to_devices(tree: Any, sharding: Any) -> Any:
+    """Host arrays, the same in every process, as arrays laid out by `sharding`. Over
+    several processes (jax.distributed) each fills only its own devices' shards."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda i: np.asarray(x)[i]),
+        tree,
+    )
+
+
+def to_host(tree: Any) -> Any:
+    """Arrays as numpy, whole, in every process: over several processes each array's
+    shards are gathered from all of them (a collective every process must call)."""
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def _tick_when_done(row: dict, tick: int) -> None:
@@ -173,7 +195,10 @@ def per_device(program, mesh: Mesh, replicated: int):
 
     def wrapped(*args):
         specs = (runs,) * (len(args) - replicated) + (whole,) * replicated
-        return jax.shard_map(program, mesh=mesh, in_specs=specs, out_specs=runs)(*args)
+        # check_vma=False: the block is one program, not a map over devices; lax.cond
+        # branches (diagnostics every K segments) need not agree on which values vary.
+        mapped = jax.shard_map(program, mesh=mesh, in_specs=specs, out_specs=runs, check_vma=False)
+        return mapped(*args)
 
     return wrapped
 
@@ -362,6 +387,7 @@ def run_batch(
     num_runs = len(seeds)
     group = group_size(trainer, num_runs)
     devices = list(devices or jax.devices())
+    chunk_dir = first_process_path(chunk_dir)
     recorded = None if chunk_dir is None else ChunkStore.recorded(Path(chunk_dir))
     if recorded is not None and chunk_size is None:
         chunk_size, memory_budget_bytes = recorded["chunk_size"], None
@@ -391,7 +417,7 @@ def run_batch(
             take(env_params, index),
             None if init_state is None else take(init_state, index),
         )
-        return jax.device_put(host, sharded) + (jax.device_put(np.int32(0), replicated),)
+        return to_devices(host, sharded) + (to_devices(np.int32(0), replicated),)
 
     def compile_for(size: int):
         return _compiled_program(trainer, chunk_args(0, size), devices, sharded)
@@ -412,24 +438,20 @@ def run_batch(
             stacklevel=2,
         )
     bar = ProgressBar(
-        num_runs * steps_per_run, trainer.steps_per_segment * chunk, desc=desc, enabled=progress
+        num_runs * steps_per_run,
+        trainer.steps_per_segment * chunk,
+        desc=desc,
+        enabled=progress and jax.process_index() == 0,
     )
 
     num_chunks = math.ceil(num_runs / chunk)
-    store = (
-        None
-        if chunk_dir is None
-        else ChunkStore(
-            Path(chunk_dir),
-            {
-                "fingerprint": fingerprint,
-                "num_runs": num_runs,
-                "chunk_size": chunk,
-                "keep_states": keep_states,
-            },
-            num_devices=num_dev,
-        )
-    )
+    identity = {
+        "fingerprint": fingerprint,
+        "num_runs": num_runs,
+        "chunk_size": chunk,
+        "keep_states": keep_states,
+    }
+    store = None if chunk_dir is None else _open_store(Path(chunk_dir), identity, num_dev)
     states, metrics = [], []
     loaded = [0, 0]  # chunks, runs
     started = time.perf_counter()
@@ -441,11 +463,10 @@ def run_batch(
             if done is None:
                 args = chunk_args(c * chunk, chunk)
                 out_states, out_metrics = compiled(*args[:-1], c * trainer.num_logs)
+                out_states = to_host(out_states) if keep_states else None
                 done = (
-                    {k: np.asarray(v)[:keep] for k, v in out_metrics.items()},
-                    jax.tree.map(lambda x, keep=keep: np.asarray(x)[:keep], out_states)
-                    if keep_states
-                    else None,
+                    {k: v[:keep] for k, v in out_metrics.items()},
+                    jax.tree.map(lambda x, keep=keep: x[:keep], out_states),
                 )
                 if store is not None:
                     store.save(c, *done)
@@ -471,6 +492,37 @@ def run_batch(
         metrics={k: cat(*(m[k] for m in metrics)) for k in metrics[0]},
         info=ExecutionInfo(num_runs, chunk, num_chunks, num_dev, compile_s, run_s, used, *loaded),
     )
+
+
+def first_process_path(path: str | Path | None) -> str | Path | None:
+    """`path` as the first process gives it: over several processes, only that one's run
+    directory holds the chunks (the others write theirs elsewhere, research.pipelines.run)."""
+    if jax.process_count() == 1 or path is None:
+        return path
+    from jax.experimental import multihost_utils
+
+    text = np.zeros(4096, np.uint8)
+    raw = str(Path(path).absolute()).encode()
+    text[: len(raw)] = np.frombuffer(raw, np.uint8)
+    text = np.asarray(multihost_utils.broadcast_one_to_all(text))
+    return Path(bytes(text[text > 0]).decode())
+
+
+def _open_store(path: Path, identity: dict, num_devices: int) -> ChunkStore:
+    """The batch's ChunkStore. Over several processes, the first opens it (lock, repair)
+    and writes every chunk; the others then read the same files, so every process loads
+    the same chunks and computes the others together with it."""
+    if jax.process_count() == 1:
+        return ChunkStore(path, identity, num_devices=num_devices)
+    from jax.experimental import multihost_utils
+
+    first = jax.process_index() == 0
+    store = ChunkStore(path, identity, num_devices=num_devices) if first else None
+    multihost_utils.sync_global_devices("chunk store opened")
+    if not first:
+        store = ChunkStore(path, identity, num_devices=num_devices, readonly=True)
+    multihost_utils.sync_global_devices("chunk store read")  # before the first one writes
+    return store
 
 
 class RepairWarning(UserWarning):
@@ -554,13 +606,18 @@ class ChunkStore:
     other's manifest entries and from computing the same chunks twice.
     """
 
-    def __init__(self, path: Path, identity: dict, num_devices: int | None = None):
+    def __init__(
+        self, path: Path, identity: dict, num_devices: int | None = None, readonly: bool = False
+    ):
         self.path = Path(path)
         self.identity = dict(identity)
         self.num_devices = num_devices  # recorded beside the identity, not part of it
+        # readonly: a second process of a multi-process batch reads what the first writes:
+        # no lock, no file written, no warning repeated.
+        self.readonly = readonly
         self._rejected: set[int] = set()  # chunk files found bad while rebuilding (warned)
         self.sums: dict[int, str] = {}  # chunk index -> sha256 of its file
-        self._lock: int | None = _claim(self.path / ".lock")
+        self._lock: int | None = None if readonly else _claim(self.path / ".lock")
         try:
             self._open_manifest()
         except BaseException:
@@ -580,7 +637,13 @@ class ChunkStore:
     def _file(self, c: int) -> Path:
         return self.path / f"chunk_{c:05d}.npz"
 
+    def _warn(self, message: str) -> None:
+        if not self.readonly:
+            _warn(message)
+
     def _write_manifest(self) -> None:
+        if self.readonly:
+            return
         chunks = {self._file(c).name: s for c, s in sorted(self.sums.items())}
         devices = {} if self.num_devices is None else {"num_devices": self.num_devices}
         results.write_json(self._manifest, {**self.identity, **devices, "chunks": chunks})
@@ -623,12 +686,12 @@ class ChunkStore:
         self.sums = self._verify_files(require_identity=True)
         self._write_manifest()
         if self.sums:
-            _warn(
+            self._warn(
                 f"{self._manifest} {problem}; rebuilt it from the {len(self.sums)} chunk "
                 "file(s) that verify, the others are recomputed"
             )
         else:
-            _warn(
+            self._warn(
                 f"{self._manifest} {problem} and no chunk file verifies against this "
                 "batch; the batch restarts from scratch"
             )
@@ -674,7 +737,7 @@ class ChunkStore:
                 data = f.read_bytes()
                 self._parse(data, c, require_identity)
             except (OSError, _Damaged) as error:
-                _warn(f"{f}: {error}; it is recomputed")
+                self._warn(f"{f}: {error}; it is recomputed")
                 self._rejected.add(c)
                 continue
             sums[c] = results.sha256_bytes(data)
@@ -710,6 +773,8 @@ class ChunkStore:
         arrays = {f"metric/{k}": v for k, v in metrics.items()}
         if states is not None:
             arrays.update({f"state/{i:04d}": x for i, x in enumerate(jax.tree.leaves(states))})
+        if self.readonly:
+            return
         arrays["chunk"] = np.array(json.dumps({**self.identity, "chunk": c}, sort_keys=True))
         data = results.npz_bytes(arrays)
         # Checksum first, file second: a kill in between leaves a checksum without a file
@@ -725,18 +790,18 @@ class ChunkStore:
         f, expected = self._file(c), self.sums.get(c)
         if expected is None:
             if f.exists() and c not in self._rejected:
-                _warn(f"{f}: no checksum recorded in {self._manifest.name}; it is recomputed")
+                self._warn(f"{f}: no checksum recorded in {self._manifest.name}; it is recomputed")
             return None
         try:
             data = f.read_bytes()
         except FileNotFoundError:
-            _warn(f"{f}: missing, though {self._manifest.name} records it; it is recomputed")
+            self._warn(f"{f}: missing, though {self._manifest.name} records it; it is recomputed")
             return None
         except OSError as error:
-            _warn(f"{f}: unreadable ({error}); it is recomputed")
+            self._warn(f"{f}: unreadable ({error}); it is recomputed")
             return None
         if results.sha256_bytes(data) != expected:
-            _warn(
+            self._warn(
                 f"{f}: its sha256 differs from the one in {self._manifest.name} (truncated or "
                 "changed since written); it is recomputed"
             )
@@ -744,7 +809,7 @@ class ChunkStore:
         try:
             return self._parse(data, c, require_identity=False)
         except _Damaged as error:
-            _warn(f"{f}: {error}; it is recomputed")
+            self._warn(f"{f}: {error}; it is recomputed")
             return None
 
 
