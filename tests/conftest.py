@@ -66,6 +66,13 @@ def train_alone(prepared, train, i: int) -> dict:
     return {k: np.asarray(v) for k, v in metrics.items()}
 
 
+def forced_devices_env(num_devices: int) -> dict:
+    """The environment of a subprocess with `num_devices` forced CPU devices; the parent's
+    XLA flags too (the suite's LLVM level), so only the device count differs."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count="
+    return {**os.environ, "XLA_FLAGS": (flags + str(num_devices)).strip(), "JAX_PLATFORMS": "cpu"}
+
+
 def evaluate_policy(prepared, result, obs_values):
     """Greedy action, its probability and V(obs) of every run at each 1-d observation,
     for agents whose `act` returns log_prob and value (PPO, REINFORCE). Arrays [R, len(obs)]."""
