@@ -46,6 +46,8 @@ def start_processes() -> int:
     CPU devices of several processes talk through gloo (the results are gathered); the
     programs themselves hold no collective (research.runner.execute.per_device).
     """
+    if jax.distributed.is_initialized():  # started already (the script, then its task)
+        return jax.process_count()
     given = [os.environ.get(k) for k in PROCESS_ENV]
     slurm = os.environ.get("SLURM_NTASKS", "1") not in ("", "1") and "SLURM_STEP_ID" in os.environ
     if not any(given) and not slurm:

@@ -21,7 +21,7 @@ from research.errors import InputError, debug, hydra_message, report, writable_d
 from research.pipelines.meta import run_meta
 from research.pipelines.train import run_experiment
 from research.pipelines.transfer import run_transfer
-from research.platform import use_compile_cache
+from research.platform import start_processes, use_compile_cache
 from research.runner.execute import first_process_path
 
 
@@ -312,6 +312,9 @@ def hydra_task(cfg, output_dir: str | Path) -> None:
     """scripts/train.py's task: runs the config into `output_dir`; a bad input is one line and
     exit code 2 (and no directory left behind when nothing was written), Ctrl-C one line
     saying what was saved and how to resume (exit code 130)."""
+    # Under a launcher that starts the task in a fresh process (submitit's SLURM tasks),
+    # the script's own start_processes did not run there: join the program here.
+    start_processes()
     try:
         raw = resolved(cfg)
         run(parse_experiment(raw), raw, output_dir)
