@@ -18,6 +18,16 @@ Comparisons (--compare):
     pqn   ours: agent=dqn agent.mode=pqn agent.hidden_sizes=[64,64] (16 envs x 32 steps,
           2 epochs x 4 minibatches, LayerNorm + relu)  vs  rejax.PQN, whose Q-network is
           fixed at 64x64 LayerNorm + relu (hence our hidden_sizes override).
+    purejaxrl
+          ours: agent=ppo  vs  PureJaxRL's own purejaxrl/ppo.py `make_train`, unmodified,
+          from the checkout at --purejaxrl-dir (PureJaxRL is not a package), with its
+          config dict filled from the same composed config (its defaults are ours: 4 envs x
+          128 steps, 4 epochs x 4 minibatches, 64x64 tanh, lr 2.5e-4 annealed, global-norm
+          clip 0.5), DEBUG off, `jax.jit(jax.vmap(train))` over R keys. Two adaptations, at
+          import time in the worker: gymnax 1.0's six-value step returns PureJaxRL's five
+          values (done = terminated | truncated), and its wrappers.py's unused brax / navix
+          imports are stubbed. Its run time ends when its outputs are ready on the device.
+          A checkout: git clone https://github.com/luchris429/purejaxrl /tmp/purejaxrl
     sb3   stable-baselines3 PPO (torch, CPU) on gymnasium's CartPole-v1 with the same PPO
           numbers, one run (R = 1 only; it cannot batch runs): a reference figure.
 
@@ -41,6 +51,9 @@ script with its interpreter (the project's rows then run there too, same version
     /tmp/peers-venv/bin/pip install rejax==0.1.3 torch==2.13.0 stable-baselines3 gymnasium \\
         -c <(printf 'jax==0.10.2\\njaxlib==0.10.2\\ngymnax==1.0.1\\nflax==0.12.8\\noptax==0.2.8\\n')
     /tmp/peers-venv/bin/python scripts/benchmark_peers.py --runs 1 64 1024 --name peers_cpu
+    /tmp/peers-venv/bin/python scripts/benchmark_peers.py --compare ppo purejaxrl \\
+        --purejaxrl-dir /tmp/purejaxrl --runs 1 4 16 64 1024 --total-timesteps 500000 \\
+        --name peers_purejaxrl_cpu
 
 Tables: <out>/<name>.csv and .md (default results/benchmarks/peers_<platform>), the
 second with a section "Ours vs peer": ours / peer env-steps/s and compile times per R.

@@ -1,12 +1,18 @@
 """The peer libraries' side of the comparison (research.bench.peers), run in the worker
-process: rejax's PPO and PQN vmapped over R keys, and one stable-baselines3 PPO run, each at
-the numbers of this project's program for the same overrides, so that the settings cannot
-drift apart. rejax, stable-baselines3 and torch are imported only here, and only when a peer
-is measured: the project itself does not depend on them."""
+process: rejax's PPO and PQN and PureJaxRL's PPO vmapped over R keys, and one
+stable-baselines3 PPO run, each at the numbers of this project's program for the same
+overrides, so that the settings cannot drift apart. rejax, stable-baselines3, torch and a
+PureJaxRL checkout are imported only here, and only when a peer is measured: the project
+itself does not depend on them."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import sys
 import time
+import types
+from pathlib import Path
 
 from research.bench.program import device_name, prepared, tree_bytes
 
@@ -28,6 +34,196 @@ def five_value_step(env):
     adapted = FiveValueStep.__new__(FiveValueStep)
     adapted.__dict__.update(env.__dict__)
     return adapted
+
+
+# PureJaxRL's wrappers.py imports brax and navix at the top for wrappers ppo.py never uses.
+STUBBED = ("brax", "brax.envs", "brax.envs.wrappers", "brax.envs.wrappers.training", "navix")
+
+
+def purejaxrl_files(directory) -> tuple[Path, Path]:
+    """(ppo.py, wrappers.py) of a PureJaxRL checkout; ValueError naming what is missing."""
+    root = Path(directory) / "purejaxrl"
+    files = root / "ppo.py", root / "wrappers.py"
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise ValueError(f"{directory}: not a PureJaxRL checkout (no {', '.join(missing)})")
+    return files
+
+
+class _Unused:
+    """What a stubbed brax / navix name is bound to: fails loudly if ever used."""
+
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError("stubbed for the PureJaxRL benchmark peer: brax / navix not installed")
+
+
+@contextlib.contextmanager
+def _import_scope(names: tuple[str, ...]):
+    """Restores sys.modules' entries for `names` on exit (the stubs and PureJaxRL's bare
+    `wrappers` module do not outlive the import)."""
+    saved = {n: sys.modules.get(n) for n in names}
+    try:
+        yield
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+def _stub_modules() -> None:
+    for name in STUBBED:
+        module = types.ModuleType(name)
+        module.__getattr__ = lambda attr: _Unused
+        sys.modules[name] = module
+
+
+def five_value_gymnax():
+    """A stand-in for the `gymnax` module PureJaxRL's ppo.py calls: `make` returns
+    gymnax's environment adapted to the pre-1.0 five-value step (`five_value_step`)."""
+    import gymnax
+
+    module = types.ModuleType("gymnax_five_value_step")
+
+    def make(env_id, **kwargs):
+        env, env_params = gymnax.make(env_id, **kwargs)
+        return five_value_step(env), env_params
+
+    module.make = make
+    return module
+
+
+def load_purejaxrl(directory):
+    """PureJaxRL's unmodified purejaxrl/ppo.py from the checkout at `directory`, as a module:
+    imported with its unused brax / navix imports stubbed and its `wrappers` module from the
+    same folder, then its `gymnax` global replaced by `five_value_gymnax()` (the only two
+    adaptations). sys.modules is left as it was, the module itself included."""
+    ppo, wrappers = purejaxrl_files(directory)
+    with _import_scope((*STUBBED, "wrappers")):
+        _stub_modules()
+        loaded = {}
+        for name, path in (("wrappers", wrappers), ("purejaxrl_ppo", ppo)):
+            spec = importlib.util.spec_from_file_location(name, path)
+            loaded[name] = importlib.util.module_from_spec(spec)
+            sys.modules["wrappers"] = loaded["wrappers"]  # ppo.py: `from wrappers import ...`
+            spec.loader.exec_module(loaded[name])
+    module = loaded["purejaxrl_ppo"]
+    module.gymnax = five_value_gymnax()
+    return module
+
+
+def purejaxrl_config(p, steps_per_run: int) -> dict:
+    """PureJaxRL's ppo.py config (its __main__ block's keys) with the numbers of prepared
+    program `p` (ours): the same env steps per run, hence the same number of updates."""
+    config, h = p.config.agent.config, p.config.agent.hparams
+    return {
+        "LR": h.lr,
+        "NUM_ENVS": config.num_envs,
+        "NUM_STEPS": config.num_steps,
+        "TOTAL_TIMESTEPS": steps_per_run,
+        "UPDATE_EPOCHS": config.num_epochs,
+        "NUM_MINIBATCHES": config.num_minibatches,
+        "GAMMA": h.gamma,
+        "GAE_LAMBDA": h.gae_lambda,
+        "CLIP_EPS": h.clip_eps,
+        "ENT_COEF": h.ent_coef,
+        "VF_COEF": h.vf_coef,
+        "MAX_GRAD_NORM": h.max_grad_norm,
+        "ACTIVATION": config.activation,
+        "ENV_NAME": p.config.env.id,
+        "ANNEAL_LR": config.anneal_lr,
+        "DEBUG": False,  # its per-update print callback is not training work
+    }
+
+
+def check_purejaxrl_settings(p) -> None:
+    """PureJaxRL's ActorCritic is fixed at 64x64 with no observation normalisation or
+    LayerNorm: SystemExit where ours is configured otherwise."""
+    config = p.config.agent.config
+    net = (tuple(config.hidden_sizes), config.normalize_obs, config.layer_norm)
+    if net != ((64, 64), False, False):
+        raise SystemExit(
+            "PureJaxRL's ActorCritic is fixed at 64x64 without observation normalisation or "
+            f"LayerNorm; ours is hidden_sizes, normalize_obs, layer_norm = {net}"
+        )
+
+
+def final_return(metrics: dict, num_logs: int):
+    """Mean return of the episodes that ended in the last of `num_logs` equal segments of
+    updates, over all runs, as ours logs it; NaN if none ended. metrics: PureJaxRL's
+    per-step info, [R, updates, steps, envs] leaves."""
+    import numpy as np
+
+    done = np.asarray(metrics["returned_episode"])
+    last = done.shape[1] // num_logs
+    ended = done[:, -last:]
+    if not ended.any():
+        return float("nan")
+    return float(np.asarray(metrics["returned_episode_returns"])[:, -last:][ended].mean())
+
+
+def purejaxrl_worker(
+    directory: str,
+    runs: int,
+    total_timesteps: int,
+    num_logs: int,
+    num_devices: int | None,
+    overrides: list[str],
+) -> dict:
+    """R runs of PureJaxRL's own `make_train` (purejaxrl/ppo.py of the checkout at
+    `directory`), `jax.jit(jax.vmap(train))` over R keys, at the settings of our program for
+    `overrides`; one result row. Run time ends when its outputs are ready on the device (its
+    per-step info, [R, updates, steps, envs] arrays, is not copied to the host in it)."""
+    import importlib.metadata as metadata
+
+    import jax
+
+    from research.results import peak_memory
+
+    p = prepared(runs, total_timesteps, num_logs, num_devices, overrides)
+    check_purejaxrl_settings(p)
+    steps_per_run = p.trainer.steps_per_segment * p.trainer.num_logs
+    config = purejaxrl_config(p, steps_per_run)
+    train = load_purejaxrl(directory).make_train(config)
+    keys, devices = sharded_keys(runs, list(p.devices))
+    started = time.perf_counter()
+    compiled = jax.jit(jax.vmap(train)).lower(keys).compile()
+    compile_s = time.perf_counter() - started
+    started = time.perf_counter()
+    out = jax.block_until_ready(compiled(keys))
+    run_s = time.perf_counter() - started
+    if config["NUM_UPDATES"] != p.num_updates:
+        raise SystemExit(f"PureJaxRL ran {config['NUM_UPDATES']} updates, ours {p.num_updates}")
+    params = out["runner_state"][0].params
+    program = program_bytes(compiled)
+    rate = runs * steps_per_run / run_s
+    settings = {k: v for k, v in config.items() if k not in ("DEBUG",)}
+    return {
+        "device": device_name(jax),
+        "platform": devices[0].platform,
+        "num_devices": len(devices),
+        "runs": runs,
+        "env_id": p.config.env.id,
+        "agent_settings": f"PureJaxRL ppo.py ({directory}), jax {jax.__version__}, gymnax "
+        f"{metadata.version('gymnax')} (five-value step): "
+        + ", ".join(f"{k}={v}" for k, v in settings.items()),
+        "env_steps_per_run": steps_per_run,
+        "num_updates": config["NUM_UPDATES"],
+        "num_logs": num_logs,
+        "chunk_size": runs,
+        "num_chunks": 1,
+        "env_steps_per_s": rate,
+        "env_steps_per_s_per_run": rate / runs,
+        "compile_s": compile_s,
+        "run_s": run_s,
+        "program_mib": None if program is None else program / 2**20,
+        **peak_memory(devices),
+        "state_kib_per_run": tree_bytes(jax.tree.map(lambda x: x[0], params)) / 2**10,
+        "final_return": final_return(jax.device_get(out["metrics"]), num_logs),
+        "cpu_s": time.process_time(),
+        "jax": jax.__version__,
+    }
 
 
 def rejax_algo(peer: str, p, steps_per_run: int):

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from research.bench.cli import add_common_arguments, check_args
 from research.bench.load import is_busy
 from research.bench.measure import measure, ours_payload, start_session
 from research.bench.tables import fmt, write_tables
-from research.errors import ArgumentParser
+from research.errors import ArgumentParser, InputError
 
 # --compare name -> (our agent's label, our Hydra overrides, the peer's label)
 COMPARISONS = {
@@ -23,14 +24,17 @@ COMPARISONS = {
         "rejax_pqn",
     ),
     "sb3": ("ppo", ("agent=ppo", "env=cartpole"), "sb3_ppo"),
+    "purejaxrl": ("ppo", ("agent=ppo", "env=cartpole"), "purejaxrl_ppo"),
 }
-ORDER = ["ppo", "rejax_ppo", "sb3_ppo", "pqn", "rejax_pqn"]
+ORDER = ["ppo", "purejaxrl_ppo", "rejax_ppo", "sb3_ppo", "pqn", "rejax_pqn"]
 PEER_OF = {peer: ours for ours, _, peer in COMPARISONS.values()}
 INTRO = (
     "Each row one configuration in a fresh process: this project's agents as one batched "
     "program (`research.runner.run_batch`, built from the Hydra config with the overrides "
-    "below), rejax's `jax.jit(jax.vmap(algo.train))` over R keys, stable-baselines3's "
-    "`PPO.learn` (one run). Ours and the peer ran one after the other at each R.  "
+    "below), rejax's `jax.jit(jax.vmap(algo.train))` over R keys, PureJaxRL's "
+    "`jax.jit(jax.vmap(make_train(config)))` over R keys (its unmodified purejaxrl/ppo.py), "
+    "stable-baselines3's `PPO.learn` (one run). Ours and the peer ran one after the other at "
+    "each R.  "
 )
 
 
@@ -94,6 +98,13 @@ def parser(description: str | None = None) -> argparse.ArgumentParser:
         default=20_480,
         help="env steps of the stable-baselines3 run (default: 20480)",
     )
+    parser.add_argument(
+        "--purejaxrl-dir",
+        type=Path,
+        default=None,
+        help="with --compare purejaxrl: a checkout of github.com/luchris429/purejaxrl "
+        "(its purejaxrl/ppo.py is run unmodified)",
+    )
     add_common_arguments(
         parser, [1, 64], 51_200, "file stem of the CSV / markdown (default: peers_<platform>)"
     )
@@ -112,13 +123,33 @@ def jobs(args: argparse.Namespace, what: str, runs: int) -> list[tuple[str, int,
         payload = ["--peer", peer, "--total-timesteps", str(steps)]
         return [(peer, steps, payload + ["--overrides", json.dumps(overrides)])]
     steps, payload = ours_payload(args, runs, overrides)
-    return [(ours, steps, payload), (peer, steps, [*payload, "--peer", peer])]
+    extra = ["--purejaxrl-dir", str(args.purejaxrl_dir.resolve())] if what == "purejaxrl" else []
+    return [(ours, steps, payload), (peer, steps, [*payload, "--peer", peer, *extra])]
+
+
+def check_purejaxrl_dir(args: argparse.Namespace) -> None:
+    """--purejaxrl-dir given, and a PureJaxRL checkout, where --compare purejaxrl asks for
+    it; one InputError otherwise (checked in the parent, before any process starts)."""
+    if "purejaxrl" not in args.compare:
+        return
+    if args.purejaxrl_dir is None:
+        raise InputError(
+            "--compare purejaxrl needs --purejaxrl-dir: the path of a PureJaxRL checkout "
+            "(git clone https://github.com/luchris429/purejaxrl)"
+        )
+    from research.bench.peer_workers import purejaxrl_files
+
+    try:
+        purejaxrl_files(args.purejaxrl_dir)
+    except ValueError as error:
+        raise InputError(f"--purejaxrl-dir: {error}") from None
 
 
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     """Runs every comparison at every R, rewriting the tables after each row; 0 if all
     finished."""
     check_args(args)
+    check_purejaxrl_dir(args)
     session = start_session(args, argv, "scripts/benchmark_peers.py")
     name = args.name or f"peers_{session.info['platform']}"
     rows = []

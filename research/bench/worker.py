@@ -91,8 +91,17 @@ def row(args: argparse.Namespace) -> dict:
         return ours_worker(
             args.runs, args.total_timesteps, args.num_logs, args.num_devices, overrides
         )
-    from research.bench.peer_workers import rejax_worker, sb3_worker
+    from research.bench.peer_workers import purejaxrl_worker, rejax_worker, sb3_worker
 
+    if args.peer == "purejaxrl_ppo":
+        return purejaxrl_worker(
+            args.purejaxrl_dir,
+            args.runs,
+            args.total_timesteps,
+            args.num_logs,
+            args.num_devices,
+            overrides,
+        )
     if args.peer == "sb3_ppo":
         return sb3_worker(args.total_timesteps, overrides)
     return rejax_worker(
@@ -105,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     sees; otherwise a measured batch's row)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--probe", action="store_true", help="report what JAX sees, and exit")
-    parser.add_argument("--peer", default=None, help="rejax_ppo, rejax_pqn or sb3_ppo")
+    parser.add_argument(
+        "--peer", default=None, help="rejax_ppo, rejax_pqn, purejaxrl_ppo or sb3_ppo"
+    )
+    parser.add_argument("--purejaxrl-dir", default=None, help="with purejaxrl_ppo: a checkout")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--total-timesteps", type=int, default=0)
     parser.add_argument("--num-logs", type=int, default=10)
