@@ -11,6 +11,7 @@ The batch: 4 PPO runs of 2048 steps, one run per chunk (4 chunks, on one device 
 process and in the scripts alike).
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -494,3 +495,21 @@ def test_a_checkpoint_from_before_checksums_loads_and_a_damaged_one_is_one_line(
     with pytest.raises(InputError, match="arrays.npz' is damaged: unreadable") as error:
         load_checkpoint(prepared, path)
     assert "\n" not in str(error.value)
+
+
+def test_a_chunk_of_another_code_version_is_recomputed(prepared, unbroken, pristine, tmp_path):
+    """A chunk written before a metric was added (e.g. diverged_at), with its checksum
+    recorded: a valid file of another program's outputs, recomputed rather than mixed in."""
+    chunks = _copy(pristine, tmp_path)
+    f = chunks / "chunk_00001.npz"
+    with np.load(f) as data:
+        arrays = {k: v for k, v in data.items() if k != "metric/diverged_at"}
+    np.savez_compressed(f, **arrays)
+    manifest = json.loads((chunks / "manifest.json").read_text())
+    manifest["chunks"][f.name] = hashlib.sha256(f.read_bytes()).hexdigest()
+    (chunks / "manifest.json").write_text(json.dumps(manifest))
+    metrics, warned = _resume(prepared, chunks)
+    assert len(warned) == 1, warned
+    assert "chunk_00001.npz: written by another version of the code" in warned[0]
+    assert "missing ['diverged_at']" in warned[0]
+    _assert_equal(metrics, unbroken)

@@ -452,6 +452,7 @@ def run_batch(
         "keep_states": keep_states,
     }
     store = None if chunk_dir is None else _open_store(Path(chunk_dir), identity, num_dev)
+    names = set(compiled.train.out_info[2])  # the metrics the train program logs
     states, metrics = [], []
     loaded = [0, 0]  # chunks, runs
     started = time.perf_counter()
@@ -459,7 +460,7 @@ def run_batch(
         progress_module.ACTIVE = bar
         for c in range(num_chunks):
             keep = min(chunk, num_runs - c * chunk)
-            done = None if store is None else store.load(c)
+            done = None if store is None else store.load(c, names)
             if done is None:
                 args = chunk_args(c * chunk, chunk)
                 out_states, out_metrics = compiled(*args[:-1], c * trainer.num_logs)
@@ -784,9 +785,10 @@ class ChunkStore:
         results.write_bytes(self._file(c), data)
         self._rejected.discard(c)
 
-    def load(self, c: int) -> tuple[dict, Any] | None:
+    def load(self, c: int, names: set[str] | None = None) -> tuple[dict, Any] | None:
         """(metrics, flat list of state leaves or None), or None if chunk c is to be run:
-        not done yet, or damaged (warned)."""
+        not done yet, damaged, or (`names`: the metrics this program logs) written by a
+        program that logged other metrics (another version of the code); each warned."""
         f, expected = self._file(c), self.sums.get(c)
         if expected is None:
             if f.exists() and c not in self._rejected:
@@ -807,10 +809,18 @@ class ChunkStore:
             )
             return None
         try:
-            return self._parse(data, c, require_identity=False)
+            done = self._parse(data, c, require_identity=False)
         except _Damaged as error:
             self._warn(f"{f}: {error}; it is recomputed")
             return None
+        if names is not None and set(done[0]) != names:
+            missing, extra = sorted(names - set(done[0])), sorted(set(done[0]) - names)
+            self._warn(
+                f"{f}: written by another version of the code (metrics missing {missing}, "
+                f"extra {extra}); it is recomputed"
+            )
+            return None
+        return done
 
 
 def initial_agent_states(trainer: Trainer, runs: Any, init_state: Any = None) -> Any:
