@@ -4,6 +4,7 @@ programs lower their random draws; the machine's memory."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import warnings
@@ -119,8 +120,15 @@ def use_compile_cache(setting: str | None) -> Path | None:
     jax.config.update("jax_compilation_cache_dir", None if path is None else str(path))
     # The init programs compile in about a second; anything quicker is not worth a file.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    # jax decides whether to use a cache at its first compile; decide again.
-    compilation_cache.reset_cache()
+    # jax decides whether to use a cache at its first compile; decide again (quietly: its
+    # INFO line would reach every run's log, where Hydra shows INFO).
+    cache_log = logging.getLogger("jax._src.compilation_cache")
+    level = cache_log.level
+    cache_log.setLevel(logging.WARNING)
+    try:
+        compilation_cache.reset_cache()
+    finally:
+        cache_log.setLevel(level)
     return path
 
 
