@@ -6,7 +6,6 @@ learning rate is measured here, towards which PBT moves its population; resume a
 kill; a population on 2 devices as on one; a config error for every bad value.
 """
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from research.extensions import pbt as pbt_module
 from research.pipelines.train import execute, prepare, write_run_dir
 from research.runner import RunnerState, run_batch
 from research.runner import execute as execute_module
-from tests.conftest import compose_raw
+from tests.conftest import compose_raw, forced_devices_env
 
 # A bandit: reward 1 for action 1, else -1, one-step episodes. 8 segments of 1 update
 # (128 episodes each), so the windowed return is precise and learning speed is the lr's.
@@ -317,11 +316,10 @@ np.savez({out!r} + "/one.npz", **one)
 @pytest.fixture(scope="module")
 def two_devices(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pbt_devices")
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
-    env = {**os.environ, "XLA_FLAGS": flags.strip(), "JAX_PLATFORMS": "cpu"}
-    root = Path(__file__).resolve().parents[1]
     block = pbt_block(population_size=4, fraction=0.5, initial="sample")
     script = SCRIPT.format(probe=PROBE, pbt=block, out=str(out))
+    root = Path(__file__).resolve().parents[1]
+    env = forced_devices_env(2)
     subprocess.run([sys.executable, "-c", script], env=env, cwd=root, check=True, timeout=600)
     return out
 
