@@ -10,17 +10,9 @@ import pytest
 from research.config import ConfigError, parse_experiment
 from research.platform import compile_cache_dir
 from tests.conftest import compose_raw
+from tests.test_reproduce import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = (
-    "progress=false",
-    "plot=false",
-    "agent.num_envs=4",
-    "agent.num_steps=16",
-    "train.total_timesteps=1024",
-    "train.num_logs=2",
-    "runs.seeds=2",
-)
 
 
 def _train(tmp_path: Path, *overrides: str) -> str:
