@@ -290,12 +290,14 @@ def run_transfer(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Pa
         ft_table["source." + col[4:]] = p.source.runs.table[col].to_numpy()[ft.runs.checkpoint]
     # Forgetting: each checkpoint's return on its own source variant, before and after.
     src_runs = p.source.runs
-    src_params = take(src_runs.env_params, ft.runs.checkpoint)
+    # the env's own params: a shaped source's are a RunParams (shaping's values beside them)
+    src_env = split_params(src_runs.env_params)[0]
+    src_params = take(src_env, ft.runs.checkpoint)
     before = evaluate_batch(
         p.evaluate,
         states,
         src_runs.hparams,
-        src_runs.env_params,
+        src_env,
         src_runs.seeds + np.uint32(1_000_003),
     )
     if p.checkpoint_path is None:  # pretrained here: a diverged source is no checkpoint
