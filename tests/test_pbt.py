@@ -6,6 +6,7 @@ learning rate is measured here, towards which PBT moves its population; resume a
 kill; a population on 2 devices as on one; a config error for every bad value.
 """
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from research.config import ConfigError, PPOHParams, parse_experiment
 from research.config.schema import PBTConfig
 from research.extensions import pbt as pbt_module
 from research.pipelines.train import execute, prepare, write_run_dir
+from research.pipelines.transfer import run_transfer, scratch_raw_config, source_raw_config
 from research.runner import RunnerState, run_batch
 from research.runner import execute as execute_module
 from tests.conftest import compose_raw, forced_devices_env
@@ -148,6 +150,12 @@ def test_perturbations_are_clipped_to_the_bounds():
     assert 0.45 < float((drawn < 1e-3).mean()) < 0.55
 
 
+@functools.cache
+def _hook(ext):
+    """The population hook at segment 0, jitted once per extension."""
+    return jax.jit(lambda r, h, m: ext.population(r, h, m, jnp.int32(0), 0))
+
+
 def _block(order):
     """The population hook on a block of two populations of 4 in the given order, at a
     generation; returns per-run outputs in the original run order."""
@@ -165,8 +173,7 @@ def _block(order):
     )
     fitness = jnp.asarray([3.0, 1.0, 2.0, 0.0, 0.5, 2.5, 1.5, 9.0], jnp.float32)[runs]
     hparams = stacked((8,), lr=1e-3)
-    hook = jax.jit(lambda r, h, m: ext.population(r, h, m, jnp.int32(0), 0))
-    runner, hparams, row = hook(runner, hparams, {"episode_return": fitness})
+    runner, hparams, row = _hook(ext)(runner, hparams, {"episode_return": fitness})
     back = np.argsort(runs)
     return (
         np.asarray(runner.agent_state["w"])[back],
@@ -285,6 +292,41 @@ def test_a_killed_pbt_run_resumes_from_its_last_chunk_bit_for_bit(pbt_run, tmp_p
         np.testing.assert_array_equal(resumed.metrics[k], v, err_msg=k)
 
 
+TRANSFER = (
+    "progress=false",
+    "plot=false",
+    "agent.num_envs=4",
+    "agent.num_steps=16",
+    "agent.num_epochs=1",
+    "agent.num_minibatches=1",
+    "agent.hidden_sizes=[8]",
+    "train.total_timesteps=512",
+    "train.num_logs=4",
+    "runs.seeds=4",
+    "+transfer.source.total_timesteps=256",
+    "+transfer.source.seeds=2",
+    "+transfer.scratch=false",
+    "+transfer.evaluation.num_envs=2",
+    "+transfer.evaluation.num_steps=32",
+)
+
+
+def test_pbt_tunes_the_fine_tuning_runs_of_a_transfer_experiment(tmp_path):
+    raw = {**compose_raw(*TRANSFER), "pbt": pbt_block(population_size=4, fraction=0.5)}
+    assert source_raw_config(raw)["pbt"] is None and scratch_raw_config(raw)["pbt"] is None
+    out = run_transfer(parse_experiment(raw), raw, tmp_path / "transfer")
+    with np.load(out / "source" / "metrics.npz") as source:
+        assert not [k for k in source.files if k.startswith("pbt.")]
+    runs = pd.read_csv(out / "finetune" / "runs.csv")
+    # 2 checkpoints x 4 seeds: one population per checkpoint, never across two
+    assert runs.groupby("pbt.population")["checkpoint"].nunique().tolist() == [1, 1]
+    lineage = pd.read_csv(out / "finetune" / "pbt_lineage.csv")
+    assert len(lineage) == 8 * 4  # the start + a generation after segments 0, 1, 2
+    later = lineage[lineage["generation"] > 0]
+    moved = (later["parent"] != later["member"]).groupby([later["generation"], later["population"]])
+    assert set(moved.sum()) == {2}
+
+
 # ------------------------------------------------------------------ devices
 
 SCRIPT = """
@@ -355,6 +397,7 @@ BAD = [
     ({"fraction": 0.1}, "pbt.fraction: got 0.1; with population_size 8 it replaces int(0.1 * 8)"),
     ({"window": 0}, "pbt.window: got 0; must be an int with 1 <= x"),
     ({"fitness": "loss"}, "pbt.fitness: got 'loss'; must be one of 'episode_return'"),
+    ({"fitness": "source_return"}, "pbt.fitness: got 'source_return'; the source task is"),
     ({"perturb": {}}, "pbt.perturb: got {}; must map at least one hyperparameter"),
     ({"perturb": {"num_envs": [2.0]}}, "pbt.perturb.num_envs: not a traced hyperparameter"),
     ({"perturb": {"l2_init": [2.0]}}, "pbt.perturb.l2_init: 'l2_init' is its loss term"),
@@ -390,6 +433,9 @@ def test_pbt_against_the_rest_of_the_config_is_checked_before_compiling():
         prepare(config("runs.seeds=6", "sweep.lr=[1e-3,1e-2]", pbt=pbt_block())[0])
     with pytest.raises(ConfigError, match="^pbt: got 'x'; must be a mapping"):
         config(pbt="x")
-    with pytest.raises(ConfigError, match="^pbt: set in a transfer experiment, which does not"):
-        raw = compose_raw("experiment=transfer_cartpole_ppo")
-        parse_experiment({**raw, "pbt": pbt_block()})
+    raw = compose_raw("experiment=forgetting_cartpole_ppo")
+    every = parse_experiment(raw).transfer.forgetting.every
+    for name in ("interval", "window"):
+        block = pbt_block(fitness="source_return", interval=every, window=every)
+        with pytest.raises(ConfigError, match=f"^pbt.{name}: got 1; source_return is measured"):
+            parse_experiment({**raw, "pbt": {**block, name: 1}})

@@ -651,9 +651,9 @@ def plasticity_grids(config: ExperimentConfig) -> dict[str, ValueGrid]:
     }
 
 
-# The training return; the in-training source evaluation (source_return) joins it when PBT
-# runs in transfer experiments, which it does not yet (_check_pbt).
-PBT_FITNESS = ("episode_return",)
+# The training return, or (fine-tuning with transfer.forgetting) the in-training source
+# evaluation's greedy return.
+PBT_FITNESS = ("episode_return", "source_return")
 
 
 def _parse_pbt(raw: Any, agent: AgentSpec) -> PBTConfig | None:
@@ -739,12 +739,20 @@ def _check_pbt(config: ExperimentConfig) -> ExperimentConfig:
         return config
     if config.meta is not None:
         raise ConfigError("pbt: set in a meta experiment; allowed: null")
-    if config.transfer is not None:
-        # Its source, fine-tuning and scratch batches would each need their own rule and
-        # lineage; not built yet.
-        raise ConfigError(
-            "pbt: set in a transfer experiment, which does not support it yet; allowed: null"
-        )
+    if pbt.fitness == "source_return":
+        forgetting = None if config.transfer is None else config.transfer.forgetting
+        if forgetting is None:
+            raise ConfigError(
+                "pbt.fitness: got 'source_return'; the source task is measured only when "
+                "fine-tuning with transfer.forgetting set; allowed here: 'episode_return'"
+            )
+        for name in ("interval", "window"):  # else a generation may rank on no value
+            if getattr(pbt, name) < forgetting.every:
+                raise ConfigError(
+                    f"pbt.{name}: got {getattr(pbt, name)}; source_return is measured every "
+                    f"transfer.forgetting.every = {forgetting.every} segments (NaN between): "
+                    f"must be >= {forgetting.every}"
+                )
     if pbt.initial == "sample":
         swept = sorted(set(pbt.fields) & set(config.sweep))
         if swept:

@@ -88,6 +88,7 @@ def source_raw_config(raw: dict) -> dict:
     }
     return {
         **{k: v for k, v in raw.items() if k != "transfer"},
+        "pbt": None,  # PBT tunes the fine-tuning runs only
         "experiment_name": f"{raw.get('experiment_name', 'transfer')}_source",
         "env": env,
         "sweep": {},
@@ -97,9 +98,10 @@ def source_raw_config(raw: dict) -> dict:
 
 
 def scratch_raw_config(raw: dict) -> dict:
-    """The plain train-pipeline config of the scratch runs: the targets, no sweep."""
+    """The plain train-pipeline config of the scratch runs: the targets, no sweep (and no
+    PBT, which tunes the fine-tuning runs only)."""
     name = f"{raw.get('experiment_name', 'transfer')}_scratch"
-    return {**raw, "experiment_name": name, "sweep": {}, "transfer": None}
+    return {**raw, "experiment_name": name, "sweep": {}, "transfer": None, "pbt": None}
 
 
 def finetune_raw_config(raw: dict, checkpoint_dir: Path) -> dict:
