@@ -9,7 +9,6 @@ Writes <out>/<name>.csv and <out>/<name>.md.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,10 +17,11 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from research.bench.env_steps import markdown, measure_envs  # noqa: E402
+from research.errors import ArgumentParser, cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", nargs="+", default=["CartPole-v1", "Driving-v0"])
     parser.add_argument("--num-envs", nargs="+", type=int, default=[1, 1024, 16384])
     parser.add_argument("--steps-per-call", type=int, default=2**18, help="env-steps per call")
@@ -38,4 +38,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(cli(main))
