@@ -179,8 +179,6 @@ def purejaxrl_worker(
 
     import jax
 
-    from research.results import peak_memory
-
     p = prepared(runs, total_timesteps, num_logs, num_devices, overrides)
     check_purejaxrl_settings(p)
     steps_per_run = p.trainer.steps_per_segment * p.trainer.num_logs
@@ -196,33 +194,16 @@ def purejaxrl_worker(
     if config["NUM_UPDATES"] != p.num_updates:
         raise SystemExit(f"PureJaxRL ran {config['NUM_UPDATES']} updates, ours {p.num_updates}")
     params = out["runner_state"][0].params
-    program = program_bytes(compiled)
-    rate = runs * steps_per_run / run_s
     settings = {k: v for k, v in config.items() if k not in ("DEBUG",)}
     return {
-        "device": device_name(jax),
-        "platform": devices[0].platform,
-        "num_devices": len(devices),
-        "runs": runs,
+        **peer_row(devices, runs, steps_per_run, compile_s, run_s, compiled, params),
         "env_id": p.config.env.id,
         "agent_settings": f"PureJaxRL ppo.py ({directory}), jax {jax.__version__}, gymnax "
         f"{metadata.version('gymnax')} (five-value step): "
         + ", ".join(f"{k}={v}" for k, v in settings.items()),
-        "env_steps_per_run": steps_per_run,
         "num_updates": config["NUM_UPDATES"],
         "num_logs": num_logs,
-        "chunk_size": runs,
-        "num_chunks": 1,
-        "env_steps_per_s": rate,
-        "env_steps_per_s_per_run": rate / runs,
-        "compile_s": compile_s,
-        "run_s": run_s,
-        "program_mib": None if program is None else program / 2**20,
-        **peak_memory(devices),
-        "state_kib_per_run": tree_bytes(jax.tree.map(lambda x: x[0], params)) / 2**10,
         "final_return": final_return(jax.device_get(out["metrics"]), num_logs),
-        "cpu_s": time.process_time(),
-        "jax": jax.__version__,
     }
 
 
@@ -289,8 +270,6 @@ def rejax_worker(
     import jax
     import numpy as np
 
-    from research.results import peak_memory
-
     p = prepared(runs, total_timesteps, num_logs, num_devices, overrides)
     steps_per_run = p.trainer.steps_per_segment * p.trainer.num_logs
     algo = rejax_algo(peer, p, steps_per_run)
@@ -306,6 +285,24 @@ def rejax_worker(
         raise SystemExit(
             f"rejax ran {sorted(set(done.tolist()))} env steps per run, expected {steps_per_run}"
         )
+    return {
+        **peer_row(devices, runs, steps_per_run, compile_s, run_s, compiled, states),
+        "env_id": p.config.env.id,
+        "agent_settings": rejax_settings(peer, algo),
+        "num_updates": p.num_updates,
+        "num_logs": p.trainer.num_logs,
+        "final_return": None,
+    }
+
+
+def peer_row(devices, runs, steps_per_run, compile_s, run_s, compiled, states) -> dict:
+    """The fields every jitted peer's row shares: its devices, R runs of steps_per_run env
+    steps in one program (one chunk), timings, XLA's memory estimate of `compiled`, peak
+    memory and the bytes of one run's `states` (leaves [R, ...])."""
+    import jax
+
+    from research.results import peak_memory
+
     program = program_bytes(compiled)
     rate = runs * steps_per_run / run_s
     return {
@@ -313,11 +310,7 @@ def rejax_worker(
         "platform": devices[0].platform,
         "num_devices": len(devices),
         "runs": runs,
-        "env_id": p.config.env.id,
-        "agent_settings": rejax_settings(peer, algo),
         "env_steps_per_run": steps_per_run,
-        "num_updates": p.num_updates,
-        "num_logs": p.trainer.num_logs,
         "chunk_size": runs,
         "num_chunks": 1,
         "env_steps_per_s": rate,
@@ -327,7 +320,6 @@ def rejax_worker(
         "program_mib": None if program is None else program / 2**20,
         **peak_memory(devices),
         "state_kib_per_run": tree_bytes(jax.tree.map(lambda x: x[0], states)) / 2**10,
-        "final_return": None,
         "cpu_s": time.process_time(),
         "jax": jax.__version__,
     }
