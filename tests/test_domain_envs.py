@@ -18,6 +18,7 @@ from research.runner.evaluate import first_episode_metric
 from tests.conftest import train
 
 ARM, ARM_DISCRETE, TRADING = "ArmReach-v0", "ArmReachDiscrete-v0", "Trading-v0"
+DRIVING = "Driving-v0"  # its own tests: tests/test_driving.py
 
 
 def arm_params(**fields):
@@ -337,6 +338,14 @@ def test_batches_of_env_params_step_in_one_jit():
     "env_id,fields,message",
     [
         (ARM, {"tolerance": [-0.1]}, r"env.variants.tolerance: got -0.1; must be a float > 0"),
+        (
+            DRIVING,
+            {"num_lanes": [5]},
+            r"env.variants.num_lanes: got 5; must be an int with 1 <= x <= 4",
+        ),
+        (DRIVING, {"lane_width": [0.0]}, r"env.variants.lane_width: got 0.0; must be a float > 0"),
+        (DRIVING, {"traffic_density": [20.0]}, r"traffic_density.*at most 13.33 cars / km / lane"),
+        (DRIVING, {"pedestrian_rate": [5.0]}, r"pedestrian_rate.*at most 1 / dt = 2"),
         (
             ARM,
             {"elbow_limit": [4.0]},

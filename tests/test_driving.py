@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research.config import ConfigError
-from research.envs import Env, driving, stack_params, variant_grid
+from research.envs import Env, driving, stack_params
 from research.runner import make_evaluate
 from tests.conftest import train
+from tests.test_domain_envs import TINY
 
 DRIVING, CONTINUOUS = "Driving-v0", "DrivingContinuous-v0"
 P = driving.DrivingParams()
@@ -268,32 +268,7 @@ def test_road_layouts_of_different_lane_counts_and_densities_step_in_one_jit():
     assert float(ts.obs[0, 1]) == pytest.approx(1 - float(ts.obs[0, 0]), abs=1e-5)
 
 
-@pytest.mark.parametrize(
-    "fields,message",
-    [
-        ({"num_lanes": [5]}, r"env.variants.num_lanes: got 5; must be an int with 1 <= x <= 4"),
-        ({"lane_width": [0.0]}, r"env.variants.lane_width: got 0.0; must be a float > 0"),
-        ({"traffic_density": [20.0]}, r"traffic_density.*at most 13.33 cars / km / lane"),
-        ({"pedestrian_rate": [5.0]}, r"pedestrian_rate.*at most 1 / dt = 2"),
-    ],
-)
-def test_bad_driving_params_name_field_value_and_what_is_allowed(fields, message):
-    env = Env(DRIVING)
-    with pytest.raises(ConfigError, match=message):
-        variant_grid(DRIVING, env.default_params, {}, fields)
-
-
 # ------------------------------------------------------------------------------ agents
-
-TINY = [
-    "progress=false",
-    "plot=false",
-    "runs.seeds=2",
-    "train.num_logs=2",
-    "train.total_timesteps=1024",
-    "agent.num_envs=4",
-    "agent.hidden_sizes=[16]",
-]
 
 
 # q_learning: 12 states, the lateral position (3 bins over the three lanes) x speed (4)
