@@ -771,11 +771,11 @@ class ChunkStore:
 
     def save(self, c: int, metrics: dict, states: Any) -> None:
         """Writes chunk c: metrics name -> [C, L], states a pytree of leaves [C, ...] or None."""
+        if self.readonly:
+            return
         arrays = {f"metric/{k}": v for k, v in metrics.items()}
         if states is not None:
             arrays.update({f"state/{i:04d}": x for i, x in enumerate(jax.tree.leaves(states))})
-        if self.readonly:
-            return
         arrays["chunk"] = np.array(json.dumps({**self.identity, "chunk": c}, sort_keys=True))
         data = results.npz_bytes(arrays)
         # Checksum first, file second: a kill in between leaves a checksum without a file
