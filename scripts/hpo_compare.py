@@ -2,14 +2,22 @@
 default hyperparameters, tuned on tuning seeds and reported on separate test seeds.
 
     python scripts/hpo_compare.py cartpole_ppo results/hpo/cartpole_ppo
+    python scripts/hpo_compare.py cartpole_ppo_finetune results/hpo/cartpole_ppo_finetune
 
 For a setting S, each method's tuning phase runs with the same total env steps
 (configs/experiment/hpo_S_random.yaml, configs/optuna/hpo_S_tpe.yaml,
-configs/experiment/hpo_S_pbt.yaml); its chosen (lr, ent_coef) is then trained from scratch on
-the test seeds of configs/experiment/hpo_S.yaml, as are the defaults. PBT is also
-run as what it is, a training procedure: one population on the test seeds. Writes
-<out>/tune/<method>, <out>/test/<method> (run directories), comparison.csv/md and
-wall_clock.json (seconds per phase, measured here).
+configs/experiment/hpo_S_pbt.yaml); its chosen values of the fields the TPE study searches
+(agent.<field>, e.g. lr and ent_coef) are then trained on the test seeds of
+configs/experiment/hpo_S.yaml, as are the defaults. PBT is also run as what it is, a
+training procedure: one population on the test seeds. Writes <out>/tune/<method>,
+<out>/test/<method> (run directories), comparison.csv/md and wall_clock.json (seconds per
+phase, measured here).
+
+A setting whose config is a transfer experiment (`transfer:`) tunes the fine-tuning: the
+source is pretrained once into <out>/source (its checkpoint in <out>/source/checkpoint,
+git-ignored; re-created when missing) and every phase fine-tunes that one checkpoint
+(transfer.checkpoint=...), so each method's budget is its fine-tuning env steps. Its test
+phase adds `scratch`: the defaults trained from scratch on the target, same budget.
 """
 
 from __future__ import annotations
@@ -33,13 +41,32 @@ from research.config import parse_experiment  # noqa: E402
 from research.errors import ArgumentParser, cli  # noqa: E402
 from research.pipelines.run import run  # noqa: E402
 from research.pipelines.search import compose_config, load_study, run_study  # noqa: E402
+from research.pipelines.transfer import scratch_raw_config, source_raw_config  # noqa: E402
 from research.platform import use_compile_cache  # noqa: E402
 
-FIELDS = ("lr", "ent_coef")
 # A final return at or below this: the run never learnt (CartPole: a random policy's ~22;
-# Acrobot: -500 is the episode limit, no swing-up at all).
-FAIL_BELOW = {"cartpole_ppo": 50.0, "acrobot_ppo": -499.0}
+# Acrobot: -500 is the episode limit, no swing-up at all; the arm: an untrained network's
+# -222, scratch's -30 to -40 at 300k steps, so -100: no reaching learnt).
+FAIL_BELOW = {"cartpole": 50.0, "acrobot": -499.0, "arm": -100.0}
 STUDIES = Path(__file__).resolve().parents[1] / "configs" / "optuna"
+# The pretraining runs' base seed (transfer settings): neither a tuning seed (0-31) nor a
+# test seed (1000-1031).
+SOURCE_SEED = 500
+
+
+def fail_below(setting: str) -> float:
+    """FAIL_BELOW of the setting's env (its name's first part, e.g. cartpole_ppo_finetune)."""
+    return FAIL_BELOW[setting.split("_")[0]]
+
+
+def fields(spec: dict) -> tuple[str, ...]:
+    """The agent hyperparameters the setting tunes: the TPE study's agent.<field> keys."""
+    return tuple(k.removeprefix("agent.") for k in spec["space"] if k.startswith("agent."))
+
+
+def runs_dir(run_dir: Path) -> Path:
+    """The run directory holding the tuned runs' metrics: a transfer run's finetune/."""
+    return run_dir / "finetune" if (run_dir / "finetune").is_dir() else run_dir
 
 
 def train(overrides: list[str], run_dir: Path) -> tuple[Path, float]:
@@ -51,34 +78,49 @@ def train(overrides: list[str], run_dir: Path) -> tuple[Path, float]:
 
 
 def metrics(run_dir: Path) -> dict[str, np.ndarray]:
-    with np.load(run_dir / "metrics.npz") as f:
+    with np.load(runs_dir(run_dir) / "metrics.npz") as f:
         return {k: f[k] for k in f.files}
 
 
-def pick_random(run_dir: Path) -> dict[str, float]:
+def pick_random(run_dir: Path, names: tuple[str, ...]) -> dict[str, float]:
     """The sampled point with the best mean final return over its tuning seeds (ties: the
-    smallest lr; TPE's best trial is likewise the first to reach the best value)."""
-    runs = pd.read_csv(run_dir / "runs.csv")
+    smallest first field, lr; TPE's best trial is likewise the first to reach the best)."""
+    runs = pd.read_csv(runs_dir(run_dir) / "runs.csv")
     runs["final"] = metrics(run_dir)["episode_return"][:, -1]
-    best = runs.groupby(list(FIELDS))["final"].mean().idxmax()
-    return dict(zip(FIELDS, map(float, best)))
+    best = runs.groupby(list(names))["final"].mean().idxmax()
+    return dict(zip(names, map(float, best)))
 
 
-def pick_tpe(spec: dict) -> dict[str, float]:
+def pick_tpe(spec: dict, names: tuple[str, ...]) -> dict[str, float]:
     """The stored study's best trial's values (the first to reach the best value)."""
     import optuna
 
     study = optuna.load_study(study_name=spec["study_name"], storage=spec["storage"])
     choices = study.best_trial.user_attrs["choices"]  # config key -> the value, as text
-    return {k: float(choices[f"agent.{k}"]) for k in FIELDS}
+    return {k: float(choices[f"agent.{k}"]) for k in names}
 
 
-def pick_pbt(run_dir: Path) -> dict[str, float]:
+def pick_pbt(run_dir: Path, names: tuple[str, ...]) -> dict[str, float]:
     """The population's median of each value in force during the last segment: what PBT
     converged to. (Its best-ranked member is no choice once returns saturate: ranking ties
     go to the lowest index, a member that may never have been replaced.)"""
     m = metrics(run_dir)
-    return {k: float(np.median(m[f"pbt.{k}"][:, -1])) for k in FIELDS}
+    return {k: float(np.median(m[f"pbt.{k}"][:, -1])) for k in names}
+
+
+def complete(run_dir: Path) -> bool:
+    """A phase's run directory that holds its results (a plain run's metrics, a transfer
+    run's transfer_runs.csv, a TPE study's `done`)."""
+    return any((run_dir / name).exists() for name in ("metrics.npz", "transfer_runs.csv", "done"))
+
+
+def pretrain(base: str, run_dir: Path) -> Path:
+    """The transfer setting's source runs (its one checkpoint) trained into run_dir, with the
+    checkpoint in run_dir/checkpoint; returns that checkpoint directory."""
+    raw = source_raw_config(compose_config([base, f"runs.base_seed={SOURCE_SEED}"]))
+    raw = {**raw, "save_checkpoint": True, "progress": False}
+    run(parse_experiment(raw), raw, run_dir)
+    return run_dir / "checkpoint"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out, base = args.out, f"experiment=hpo_{args.setting}"
     use_compile_cache("default")  # as scripts/train.py: a program compiled once is loaded after
+    spec = load_study(STUDIES / f"hpo_{args.setting}_tpe.yaml")
+    names = fields(spec)
     if args.report:
-        print(report(out, FAIL_BELOW[args.setting]))
+        print(report(out, fail_below(args.setting), names))
         return 0
     wall_file = out / "wall_clock.json"
     wall = json.loads(wall_file.read_text()) if wall_file.exists() else {}
@@ -98,43 +142,66 @@ def main(argv: list[str] | None = None) -> int:
     def timed(method: str, phase: str, run_dir: Path, step) -> Path:
         """Runs `step` unless `run_dir` holds its results already (a rerun after a crash or
         a deleted phase redoes only what is missing), recording its wall clock."""
-        if not (run_dir / "metrics.npz").exists() and not (run_dir / "done").exists():
+        if not complete(run_dir):
             started = time.perf_counter()
             step()
             wall.setdefault(method, {})[phase] = time.perf_counter() - started
             write_wall(out, wall)
         return run_dir
 
+    # A transfer setting: the one checkpoint every phase fine-tunes, pretrained once.
+    fixed: list[str] = []
+    if compose_config([base]).get("transfer") is not None:
+        source = out / "source"
+        if not (source / "checkpoint" / "checkpoint.json").exists():  # git-ignored: re-made
+            started = time.perf_counter()
+            pretrain(base, source)
+            wall.setdefault("source", {})["pretrain_s"] = time.perf_counter() - started
+            write_wall(out, wall)
+        fixed = [f"transfer.checkpoint={source / 'checkpoint'}"]
+
     tune = out / "tune"
     picks: dict[str, dict[str, float]] = {"default": {}}
     wall.setdefault("default", {})["tune_s"] = 0.0
-    timed("random", "tune_s", tune / "random", lambda: train([f"{base}_random"], tune / "random"))
-    picks["random"] = pick_random(tune / "random")
+    timed("random", "tune_s", tune / "random",
+          lambda: train([f"{base}_random", *fixed], tune / "random"))  # fmt: skip
+    picks["random"] = pick_random(tune / "random", names)
 
-    spec = load_study(STUDIES / f"hpo_{args.setting}_tpe.yaml")
+    spec = {**spec, "overrides": [*(spec.get("overrides") or []), *fixed]}
 
     def tpe() -> None:
         run_study(spec, root=tune / "tpe")
         (tune / "tpe" / "done").write_text("")  # rerunning the study would add trials
 
     timed("tpe", "tune_s", tune / "tpe", tpe)
-    picks["tpe"] = pick_tpe(spec)
+    picks["tpe"] = pick_tpe(spec, names)
 
-    timed("pbt", "tune_s", tune / "pbt", lambda: train([f"{base}_pbt"], tune / "pbt"))
-    picks["pbt"] = pick_pbt(tune / "pbt")
+    timed("pbt", "tune_s", tune / "pbt", lambda: train([f"{base}_pbt", *fixed], tune / "pbt"))
+    picks["pbt"] = pick_pbt(tune / "pbt", names)
 
     for method, values in picks.items():
         tuned = [f"agent.{k}={v!r}" for k, v in values.items()]
         test = out / "test" / method
-        timed(method, "test_s", test, lambda tuned=tuned, test=test: train([base, *tuned], test))
+        timed(method, "test_s", test,
+              lambda tuned=tuned, test=test: train([base, *tuned, *fixed], test))  # fmt: skip
     # PBT as a training procedure: a population on the test seeds, its members' own returns.
     seed = parse_experiment(compose_config([base])).runs.base_seed
     test = out / "test" / "pbt_population"
     wall.setdefault("pbt_population", {})["tune_s"] = 0.0
     timed("pbt_population", "test_s", test,
-          lambda: train([f"{base}_pbt", f"runs.base_seed={seed}"], test))  # fmt: skip
-    print(report(out, FAIL_BELOW[args.setting]))
+          lambda: train([f"{base}_pbt", f"runs.base_seed={seed}", *fixed], test))  # fmt: skip
+    if fixed:  # what the checkpoint is worth: the defaults from scratch on the target
+        test = out / "test" / "scratch"
+        wall.setdefault("scratch", {})["tune_s"] = 0.0
+        timed("scratch", "test_s", test, lambda: train_raw(scratch_raw_config(
+            compose_config([base, *fixed, "progress=false"])), test))  # fmt: skip
+    print(report(out, fail_below(args.setting), names))
     return 0
+
+
+def train_raw(raw: dict, run_dir: Path) -> Path:
+    """One run of a config mapping made here (not composed from overrides)."""
+    return run(parse_experiment(raw), raw, run_dir)
 
 
 def write_wall(out: Path, wall: dict) -> None:
@@ -143,17 +210,26 @@ def write_wall(out: Path, wall: dict) -> None:
 
 
 def env_steps(run_dir: Path) -> int:
-    """The env steps a run directory's batch trained (all its runs)."""
-    info = json.loads((run_dir / "run.json").read_text())
+    """The env steps a run directory's batch trained (all its runs; a transfer run's
+    fine-tuning runs)."""
+    info = json.loads((runs_dir(run_dir) / "run.json").read_text())
     return info["num_runs"] * info["env_steps_per_run"]
 
 
-def report(out: Path, fail_below: float) -> str:
+def ci_text(x: np.ndarray) -> str:
+    mean, low, high = bootstrap_mean_ci(x)
+    return f"{float(mean):.1f} [{float(low):.1f}, {float(high):.1f}]"
+
+
+def report(out: Path, fail_below: float, names: tuple[str, ...] = ("lr", "ent_coef")) -> str:
     """comparison.csv / .md from the run directories under `out` and wall_clock.json: per
     method the tested values, the test runs' final return and mean return over training
     (AUC / num_logs) with 95% bootstrap CIs, the IQM of the final return (stratified
     bootstrap CI), how many test seeds end at or below `fail_below` (never learnt), the
-    tuning env steps and the wall clock."""
+    tuning env steps and the wall clock. Fine-tuning settings add, from the transfer
+    pipeline's evaluations (transfer_runs.csv), the greedy final return on the target, how
+    many runs end below the checkpoint's own greedy return there, and the forgetting of
+    the source task (its greedy return before minus after)."""
     wall = json.loads((out / "wall_clock.json").read_text())
     tuning = {
         "default": 0,
@@ -162,9 +238,10 @@ def report(out: Path, fail_below: float) -> str:
         "pbt": env_steps(out / "tune" / "pbt"),
         "pbt_population": 0,
         "pbt_best_member": env_steps(out / "tune" / "pbt"),
+        "scratch": 0,
     }
     rows = []
-    methods = ["default", "random", "tpe", "pbt", "pbt_population", "pbt_best_member"]
+    methods = ["default", "random", "tpe", "pbt", "pbt_population", "pbt_best_member", "scratch"]
     for method in methods:
         run_dir = out / "test" / method
         if not run_dir.exists():  # pbt_best_member: an earlier pick rule's run, where kept
@@ -174,14 +251,19 @@ def report(out: Path, fail_below: float) -> str:
         final, auc = m["episode_return"][:, -1], np.nanmean(m["episode_return"], axis=1)
         row = {"method": method}
         if method != "pbt_population":
-            row.update({k: config["agent"][k] for k in FIELDS})
-        for name, x in (("final", final), ("auc", auc)):
-            mean, low, high = bootstrap_mean_ci(x)
-            row[f"{name}_return"] = f"{float(mean):.1f} [{float(low):.1f}, {float(high):.1f}]"
+            row.update({k: config["agent"][k] for k in names})
+        row["final_return"], row["auc_return"] = ci_text(final), ci_text(auc)
         # Robust to a seed that never learns: the interquartile mean of the final returns.
         point, low, high = stratified_bootstrap_ci(final[:, None], iqm)
         row["final_iqm"] = f"{float(point):.1f} [{float(low):.1f}, {float(high):.1f}]"
         row["failed_seeds"] = int(np.sum(final <= fail_below))
+        if (run_dir / "transfer_runs.csv").exists():
+            runs = pd.read_csv(run_dir / "transfer_runs.csv")
+            runs = runs[runs["kind"] == "finetune"]
+            row["greedy_final"] = ci_text(runs["final_return"].to_numpy())
+            below = runs["final_return"] < runs["initial_return"]
+            row["below_checkpoint"] = int(below.sum())
+            row["forgetting"] = ci_text(runs["forgetting"].to_numpy())
         if method == "pbt_population":
             best = int(np.nanargmax(m["pbt.fitness"][:, -1]))
             row["best_member_final"] = float(final[best])

@@ -3,6 +3,9 @@
 Traced hyperparameters are swept inside a program (`sweep`, `search.kind=random`); settings
 that change shapes need a program each, which is what a study's trials are. The study is
 stored (e.g. sqlite), so running it again adds trials to it instead of starting over.
+A trial whose config is a transfer experiment (`transfer:`) runs the transfer pipeline and
+is scored by its fine-tuning runs (give `transfer.checkpoint` in the overrides to tune the
+fine-tuning of one fixed checkpoint, and `transfer.scratch=false`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from omegaconf.errors import OmegaConfBaseException
 from research.config import ConfigError, parse_experiment
 from research.errors import InputError, readable_file
 from research.pipelines.train import execute, prepare, write_run_dir
+from research.pipelines.transfer import run_transfer
+from research.results import load_metrics
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 STUDY_KEYS = ("study_name", "storage", "direction", "num_trials", "seed", "overrides", "space")
@@ -136,10 +141,15 @@ def run_study(spec: Mapping[str, Any], num_trials: int | None = None, root: Path
             k: v[trial.suggest_categorical(k, list(range(len(v))))] for k, v in space.items()
         }
         raw = compose_config(trial_overrides(spec, choices))
-        prepared = prepare(parse_experiment(raw))
-        result = execute(prepared, keep_states=False)
-        write_run_dir(root / f"trial_{trial.number:04d}", prepared, result, raw)
-        final = result.metrics["episode_return"][:, -1]
+        config, run_dir = parse_experiment(raw), root / f"trial_{trial.number:04d}"
+        if config.transfer is not None:  # scored by the fine-tuning runs
+            run_transfer(config, raw, run_dir)
+            final = load_metrics(run_dir / "finetune")[1]["episode_return"][:, -1]
+        else:
+            prepared = prepare(config)
+            result = execute(prepared, keep_states=False)
+            write_run_dir(run_dir, prepared, result, raw)
+            final = result.metrics["episode_return"][:, -1]
         trial.set_user_attr("choices", {k: str(v) for k, v in choices.items()})
         return float(np.nanmean(final))
 
