@@ -226,6 +226,7 @@ def report(out: Path, fail_below: float, names: tuple[str, ...] = ("lr", "ent_co
     method the tested values, the test runs' final return and mean return over training
     (AUC / num_logs) with 95% bootstrap CIs, the IQM of the final return (stratified
     bootstrap CI), how many test seeds end at or below `fail_below` (never learnt), the
+    final return minus the defaults' on the same test seed (mean, 95% bootstrap CI), the
     tuning env steps and the wall clock. Fine-tuning settings add, from the transfer
     pipeline's evaluations (transfer_runs.csv), the greedy final return on the target, how
     many runs end below the checkpoint's own greedy return there, and the forgetting of
@@ -242,6 +243,8 @@ def report(out: Path, fail_below: float, names: tuple[str, ...] = ("lr", "ent_co
     }
     rows = []
     methods = ["default", "random", "tpe", "pbt", "pbt_population", "pbt_best_member", "scratch"]
+    # Every test phase but the population runs the same test seeds: paired differences.
+    default_final = metrics(out / "test" / "default")["episode_return"][:, -1]
     for method in methods:
         run_dir = out / "test" / method
         if not run_dir.exists():  # pbt_best_member: an earlier pick rule's run, where kept
@@ -257,6 +260,8 @@ def report(out: Path, fail_below: float, names: tuple[str, ...] = ("lr", "ent_co
         point, low, high = stratified_bootstrap_ci(final[:, None], iqm)
         row["final_iqm"] = f"{float(point):.1f} [{float(low):.1f}, {float(high):.1f}]"
         row["failed_seeds"] = int(np.sum(final <= fail_below))
+        if method not in ("default", "pbt_population") and len(final) == len(default_final):
+            row["final_vs_default"] = ci_text(final - default_final)  # paired by test seed
         if (run_dir / "transfer_runs.csv").exists():
             runs = pd.read_csv(run_dir / "transfer_runs.csv")
             runs = runs[runs["kind"] == "finetune"]
