@@ -1,6 +1,6 @@
 """One program over several processes (jax.distributed, localhost coordinator, gloo).
 
-scripts/train.py started as 2 processes of 1 CPU device each, and as 2 processes of 2
+scripts/train.py started as 4 processes of 1 CPU device each, and as 2 processes of 2
 devices each, writes one run directory (the first process's) whose metrics are bit for bit
 those of 1 process with 2 devices at the same runs per device (docs/design.md, "Several
 processes"). A 2 x 2 run killed after its first chunk resumes under scripts/resume.py, again
@@ -99,12 +99,12 @@ def _assert_same(a: dict, b: dict) -> None:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def test_two_processes_write_one_run_directory_equal_to_one_process(one_process, tmp_path):
-    run_dir = tmp_path / "two"
-    _wait(_train(run_dir, 2, 1))
+def test_four_processes_write_one_run_directory_equal_to_one_process(one_process, tmp_path):
+    run_dir = tmp_path / "four"
+    _wait(_train(run_dir, 4, 1))
     _assert_same(one_process, _metrics(run_dir))
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["execution"]["num_devices"] == 2, info["execution"]
+    assert info["execution"]["num_devices"] == 4, info["execution"]
     assert not (run_dir / "chunks").exists()
     leftovers = list(Path(os.environ.get("TMPDIR", "/tmp")).glob("research-process-*"))
     assert not [p for p in leftovers if p.stat().st_mtime > time.time() - 120], leftovers
@@ -134,3 +134,45 @@ def test_a_killed_four_device_two_process_run_resumes_bit_for_bit(one_process, t
     _wait(_start(["scripts/resume.py", str(run_dir)], 2, 2, log))
     assert "1 of 2 chunk(s) finished before" in log.with_suffix(".0.log").read_text()
     _assert_same(one_process, _metrics(run_dir))
+
+
+META = (
+    *TINY[:2],
+    "agent.num_envs=4",
+    "agent.num_steps=32",
+    "agent.num_minibatches=2",
+    "agent.num_epochs=1",
+    "agent.hidden_sizes=[16]",
+    "runs.seeds=2",
+    "train.total_timesteps=1024",
+    "train.num_logs=2",
+    "+meta.seeds=2",
+    "+meta.method=es",
+    "+meta.pretrain_timesteps=1024",
+    "+meta.es.generations=2",
+    "+meta.es.population=2",
+    "+meta.es.inner_timesteps=512",
+    "+meta.es.search.lr={low: 1e-5, high: 1e-3, log: true}",
+    "+meta.variants.length={low: 0.25, high: 1.0}",
+    "+meta.held_out.length=[1.5]",
+    "+meta.evaluation.num_envs=2",
+    "+meta.evaluation.num_steps=100",
+)
+
+
+def test_meta_learning_over_two_processes_equals_one_process_of_two_devices(tmp_path):
+    """ES over 2 meta seeds: the pretraining, the search and the fine-tuning of every arm
+    split over the 2 devices of 2 processes give the files of 1 process with 2 devices."""
+    dirs = {}
+    for processes, devices in ((1, 2), (2, 1)):
+        run_dir = dirs[processes] = tmp_path / f"meta{processes}"
+        args = ["scripts/train.py", *META, f"hydra.run.dir={run_dir}"]
+        _wait(_start(args, processes, devices, run_dir.with_suffix(".log")))
+    for name in ("meta_runs.csv", "meta/values.csv", "meta/history.csv"):
+        assert (dirs[1] / name).read_bytes() == (dirs[2] / name).read_bytes(), name
+    with (
+        np.load(dirs[1] / "pretrain/metrics.npz") as a,
+        np.load(dirs[2] / "pretrain/metrics.npz") as b,
+    ):
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -3,6 +3,7 @@ and a program vmapped over independent meta-training runs, sharded over the devi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from research.config import FieldRange
 from research.envs import stack_params
 from research.platform import straight_line_threefry
+from research.runner.execute import to_devices, to_host
 
 
 def sample_overrides(
@@ -53,26 +55,41 @@ def sample_variants(
     return drawn, stack_params(env_id, default_params, drawn)
 
 
+def _is_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
 def shard_over(
     fn: Callable, in_axes: Sequence[int | None], devices: Sequence[jax.Device]
 ) -> Callable:
     """jit(vmap(fn, in_axes)) whose mapped axis is split over `devices` when their number
-    divides it (else it runs on the first device): independent meta-training runs use
-    the cores as independent XLA devices, as the runner's runs axis does."""
-    program = jax.jit(jax.vmap(fn, in_axes=tuple(in_axes)))
+    divides it: independent meta-training runs use the cores as independent XLA devices,
+    as the runner's runs axis does. Otherwise it runs whole on the first device or, over
+    several processes (jax.distributed, `devices` then spanning them), whole on every
+    device. The outputs are numpy arrays, the same in every process."""
+    vmapped = jax.vmap(fn, in_axes=tuple(in_axes))
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def program(is_key: tuple[bool, ...], *args):
+        return vmapped(*(jax.random.wrap_key_data(a) if k else a for a, k in zip(args, is_key)))
 
     def call(*args):
+        # Keys travel as their data: arrays of several processes are built from numpy.
+        is_key = tuple(_is_key(a) for a in args)
+        args = [jax.random.key_data(a) if k else a for a, k in zip(args, is_key)]
         size = next(
             jax.tree.leaves(a)[0].shape[0]
             for a, axis in zip(args, in_axes)
             if axis == 0 and jax.tree.leaves(a)
         )
-        used = list(devices) if size % len(devices) == 0 else list(devices)[:1]
+        split = size % len(devices) == 0
+        used = list(devices) if split or jax.process_count() > 1 else list(devices)[:1]
         mesh = Mesh(np.array(used), ("runs",))
         spec = lambda axis: NamedSharding(
-            mesh, PartitionSpec("runs") if axis == 0 else PartitionSpec()
+            mesh, PartitionSpec("runs") if axis == 0 and split else PartitionSpec()
         )
         with straight_line_threefry():  # the first call for each shape lowers the program
-            return program(*(jax.device_put(a, spec(axis)) for a, axis in zip(args, in_axes)))
+            out = program(is_key, *(to_devices(a, spec(ax)) for a, ax in zip(args, in_axes)))
+        return to_host(out)
 
     return call

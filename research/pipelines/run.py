@@ -44,7 +44,7 @@ def run(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Path:
 
 def check_processes(config: ExperimentConfig) -> int:
     """The number of processes of this program (research.platform.start_processes); an
-    InputError where runs.processes says another, or the pipeline runs in one only."""
+    InputError where runs.processes says another."""
     count = jax.process_count()
     wanted = config.runs.processes
     if wanted is not None and wanted != count:
@@ -52,11 +52,6 @@ def check_processes(config: ExperimentConfig) -> int:
             f"runs.processes: got {wanted}; this program has {count} process(es): start "
             f"{wanted} (RESEARCH_COORDINATOR, RESEARCH_NUM_PROCESSES, RESEARCH_PROCESS_ID, "
             "or srun --ntasks), or set runs.processes=null"
-        )
-    if count > 1 and config.meta is not None:
-        raise InputError(
-            f"meta: runs in one process; this program has {count} (start it alone, without "
-            "the multi-process launcher)"
         )
     return count
 
@@ -72,6 +67,8 @@ def _run_beside_first(
         own = Path(scratch) / "run"
         if config.transfer is not None:
             run_transfer(config, raw, own)
+        elif config.meta is not None:
+            run_meta(config, raw, own)
         else:
             run_experiment(config, raw, own)
     if Path(run_dir).absolute() != first:
