@@ -119,6 +119,26 @@ def test_meta_actions_change_lane_and_speed_and_the_controller_tracks_them():
     assert abs(float(state.ego[1]) - 10.0) < 0.5 and abs(float(state.ego[3]) - 30.0) < 0.2
 
 
+def test_the_headway_cost_follows_the_two_second_rule_ahead_and_in_the_target_lane():
+    """Behind a car at its own 20 m/s with a 20 m bumper gap (a 1 s time gap, half of
+    safe_headway 2 s) the reward is the speed term less headway_cost x 0.5; at 40 m, or
+    with headway_cost 0, nothing is taken. Steering left towards a car alongside (its
+    centre 1 m behind: a bumper gap of -4 m) costs the whole headway_cost at once, two steps
+    before the boxes would touch; the same car one lane further away costs nothing."""
+    speed_term = 20.0 / 30.0
+    reward = lambda state, action=driving.IDLE, params=P: float(
+        STEP(jax.random.key(0), state, action, params)[2]
+    )
+    assert reward(scene(cars=[(125.0, 1, 20.0)])) == pytest.approx(speed_term - 0.5, abs=1e-4)
+    assert reward(scene(cars=[(145.0, 1, 20.0)])) == pytest.approx(speed_term, abs=1e-4)
+    free = P.replace(headway_cost=0.0)
+    assert reward(scene(cars=[(125.0, 1, 20.0)]), params=free) == pytest.approx(speed_term)
+    alongside = scene(cars=[(99.0, 2, 20.0)])
+    assert reward(alongside, driving.LANE_LEFT) == pytest.approx(speed_term - 1.0, abs=1e-4)
+    assert reward(alongside, driving.LANE_RIGHT) == pytest.approx(speed_term, abs=1e-4)
+    assert reward(alongside) == pytest.approx(speed_term, abs=1e-4)
+
+
 # ------------------------------------------------------------------------------ events
 
 
@@ -148,10 +168,11 @@ def test_collisions_and_near_misses_on_hand_made_scenes():
 
 def test_a_collision_or_leaving_the_road_ends_the_episode_and_costs():
     """At 20 m/s (speed term 20 / 30) the ego closes 5 m on a car at 10 m/s 6 m ahead and
-    touches it: done, collision_cost 10 off; heading off the right edge: offroad_cost 10."""
+    touches it: done, collision_cost 10 off and the whole headway_cost 1 (a time gap of 0);
+    heading off the right edge: offroad_cost 10."""
     state = scene(cars=[(106.0, 1, 10.0)])
     _, _, reward, done, _ = STEP(jax.random.key(0), state, driving.IDLE, P)
-    assert bool(done) and float(reward) == pytest.approx(20.0 / 30.0 - 10.0, abs=1e-3)
+    assert bool(done) and float(reward) == pytest.approx(20.0 / 30.0 - 10.0 - 1.0, abs=1e-3)
     _, _, reward, done, _ = STEP(
         jax.random.key(0), scene(ego=(0.0, 0.1, -0.3, 20.0)), driving.IDLE, P
     )
@@ -207,18 +228,27 @@ def test_the_lead_car_and_the_clearance_potential():
     assert free == 0.0 and float(driving.clearance(close, P)) == pytest.approx(
         -(1 - 7.0 / 60.0), rel=1e-5
     )
-    np.testing.assert_allclose(close[7:9], [0.07, 5.0 / 30.0], rtol=1e-5)  # lead_car
+    # lead_car: the gap as g / (g + 10 m), the closing speed / 30
+    np.testing.assert_allclose(close[7:9], [7.0 / 17.0, 5.0 / 30.0], rtol=1e-5)
     np.testing.assert_allclose(obs(scene())[7:9], [1.0, 0.0])
     # lane_gaps: lane 0 free, lane 1 the lead car, lane 2 a car 8 m ahead at 10 m/s (its
     # bumper 3 m ahead, closing 10 m/s); on the left lane (2) of three, the left is a wall
     np.testing.assert_allclose(
         close[9:21],
-        [1, 0, 1, 0, 0.07, 5 / 30, 1, 0, 0.03, 10 / 30, 1, 0],
+        [1, 0, 1, 0, 7 / 17, 5 / 30, 1, 0, 3 / 13, 10 / 30, 1, 0],
         rtol=1e-5,
         atol=1e-6,
     )
     left = obs(scene(ego=(100.0, 10.0, 0.0, 20.0), cars=[(90.0, 1, 25.0)]))
-    np.testing.assert_allclose(left[9:21], [1, 0, 0.05, 5 / 30, 1, 0, 1, 0, 0, 0, 0, 0], atol=1e-6)
+    wall = [0, 0, 0, 0]
+    np.testing.assert_allclose(left[9:21], [1, 0, 5 / 15, 5 / 30, 1, 0, 1, 0, *wall], atol=1e-6)
+    # a car alongside in the next lane, its centre 1 m behind: a bumper gap of -4 m, so
+    # that how far it overlaps is seen; the gaps' inverse gives the metres back
+    beside = obs(scene(cars=[(99.0, 2, 20.0)]))
+    np.testing.assert_allclose(beside[17:21], [1.0, 0.0, -4 / 14, 0.0], atol=1e-6)
+    np.testing.assert_allclose(
+        driving.observed_gap(jnp.array([-4 / 14, 0.0, 7 / 17, 1.0])), [-4.0, 0.0, 7.0, np.inf]
+    )
 
 
 # ------------------------------------------------------------------------------ batches

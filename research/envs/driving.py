@@ -32,14 +32,17 @@ max_accel and max_steering.
 
 Reward per step: speed_weight (1 - |v / speed_limit - 1|) (best at the limit)
 - pedestrian_cost x (1 - clearance / pedestrian_safe_distance)^+ of the nearest pedestrian
-- lane_change_cost when the ego's lane changed - collision_cost on a collision - offroad_cost
-when the ego's centre leaves the road. A collision (the ego's box overlaps a car's, both
+- headway_cost x (1 - time gap / safe_headway)^+ (the two-second rule: the time gap is the
+bumper gap over the ego's speed, to the lead car and to the nearest cars ahead and behind in
+the lane it is heading for, negative for a car alongside) - lane_change_cost when the ego's
+lane changed - collision_cost on a collision - offroad_cost when the ego's centre leaves the
+road. A collision (the ego's box overlaps a car's, both
 axis-aligned CAR_LENGTH x CAR_WIDTH, or a pedestrian's disc) or leaving the road terminates
 the episode; it truncates after max_steps_in_episode steps.
 
 Observation [OBS_SIZE = 57]: the ego [21] (y and the distance to the left edge in lane
 widths, heading, speed / SPEED_SCALE, speed_limit / SPEED_SCALE, the target lane's offset in
-lane widths, the target speed / SPEED_SCALE, the bumper gap / DISTANCE_SCALE and closing
+lane widths, the target speed / SPEED_SCALE, the bumper gap (as `gap_feature`) and closing
 speed / SPEED_SCALE of the car ahead that overlaps it sideways (`lead_car`), and the gaps
 and closing speeds ahead and behind in the lanes right, at and left of it: `lane_gaps`), then the
 NEAREST_VEHICLES nearest cars and
@@ -76,6 +79,7 @@ NEAREST_PEDESTRIANS = 2
 CAR_LENGTH, CAR_WIDTH = 5.0, 2.0  # m, every car
 PEDESTRIAN_RADIUS = 0.5  # m
 SPEED_SCALE, DISTANCE_SCALE = 30.0, 100.0  # observation units: O(1) inputs
+GAP_SCALE = 10.0  # m: a bumper gap g is observed as g / (|g| + GAP_SCALE) (see gap_feature)
 EGO_SIZE, SLOT_SIZE = 21, 4
 OBS_SIZE = EGO_SIZE + SLOT_SIZE * (NEAREST_VEHICLES + NEAREST_PEDESTRIANS)
 LANE_LEFT, IDLE, LANE_RIGHT, FASTER, SLOWER = range(5)
@@ -134,6 +138,8 @@ class DrivingParams(environment.EnvParams):
     pedestrian_cost: float = 0.0
     lane_change_cost: float = 0.05
     offroad_cost: float = 10.0
+    headway_cost: float = 1.0  # per step at a time gap of 0 (see the module docstring)
+    safe_headway: float = 2.0  # s: the headway cost starts under this time gap
     max_steps_in_episode: int = 80  # 40 s
 
 
@@ -170,6 +176,7 @@ RANGES = {
             "dt",
             "pedestrian_speed",
             "pedestrian_safe_distance",
+            "safe_headway",
         )
     },
     **{
@@ -185,6 +192,7 @@ RANGES = {
             "pedestrian_cost",
             "lane_change_cost",
             "offroad_cost",
+            "headway_cost",
         )
     },
     "num_lanes": Range(low=1, high=MAX_LANES, why=f"MAX_LANES = {MAX_LANES} lane slots"),
@@ -319,10 +327,24 @@ def _nearest(
     return jnp.where(jnp.isfinite(chosen)[:, None], rows[index], 0.0), chosen
 
 
+def gap_feature(gap: jax.Array) -> jax.Array:
+    """The observed form [...] of bumper gaps (m, finite; negative: overlapping alongside):
+    g / (|g| + GAP_SCALE), in (-1, 1), fine where a metre matters (0.5 at 10 m, -0.33 for a
+    car alongside) and coarse far away (0.91 at 100 m; g / DISTANCE_SCALE gave a car
+    alongside -0.05)."""
+    return gap / (jnp.abs(gap) + GAP_SCALE)
+
+
+def observed_gap(feature: jax.Array) -> jax.Array:
+    """The bumper gap (m) [...] of a gap_feature (its inverse); inf at 1 (a free road)."""
+    inside = feature * GAP_SCALE / jnp.maximum(1.0 - jnp.abs(feature), 1e-6)
+    return jnp.where(feature < 1.0, inside, jnp.inf)
+
+
 def lead_car(state: DrivingState, params: DrivingParams) -> tuple[jax.Array, jax.Array]:
-    """(bumper gap / DISTANCE_SCALE, closing speed / SPEED_SCALE) [] of the nearest car ahead
-    that overlaps the ego sideways (the one it would run into); (1, 0) when the road ahead
-    is free for DISTANCE_SCALE metres. Picking it out of the nearest-car slots, whose order
+    """(gap_feature of the bumper gap, closing speed / SPEED_SCALE) [] of the nearest car
+    ahead that overlaps the ego sideways (the one it would run into); (1, 0) when the road
+    ahead is free for DISTANCE_SCALE metres. Picking it out of the nearest-car slots, whose order
     changes with every car that passes, is what PPO failed to learn in 800k steps."""
     dx = wrap(state.car_x - state.ego[0], params)
     dy = (state.car_lane + 0.5) * params.lane_width - state.ego[1]
@@ -332,17 +354,19 @@ def lead_car(state: DrivingState, params: DrivingParams) -> tuple[jax.Array, jax
     free = ~jnp.isfinite(gap[lead]) | (gap[lead] > DISTANCE_SCALE)
     closing = state.ego[3] * jnp.cos(state.ego[2]) - state.car_speed[lead]
     return (
-        jnp.where(free, 1.0, jnp.maximum(gap[lead], 0.0) / DISTANCE_SCALE),
+        jnp.where(free, 1.0, gap_feature(jnp.maximum(gap[lead], 0.0))),
         jnp.where(free, 0.0, closing / SPEED_SCALE),
     )
 
 
 def lane_gaps(state: DrivingState, params: DrivingParams) -> jax.Array:
-    """[3, 4] for the lanes right of, at and left of the ego's (`ego_lane`): the bumper gap
-    to the nearest car ahead / DISTANCE_SCALE, its closing speed / SPEED_SCALE, the same
+    """[3, 4] for the lanes right of, at and left of the ego's (`ego_lane`): the gap_feature
+    of the bumper gap to the nearest car ahead, its closing speed / SPEED_SCALE, the same
     for the nearest car behind (highway-env's lane-wise view, which a lane change needs):
     gap 1 and closing 0 where none is within DISTANCE_SCALE, gap 0 where the lane does
-    not exist (a wall)."""
+    not exist (a wall). A car alongside in another lane has a negative gap (down to
+    -CAR_LENGTH), so that how far it overlaps is seen: clipped at 0, PPO could not tell a
+    car it was about to clear from one beside it and changed lanes into it."""
     dx = wrap(state.car_x - state.ego[0], params)
     v = state.ego[3] * jnp.cos(state.ego[2])
     lanes = ego_lane(state.ego[1], params) + jnp.arange(-1, 2)
@@ -354,7 +378,7 @@ def lane_gaps(state: DrivingState, params: DrivingParams) -> jax.Array:
         free = gap[i] > DISTANCE_SCALE
         closing = sign * (v - state.car_speed[i])
         return (
-            jnp.where(free, 1.0, jnp.maximum(gap[i], 0.0) / DISTANCE_SCALE),
+            jnp.where(free, 1.0, gap_feature(gap[i])),
             jnp.where(free, 0.0, closing / SPEED_SCALE),
         )
 
@@ -553,10 +577,16 @@ class Driving(environment.Environment[DrivingState, DrivingParams]):
         hit, off = collided(obs, params), offroad(obs, params)
         lane_changed = ego_lane(ego[1], params) != ego_lane(state.ego[1], params)
         near = observed_pedestrian_clearance(obs, params) / params.pedestrian_safe_distance
+        # time headways to the lead car and to the cars ahead and behind in the target lane
+        row = jnp.clip(lane - ego_lane(ego[1], params), -1, 1) + 1
+        gaps = obs[9:21].reshape(3, 4)[row]
+        gap = jnp.minimum(observed_gap(obs[7]), observed_gap(jnp.minimum(gaps[0], gaps[2])))
+        headway = gap / jnp.maximum(ego[3], 1.0) / params.safe_headway
         reward = (
             params.speed_weight * (1.0 - jnp.abs(ego[3] / params.speed_limit - 1.0))
             - params.pedestrian_cost * jnp.clip(1.0 - near, 0.0, 1.0)
             - params.lane_change_cost * lane_changed
+            - params.headway_cost * jnp.clip(1.0 - headway, 0.0, 1.0)
             - params.collision_cost * hit
             - params.offroad_cost * off
         )
@@ -687,7 +717,7 @@ def clearance(obs: jax.Array, params: DrivingParams) -> jax.Array:
     """Shaping potential [...] in [-1, 0]: minus the closeness to the lead car (bumper gap
     under 2 s x speed_limit) or to the nearest pedestrian (under
     pedestrian_safe_distance), whichever is closer."""
-    gap = obs[..., 7] * DISTANCE_SCALE  # the lead car's (DISTANCE_SCALE: none)
+    gap = observed_gap(obs[..., 7])  # the lead car's (inf: none)
     car = jnp.clip(1.0 - gap / (2.0 * params.speed_limit), 0.0, 1.0)
     ped = jnp.clip(
         1.0 - observed_pedestrian_clearance(obs, params) / params.pedestrian_safe_distance, 0, 1
