@@ -4,6 +4,7 @@ plain run, the diagnostics equal the library functions applied by hand to the sa
 the env schedule switches at the right updates; all jitted and vmapped, as the loop is."""
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ from research.pipelines.train import (
     prepare,
     run_experiment,
     uses_weight_decay,
+    write_phases,
 )
 from research.rl import diagnostics as dg
 from research.rl.networks import ActorCritic
@@ -359,13 +361,13 @@ def test_phase_at_holds_the_last_phase_or_cycles():
 
 @dataclass(frozen=True)
 class RecordEnv(Extension):
-    """Logs the pole length and mass of each update's rollout (one update per segment)."""
+    """Logs the named EnvParams fields of each update's rollout (one update per segment)."""
 
+    fields: tuple = ("length", "total_mass")
     name: str = "record"
 
     def on_batch(self, batch, state, step):
-        return batch, state, {"length": step.env_params.length,
-                              "total_mass": step.env_params.total_mass}  # fmt: skip
+        return batch, state, {f: getattr(step.env_params, f) for f in self.fields}
 
 
 def test_the_schedule_switches_at_the_right_updates_per_run_variant():
@@ -392,6 +394,67 @@ def test_the_schedule_switches_at_the_right_updates_per_run_variant():
         masses = [masscart] * 6 + [3.0] * 2
         np.testing.assert_allclose(metrics["total_mass"][r], np.add(masses, 0.1), rtol=1e-6)
         np.testing.assert_array_equal(metrics["env_phase"][r], [0, 0, 0, 1, 1, 1, 2, 2])
+
+
+# Acrobot and the arm (issue 22 item 3): per env, a field varied across runs and three
+# phases over it. No diagnostics and one minibatch: compiling is this test's time.
+SCHEDULES = [
+    (
+        "acrobot",
+        ("link_mass_1", [1.0, 2.0]),
+        [{}, {"link_mass_2": 3.0}, {"link_length_1": 0.5, "link_mass_1": 0.5}],
+    ),
+    (
+        "arm_reach",
+        ("friction", [0.1, 0.3]),
+        [{}, {"link_length_1": 0.3, "link_length_2": 0.7}, {"tolerance": 0.03, "friction": 0.5}],
+    ),
+]
+
+
+@pytest.mark.parametrize("env, variant, schedule", SCHEDULES, ids=[s[0] for s in SCHEDULES])
+def test_the_schedule_switches_acrobot_and_arm_params_with_per_phase_metrics(
+    env, variant, schedule, tmp_path
+):
+    field, values = variant
+    phases = ",".join("{" + ",".join(f"{k}:{v}" for k, v in p.items()) + "}" for p in schedule)
+    prepared = prepare(
+        config(
+            f"env={env}",
+            "env.params.max_steps_in_episode=16",  # an episode ends in every rollout
+            "train.total_timesteps=512",  # 8 updates, one per segment
+            "train.num_logs=8",
+            "agent.num_minibatches=1",
+            f"env.variants.{field}=[{','.join(map(str, values))}]",
+            f"+env.schedule.params=[{phases}]",
+            "+env.schedule.every=3",
+        )
+    )
+    fields = tuple(sorted({field}.union(*schedule)))
+    runs = prepared.runs
+    trainer = make_train(
+        prepared.agent, prepared.env, 4, 16, prepared.num_updates, 8,
+        prepared.trainer.extensions + (RecordEnv(fields),),
+    )  # fmt: skip
+    train = jax.jit(jax.vmap(trainer.train))
+    _, metrics = train(jax.vmap(jax.random.key)(runs.seeds), runs.hparams, runs.env_params)
+    metrics = jax.tree.map(np.asarray, metrics)
+    phase = np.asarray(phase_at(jnp.arange(8), 3, len(schedule), False))
+    default = prepared.env.default_params
+    for r, value in enumerate(values):
+        own = {f: value if f == field else getattr(default, f) for f in fields}
+        for f in fields:
+            want = [schedule[p].get(f, own[f]) for p in phase]
+            np.testing.assert_allclose(metrics[f][r], want, rtol=1e-6, err_msg=f)
+        np.testing.assert_array_equal(metrics["env_phase"][r], phase)
+    by = list(runs.swept) + [f"env.{k}" for k in runs.varied]
+    write_phases(tmp_path, prepared, SimpleNamespace(metrics=metrics), by)
+    table = pd.read_csv(tmp_path / "phases.csv")
+    assert list(table["stretch"]) == [0, 0, 1, 1, 2, 2]  # 3 phases x 2 variants
+    assert list(table["phase"]) == [0, 0, 1, 1, 2, 2]
+    assert table["return_end"].notna().all()
+    assert "recovery_steps" in table
+    assert table["drop"].isna().sum() == 2 and table.loc[2:, "drop"].notna().all()  # 1 change
 
 
 def test_phase_spans_and_last_measured():
