@@ -128,6 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("setting", help="S of configs/experiment/hpo_S*.yaml, e.g. cartpole_ppo")
     parser.add_argument("out", type=Path, help="output directory, e.g. results/hpo/cartpole_ppo")
     parser.add_argument("--report", action="store_true", help="only rebuild comparison.md")
+    parser.add_argument(
+        "--pbt-variant",
+        default=None,
+        metavar="V",
+        help="also run configs/experiment/hpo_S_pbt_V.yaml as the PBT arm pbt_V (its tuning, "
+        "its pick on the test seeds and its population there), e.g. another interval",
+    )
     args = parser.parse_args(argv)
     out, base = args.out, f"experiment=hpo_{args.setting}"
     use_compile_cache("default")  # as scripts/train.py: a program compiled once is loaded after
@@ -176,8 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     timed("tpe", "tune_s", tune / "tpe", tpe)
     picks["tpe"] = pick_tpe(spec, names)
 
-    timed("pbt", "tune_s", tune / "pbt", lambda: train([f"{base}_pbt", *fixed], tune / "pbt"))
-    picks["pbt"] = pick_pbt(tune / "pbt", names)
+    arms = ["pbt"] + ([f"pbt_{args.pbt_variant}"] if args.pbt_variant else [])
+    for arm in arms:  # each PBT config: its tuning population and its pick
+        timed(arm, "tune_s", tune / arm,
+              lambda arm=arm: train([f"{base}_{arm}", *fixed], tune / arm))  # fmt: skip
+        picks[arm] = pick_pbt(tune / arm, names)
 
     for method, values in picks.items():
         tuned = [f"agent.{k}={v!r}" for k, v in values.items()]
@@ -186,10 +196,12 @@ def main(argv: list[str] | None = None) -> int:
               lambda tuned=tuned, test=test: train([base, *tuned, *fixed], test))  # fmt: skip
     # PBT as a training procedure: a population on the test seeds, its members' own returns.
     seed = parse_experiment(compose_config([base])).runs.base_seed
-    test = out / "test" / "pbt_population"
-    wall.setdefault("pbt_population", {})["tune_s"] = 0.0
-    timed("pbt_population", "test_s", test,
-          lambda: train([f"{base}_pbt", f"runs.base_seed={seed}", *fixed], test))  # fmt: skip
+    for arm in arms:
+        name = "pbt_population" + arm.removeprefix("pbt")
+        test = out / "test" / name
+        wall.setdefault(name, {})["tune_s"] = 0.0
+        timed(name, "test_s", test, lambda arm=arm, test=test: train(
+            [f"{base}_{arm}", f"runs.base_seed={seed}", *fixed], test))  # fmt: skip
     if fixed:  # what the checkpoint is worth: the defaults from scratch on the target
         test = out / "test" / "scratch"
         wall.setdefault("scratch", {})["tune_s"] = 0.0
@@ -243,6 +255,12 @@ def report(out: Path, fail_below: float, names: tuple[str, ...] = ("lr", "ent_co
     }
     rows = []
     methods = ["default", "random", "tpe", "pbt", "pbt_population", "pbt_best_member", "scratch"]
+    # PBT variants (--pbt-variant V): test/pbt_V, its pick, and test/pbt_population_V
+    variants = sorted(d.name for d in (out / "test").iterdir() if d.name not in methods)
+    for name in variants:  # a population on the test seeds has no tuning phase
+        population = name.startswith("pbt_population")
+        tuning[name] = 0 if population else env_steps(out / "tune" / name)
+    methods += variants
     # Every test phase but the population runs the same test seeds: paired differences.
     default_final = metrics(out / "test" / "default")["episode_return"][:, -1]
     for method in methods:
@@ -253,14 +271,15 @@ def report(out: Path, fail_below: float, names: tuple[str, ...] = ("lr", "ent_co
         m = metrics(run_dir)
         final, auc = m["episode_return"][:, -1], np.nanmean(m["episode_return"], axis=1)
         row = {"method": method}
-        if method != "pbt_population":
+        population = method.startswith("pbt_population")
+        if not population:
             row.update({k: config["agent"][k] for k in names})
         row["final_return"], row["auc_return"] = ci_text(final), ci_text(auc)
         # Robust to a seed that never learns: the interquartile mean of the final returns.
         point, low, high = stratified_bootstrap_ci(final[:, None], iqm)
         row["final_iqm"] = f"{float(point):.1f} [{float(low):.1f}, {float(high):.1f}]"
         row["failed_seeds"] = int(np.sum(final <= fail_below))
-        if method not in ("default", "pbt_population") and len(final) == len(default_final):
+        if method != "default" and not population and len(final) == len(default_final):
             row["final_vs_default"] = ci_text(final - default_final)  # paired by test seed
         if (run_dir / "transfer_runs.csv").exists():
             runs = pd.read_csv(run_dir / "transfer_runs.csv")
@@ -269,7 +288,7 @@ def report(out: Path, fail_below: float, names: tuple[str, ...] = ("lr", "ent_co
             below = runs["final_return"] < runs["initial_return"]
             row["below_checkpoint"] = int(below.sum())
             row["forgetting"] = ci_text(runs["forgetting"].to_numpy())
-        if method == "pbt_population":
+        if population:
             best = int(np.nanargmax(m["pbt.fitness"][:, -1]))
             row["best_member_final"] = float(final[best])
         row.update({
