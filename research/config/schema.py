@@ -165,19 +165,24 @@ class TransferConfig:
     forgetting: ForgettingConfig | None = None  # source return during training
 
 
-WEIGHT_SCHEDULES = ("constant", "linear", "exponential")  # research.rl.shaping.schedule_factor
+# research.extensions.keep.weight_at
+WEIGHT_SCHEDULES = ("constant", "linear", "exponential", "gated")
 
 
 @struct.dataclass
 class WeightHParams:
     """A fine-tuning regulariser's traced weight (each a scalar, or [R] across runs): weight
-    times its schedule's factor at the fraction of training done (constant 1; linear 1 -> 0
-    over the first anneal_fraction; exponential exp(-decay * progress))."""
+    times its schedule's factor: constant 1; linear 1 -> 0 over the first anneal_fraction
+    of training; exponential exp(-decay * progress); gated (R0 - R) / (margin * |R0|)
+    clipped to [0, 1], R0 the checkpoint's greedy return on the run's own task when it
+    starts and R the learner's, measured after every segment: the term holds the learner
+    only while it does worse there than the checkpoint did."""
 
     weight: float = _f(1.0, NONNEG_FLOAT)
     schedule: float = _f(0.0, Rule("float"))  # index into WEIGHT_SCHEDULES
     anneal_fraction: float = _f(1.0, UNIT_OPEN)
     decay: float = _f(5.0, NONNEG_FLOAT)
+    margin: float = _f(0.1, POS_FLOAT)
 
 
 @dataclass(frozen=True)

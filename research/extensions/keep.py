@@ -112,10 +112,36 @@ def ewc_penalty(params: Any, anchor: Any, fisher: Any, weight: jax.Array) -> jax
     return 0.5 * weight * sum(jax.tree.leaves(terms))
 
 
-def weight_at(h: Any, progress: jax.Array) -> jax.Array:
-    """A WeightHParams' weight at the fraction of training done, []."""
+GATED = 3  # index of "gated" in research.config.WEIGHT_SCHEDULES
+
+
+def gate_factor(reference: jax.Array, current: jax.Array, margin: jax.Array) -> jax.Array:
+    """(reference - current) / (margin * |reference|) clipped to [0, 1], []: 0 while the
+    learner's greedy return `current` is at or above the checkpoint's `reference`, 1 from
+    `margin` (a fraction of |reference|) below it."""
+    scale = jnp.maximum(margin * jnp.abs(reference), 1e-6)
+    return jnp.clip((reference - current) / scale, 0.0, 1.0)
+
+
+def weight_at(h: Any, progress: jax.Array, gate: Gate | None = None) -> jax.Array:
+    """A WeightHParams' weight at the fraction of training done, []. `gate`: the run's
+    greedy returns, for the "gated" schedule (None: no run of the batch has it)."""
     factor = schedule_factor(h.schedule, progress, h.anneal_fraction, h.decay, 0.0, 0.0, 1.0)
+    if gate is not None:
+        gated = gate_factor(gate.reference, gate.current, h.margin)
+        factor = jnp.where(jnp.round(h.schedule) == GATED, gated, factor)
     return jnp.asarray(h.weight, jnp.float32) * factor
+
+
+def running_return(batch: Any, mean: jax.Array, rate: jax.Array) -> jax.Array:
+    """The running mean [] of the training return after a batch [T, N]: mean + rate *
+    (the batch's mean finished-episode return - mean); a NaN mean (none yet) takes the
+    batch's; unchanged when no episode ended."""
+    done = jnp.logical_or(batch.terminated, batch.truncated)
+    count = done.sum()
+    batch_mean = jnp.sum(jnp.where(done, batch.episode_return, 0.0)) / jnp.maximum(count, 1)
+    new = jnp.where(jnp.isnan(mean), batch_mean, mean + rate * (batch_mean - mean))
+    return jnp.where(count > 0, new, mean)
 
 
 def teacher(s: Start) -> Any:
@@ -123,55 +149,102 @@ def teacher(s: Start) -> Any:
     return (s.agent_state if s.loaded is None else s.loaded).params
 
 
-# ------------------------------------------------------------------------- extensions
+@jax.tree_util.register_dataclass
+@dataclass
+class Gate:
+    reference: jax.Array  # [] the checkpoint's greedy return on the run's task
+    current: jax.Array  # [] the learner's, at the start and after every segment
 
 
 @dataclass(frozen=True)
-class Distill(Extension):
-    """weight * mean KL(pi_0 || pi) over each minibatch's states (kickstarting)."""
+class Weighted(Extension):
+    """A regulariser with a WeightHParams weight (traced: step.traced, or its first item).
+
+    evaluate: None when no run uses the "gated" schedule (then nothing below is traced);
+    else research.runner.evaluate.make_evaluate(...) on the run's own task, which measures
+    the checkpoint when the run starts and the learner then and after every segment (its
+    cost: one greedy evaluation a segment)."""
 
     agent: Agent
+    evaluate: Callable | None = None
+
+    def hparams(self, traced: Any) -> Any:
+        return traced[0] if isinstance(traced, tuple) else traced
+
+    def start_gate(self, s: Start) -> Gate | None:
+        if self.evaluate is None:
+            return None
+        state0 = s.agent_state if s.loaded is None else s.loaded
+        k0, k1 = jax.random.split(jax.random.fold_in(s.key, 1))
+        on = lambda state, k: self.evaluate(state, s.hparams, s.env_params, k, 0.0)
+        return Gate(on(state0.replace(params=teacher(s)), k0), on(s.agent_state, k1))
+
+    def on_segment(self, agent_state: Any, state: Any, metrics: Any, step: Step):
+        if self.evaluate is None:
+            return agent_state, state, {}
+        *rest, gate = state
+        current = self.evaluate(agent_state, step.hparams, step.env_params, step.key, 0.0)
+        gate = Gate(gate.reference, current)
+        weight = weight_at(self.hparams(step.traced), step.progress, gate)
+        return agent_state, (*rest, gate), {f"{self.name}_weight": weight}
+
+    def weight(self, state: Any, step: Step) -> jax.Array:
+        gate = state[-1] if self.evaluate is not None else None
+        return weight_at(self.hparams(step.traced), step.progress, gate)
+
+
+def with_gate(state: tuple, gate: Gate | None) -> tuple:
+    return state if gate is None else (*state, gate)
+
+
+@dataclass(frozen=True)
+class Distill(Weighted):
+    """weight * mean KL(pi_0 || pi) over each minibatch's states (kickstarting).
+
+    Traced: WeightHParams."""
+
     name: str = "distill"
     traced = True
 
     def start(self, s: Start) -> tuple[Any, Any]:
-        return s.agent_state, teacher(s)
+        return s.agent_state, with_gate((teacher(s),), self.start_gate(s))
 
-    def loss(self, params: Any, obs: jax.Array, params0: Any, step: Step) -> jax.Array:
-        out0 = jax.lax.stop_gradient(self.agent.heads(params0, obs)[0])
+    def loss(self, params: Any, obs: jax.Array, state: Any, step: Step) -> jax.Array:
+        out0 = jax.lax.stop_gradient(self.agent.heads(state[0], obs)[0])
         term = divergence(out0, self.agent.heads(params, obs)[0]).mean()
-        return weight_at(step.traced, step.progress) * term
+        return self.weight(state, step) * term
 
 
 @dataclass(frozen=True)
-class BehaviourCloning(Extension):
+class BehaviourCloning(Weighted):
     """weight * mean -log pi(a_0 | s_0) over `batch_size` stored source states drawn each
     update (the same draw serves every gradient step of that update).
 
     Traced: (WeightHParams, {"obs": [S, *obs_shape], "action": [S, ...]})."""
 
-    agent: Agent
-    batch_size: int
+    batch_size: int = 256
     name: str = "bc"
     traced = True
 
-    def loss(self, params: Any, obs: jax.Array, state: None, step: Step) -> jax.Array:
-        h, data = step.traced
+    def start(self, s: Start) -> tuple[Any, Any]:
+        return s.agent_state, with_gate((), self.start_gate(s))
+
+    def loss(self, params: Any, obs: jax.Array, state: Any, step: Step) -> jax.Array:
+        data = step.traced[1]
         index = jax.random.randint(step.key, (self.batch_size,), 0, data["obs"].shape[0])
         seen = self.agent.observe(step.agent_state, data["obs"][index])
         term = clone_loss(self.agent.heads(params, seen)[0], data["action"][index]).mean()
-        return weight_at(h, step.progress) * term
+        return self.weight(state, step) * term
 
 
 @dataclass(frozen=True)
-class EWC(Extension):
+class EWC(Weighted):
     """weight / 2 * sum F (theta - theta_0)^2, F the checkpoint's diagonal Fisher on the
     first `batch_size` stored source states, computed once when the run starts.
 
     Traced: (WeightHParams, {"obs": [S, *obs_shape], ...})."""
 
-    agent: Agent
-    batch_size: int
+    batch_size: int = 256
     name: str = "ewc"
     traced = True
 
@@ -179,11 +252,12 @@ class EWC(Extension):
         params0 = teacher(s)
         state0 = s.agent_state if s.loaded is None else s.loaded
         obs = self.agent.observe(state0, s.traced[1]["obs"][: self.batch_size])
-        return s.agent_state, (params0, fisher_diagonal(self.agent.heads, params0, obs, s.key))
+        fisher = fisher_diagonal(self.agent.heads, params0, obs, s.key)
+        return s.agent_state, with_gate((params0, fisher), self.start_gate(s))
 
     def loss(self, params: Any, obs: jax.Array, state: Any, step: Step) -> jax.Array:
-        params0, fisher = state
-        return ewc_penalty(params, params0, fisher, weight_at(step.traced[0], step.progress))
+        params0, fisher = state[0], state[1]
+        return ewc_penalty(params, params0, fisher, self.weight(state, step))
 
 
 def guide_horizon(h: Any, progress: jax.Array, stage: jax.Array) -> jax.Array:
@@ -250,13 +324,7 @@ class GuideRollIn(Extension):
 
     def on_batch(self, batch: Any, g: GuideState, step: Step):
         h = step.traced
-        done = jnp.logical_or(batch.terminated, batch.truncated)
-        count = done.sum()
-        mean = jnp.sum(jnp.where(done, batch.episode_return, 0.0)) / jnp.maximum(count, 1)
-        ema = jnp.where(
-            jnp.isnan(g.return_ema), mean, g.return_ema + h.return_rate * (mean - g.return_ema)
-        )
-        ema = jnp.where(count > 0, ema, g.return_ema)
+        ema = running_return(batch, g.return_ema, h.return_rate)
         passed = (jnp.round(h.schedule) == 3) & (ema >= h.threshold)
         # After a stage the mean restarts, so the next stage is earned at the shorter h.
         g = GuideState(g.params0, g.stage + passed, jnp.where(passed, jnp.nan, ema))

@@ -64,6 +64,7 @@ from research.extensions import (
     ShrinkPerturb,
     SourceEval,
 )
+from research.extensions.keep import GATED
 from research.extensions.pbt import initial_values, lineage_table, plot_lineage
 from research.platform import host_memory
 from research.rl.optim import Optimizer
@@ -351,24 +352,28 @@ def keep_extensions(
     extensions, axes = [], {}
     # A method at strength 0 in every run is not plugged in: bit for bit the plain loop (a
     # traced 0 beside non-zero runs equals it to float rounding, as L2-to-init's).
-    used = lambda block, name: (
-        block is not None
-        and any(block.grid[name].values if name in block.grid else [getattr(block.hparams, name)])
+    values = lambda block, name: (
+        block.grid[name].values if name in block.grid else [getattr(block.hparams, name)]
     )
+    used = lambda block, name: block is not None and any(values(block, name))
+    num_steps = t.evaluation.num_steps or longest_episode(source)
+    # The "gated" schedule measures the checkpoint and the learner on each run's task.
+    measure = make_evaluate(agent, env, t.evaluation.num_envs, num_steps)
+    gated = lambda block: measure if GATED in values(block, "schedule") else None
     if used(t.distill, "weight"):
-        extensions.append(Distill(agent))
+        extensions.append(Distill(agent, gated(t.distill)))
         axes["distill"] = ExtAxis(t.distill.hparams, grid(t.distill), labels)
     if used(t.bc, "weight"):
-        extensions.append(BehaviourCloning(agent, t.bc.batch_size))
+        extensions.append(BehaviourCloning(agent, gated(t.bc), t.bc.batch_size))
         axes["bc"] = ExtAxis(t.bc.hparams, grid(t.bc), labels, data)
     if used(t.ewc, "weight"):
-        extensions.append(EWC(agent, min(t.ewc.batch_size, config.checkpoint_states)))
+        batch = min(t.ewc.batch_size, config.checkpoint_states)
+        extensions.append(EWC(agent, gated(t.ewc), batch))
         axes["ewc"] = ExtAxis(t.ewc.hparams, grid(t.ewc), labels, {"obs": data["obs"]})
     if used(t.guide, "horizon"):
         extensions.append(GuideRollIn(agent))
         axes["guide"] = ExtAxis(t.guide.hparams, grid(t.guide), {"schedule": GUIDE_SCHEDULES})
     if t.forgetting is not None:
-        num_steps = t.evaluation.num_steps or longest_episode(source)
         evaluate = make_evaluate(agent, env, t.forgetting.num_envs, num_steps)
         extensions.append(SourceEval(agent, evaluate, t.forgetting.every, config.train.num_logs))
         env_params = split_params(source.runs.env_params)[0]

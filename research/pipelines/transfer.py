@@ -466,6 +466,8 @@ def method_labels(table: pd.DataFrame, methods: list[str]) -> list[str]:
                 part += f" {schedule} {row.get(f'{m}.anneal_fraction', '')}".rstrip()
             elif schedule == "exponential":
                 part += f" exp {row.get(f'{m}.decay', '')}".rstrip()
+            elif schedule == "gated":
+                part += f" gated {row.get(f'{m}.margin', '')}".rstrip()
             parts.append(part)
         labels.append("+".join(parts) or "vanilla")
     return labels
