@@ -105,6 +105,9 @@ def test_four_processes_write_one_run_directory_equal_to_one_process(one_process
     _assert_same(one_process, _metrics(run_dir))
     info = json.loads((run_dir / "run.json").read_text())
     assert info["execution"]["num_devices"] == 4, info["execution"]
+    second = (tmp_path / "four.1.log").read_text()  # the first process alone reports
+    assert f"trained its share of the runs in {run_dir}" in second, second
+    assert "research-process-" not in second, second
     assert not (run_dir / "chunks").exists()
     leftovers = list(Path(os.environ.get("TMPDIR", "/tmp")).glob("research-process-*"))
     assert not [p for p in leftovers if p.stat().st_mtime > time.time() - 120], leftovers

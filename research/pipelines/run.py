@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import io
 import json
 import shutil
 import sys
@@ -63,7 +65,11 @@ def _run_beside_first(
     of every batch with the others, and writes what the pipeline writes into a temporary
     directory, removed at the end; the first process's run directory is the result (its
     chunks are the batch's, research.runner.execute). Returns the first's directory."""
-    with tempfile.TemporaryDirectory(prefix="research-process-") as scratch:
+    # Its pipeline's lines would name the temporary directory: the first process reports.
+    with (
+        tempfile.TemporaryDirectory(prefix="research-process-") as scratch,
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
         own = Path(scratch) / "run"
         if config.transfer is not None:
             run_transfer(config, raw, own)
@@ -73,6 +79,7 @@ def _run_beside_first(
             run_experiment(config, raw, own)
     if Path(run_dir).absolute() != first:
         remove_litter(run_dir)  # its own Hydra directory, if Hydra made one
+    print(f"process {jax.process_index()}: trained its share of the runs in {first}")
     return first
 
 
