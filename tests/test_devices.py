@@ -7,7 +7,6 @@ records the device count and the resume uses it). One device compiles without XL
 passes and is only equal at the start (docs/design.md, "What is bit-for-bit").
 """
 
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 from research.runner.execute import group_size
+from tests.conftest import forced_devices_env
 from tests.test_runner import TINY
 
 # 16 runs: 8 seeds x 2 learning rates, 4 per device.
@@ -58,8 +58,7 @@ def _load(path: Path) -> dict:
 @pytest.fixture(scope="module")
 def four_devices(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("devices")
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
-    env = {**os.environ, "XLA_FLAGS": flags.strip(), "JAX_PLATFORMS": "cpu"}
+    env = forced_devices_env(4)
     root = Path(__file__).resolve().parents[1]
     script = SCRIPT.format(runs=RUNS, out=str(out))
     subprocess.run([sys.executable, "-c", script], env=env, cwd=root, check=True, timeout=600)

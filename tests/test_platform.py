@@ -1,5 +1,4 @@
 import json
-import os
 import re
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 
 from research.platform import straight_line_threefry
+from tests.conftest import forced_devices_env
 
 
 def lowered(key):
@@ -91,8 +91,7 @@ def test_every_agent_lowers_for_gpu_and_tpu_with_the_runs_axis_split():
     or other custom call is needed, and every argument of the train program (the runners,
     hyperparameters and env parameters, all [C, ...]) is annotated as split over the
     devices along the runs axis, but for the last, the segment index, a whole scalar."""
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
-    env = {**os.environ, "XLA_FLAGS": flags.strip(), "JAX_PLATFORMS": "cpu"}
+    env = forced_devices_env(2)
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run(
         [sys.executable, "-c", ACCELERATOR_SCRIPT, json.dumps(EXPERIMENTS), json.dumps(SMALL)],

@@ -8,7 +8,6 @@ such differences over updates until a sampled action flips, so across batch shap
 the first log is compared: episodes exactly, floats to rounding.
 """
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 from research.config import parse_experiment
 from research.pipelines.train import execute, prepare
 from research.runner import run_batch
-from tests.conftest import compose_raw, train_alone
+from tests.conftest import compose_raw, forced_devices_env, train_alone
 
 TINY = (
     "progress=false",
@@ -186,8 +185,7 @@ def test_sharded_over_cpu_devices_equals_one_device(tiny, tmp_path):
         f"np.savez({str(out)!r}, **r.metrics)\n"
     )
     # The parent's XLA flags too (the suite's LLVM level): only the device count may differ.
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
-    env = {**os.environ, "XLA_FLAGS": flags.strip(), "JAX_PLATFORMS": "cpu"}
+    env = forced_devices_env(8)
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", script], env=env, cwd=root, check=True, timeout=600)
     with np.load(out) as sharded:
