@@ -4,6 +4,7 @@ programs lower their random draws; the machine's memory."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -14,8 +15,9 @@ from pathlib import Path
 import jax
 
 
-def use_cpu_cores_as_devices() -> int:
-    """One XLA CPU device per usable core, so the runs axis is sharded over the cores.
+def use_cpu_cores_as_devices(count: int | None = None) -> int:
+    """One XLA CPU device per usable core (or `count` of them), so the runs axis is
+    sharded over the cores.
 
     XLA's intra-op threading gains little from a second core for these small programs;
     one program per core does (measured 1.8x at 1024 PPO runs on 2 cores,
@@ -26,11 +28,35 @@ def use_cpu_cores_as_devices() -> int:
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    count = int(count or cores or 1)
     try:
-        jax.config.update("jax_num_cpu_devices", int(cores or 1))
+        jax.config.update("jax_num_cpu_devices", count)
     except RuntimeError:  # a backend already started: too late, keep what it has
         return 0
-    return int(cores or 1)
+    return count
+
+
+def recorded_cpu_devices(run_dir: str | Path) -> int | None:
+    """The number of CPU devices a run directory's programs ran on: the largest of its
+    run.json files' (its own and its sub-runs', e.g. finetune/) and, for an interrupted
+    run, of its chunk manifests'; None when none was on CPU or none reads. Resume and
+    reproduce start as many (`use_cpu_cores_as_devices`), so that every device runs the
+    program it ran (research.runner.execute.per_device), whatever the cores here."""
+    run_dir, counts = Path(run_dir), []
+    for path in [*run_dir.glob("run.json"), *run_dir.glob("*/run.json")]:
+        try:
+            devices = json.loads(path.read_text())["devices"]
+            if devices["platform"] == "cpu":
+                counts.append(int(devices["count"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    for path in [*run_dir.glob("chunks/manifest.json"), *run_dir.glob("*/chunks/manifest.json")]:
+        try:
+            counts.append(int(json.loads(path.read_text())["num_devices"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    counts = [c for c in counts if c >= 1]
+    return max(counts) if counts else None
 
 
 # A plain (torchrun-style) start of N processes: the coordinator's host:port, how many
@@ -49,10 +75,9 @@ def start_processes() -> int:
     """
     if jax.distributed.is_initialized():  # started already (the script, then its task)
         return jax.process_count()
-    given = [os.environ.get(k) for k in PROCESS_ENV]
-    slurm = os.environ.get("SLURM_NTASKS", "1") not in ("", "1") and "SLURM_STEP_ID" in os.environ
-    if not any(given) and not slurm:
+    if not launched():
         return 1
+    given = [os.environ.get(k) for k in PROCESS_ENV]
     if any(given):
         address, count, index = given
         problem = _process_env_problem(address, count, index)
@@ -65,6 +90,24 @@ def start_processes() -> int:
     else:
         jax.distributed.initialize()
     return jax.process_count()
+
+
+def launched() -> bool:
+    """Whether a launcher started this process as one of several (see start_processes)."""
+    slurm = os.environ.get("SLURM_NTASKS", "1") not in ("", "1") and "SLURM_STEP_ID" in os.environ
+    return slurm or any(os.environ.get(k) for k in PROCESS_ENV)
+
+
+def use_devices_of(argv: list[str]) -> int:
+    """Before JAX starts, in a script that takes a run directory (resume, reproduce): as
+    many CPU devices as the first run directory among `argv` recorded
+    (`recorded_cpu_devices`), else one per core; one per core in a multi-process start.
+    Returns the number requested (0 if left alone)."""
+    recorded = None
+    if not launched():
+        dirs = (Path(a) for a in argv if not a.startswith("-"))
+        recorded = next((n for d in dirs if d.is_dir() and (n := recorded_cpu_devices(d))), None)
+    return use_cpu_cores_as_devices(recorded)
 
 
 def _process_env_problem(address: str | None, count: str | None, index: str | None) -> str:

@@ -13,9 +13,9 @@ import tempfile
 from pathlib import Path
 
 from research.errors import ArgumentParser, InputError, cli, writable_dir
-from research.platform import start_processes, use_cpu_cores_as_devices
+from research.platform import start_processes, use_devices_of
 
-use_cpu_cores_as_devices()  # as scripts/train.py does, so programs match
+use_devices_of(sys.argv[1:])  # as many CPU devices as the run recorded, so programs match
 start_processes()  # one program over several processes, when a launcher started them
 
 from research.pipelines.run import (  # noqa: E402

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from research.errors import ArgumentParser, cli
-from research.platform import start_processes, use_cpu_cores_as_devices
+from research.platform import start_processes, use_devices_of
 
-use_cpu_cores_as_devices()
+use_devices_of(sys.argv[1:])  # as many CPU devices as the run recorded
 start_processes()  # one program over several processes, when a launcher started them
 
 from research.pipelines.run import resume  # noqa: E402

@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import subprocess
 import sys
@@ -136,3 +137,40 @@ def test_the_custom_call_and_argument_checks_see_what_they_look_for():
     arguments = train_arguments(text)
     assert len(arguments) == 2
     assert ['sdy.sharding<@mesh, [{"runs"}' in a for a in arguments] == [True, False]
+
+
+def test_resume_and_reproduce_start_as_many_cpu_devices_as_the_run_recorded(tmp_path):
+    """recorded_cpu_devices: the largest CPU device count of a run directory's run.json
+    files (its own and its sub-runs') and chunk manifests; a GPU run's or a damaged file's
+    count is none. use_devices_of, in a fresh process without a forced count, then starts
+    that many CPU devices (3 here, on whatever cores this machine has)."""
+    from research.platform import recorded_cpu_devices
+
+    def run_json(path: Path, platform: str, count: int) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        devices = {"platform": platform, "kind": platform, "count": count}
+        (path / "run.json").write_text(json.dumps({"devices": devices}))
+
+    run_json(tmp_path / "train", "cpu", 3)
+    run_json(tmp_path / "transfer", "cpu", 2)
+    run_json(tmp_path / "transfer" / "finetune", "cpu", 3)
+    run_json(tmp_path / "gpu", "gpu", 8)
+    (tmp_path / "killed" / "chunks").mkdir(parents=True)
+    (tmp_path / "killed" / "chunks" / "manifest.json").write_text('{"num_devices": 3}')
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "run.json").write_text("{not json")
+    counts = {d: recorded_cpu_devices(tmp_path / d) for d in
+              ("train", "transfer", "gpu", "killed", "damaged")}  # fmt: skip
+    assert counts == {"train": 3, "transfer": 3, "gpu": None, "killed": 3, "damaged": None}
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    code = (
+        "import sys; from research.platform import use_devices_of; "
+        "n = use_devices_of(sys.argv[1:]); import jax; print(n, len(jax.devices()))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    for argv, expected in ((["--out", "x", str(tmp_path / "train")], "3 3"),
+                           ([str(tmp_path / "gpu")], None)):  # fmt: skip
+        out = subprocess.run([sys.executable, "-c", code, *argv], env=env, cwd=root,
+                             capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+        cores = len(os.sched_getaffinity(0))
+        assert out.stdout.split() == (expected or f"{cores} {cores}").split(), out
