@@ -32,6 +32,18 @@ from research.runner import take
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
+# A PPO small enough that a test's programs compile and train in seconds.
+TINY_PPO = (
+    "progress=false",
+    "plot=false",
+    "agent.num_envs=4",
+    "agent.num_steps=16",
+    "agent.num_epochs=1",
+    "agent.num_minibatches=1",
+    "agent.hidden_sizes=[8]",
+)
+
+
 def compose_raw(*overrides: str) -> dict:
     """The config mapping `scripts/train.py` would receive with these overrides."""
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):

@@ -12,16 +12,10 @@ from research.pipelines.run import run
 from research.pipelines.search import run_study
 from research.pipelines.transfer import source_raw_config
 from research.results import load_metrics
-from tests.conftest import compose_raw
+from tests.conftest import TINY_PPO, compose_raw
 
 TINY = (
-    "progress=false",
-    "plot=false",
-    "agent.num_envs=4",
-    "agent.num_steps=16",
-    "agent.num_epochs=1",
-    "agent.num_minibatches=1",
-    "agent.hidden_sizes=[8]",
+    *TINY_PPO,
     "train.total_timesteps=256",
     "train.num_logs=2",
     "checkpoint_states=16",

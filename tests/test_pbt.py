@@ -24,7 +24,7 @@ from research.pipelines.train import execute, prepare, write_run_dir
 from research.pipelines.transfer import run_transfer, scratch_raw_config, source_raw_config
 from research.runner import RunnerState, run_batch
 from research.runner import execute as execute_module
-from tests.conftest import compose_raw, forced_devices_env
+from tests.conftest import TINY_PPO, compose_raw, forced_devices_env
 
 # A bandit: reward 1 for action 1, else -1, one-step episodes. 8 segments of 1 update
 # (128 episodes each), so the windowed return is precise and learning speed is the lr's.
@@ -293,13 +293,7 @@ def test_a_killed_pbt_run_resumes_from_its_last_chunk_bit_for_bit(pbt_run, tmp_p
 
 
 TRANSFER = (
-    "progress=false",
-    "plot=false",
-    "agent.num_envs=4",
-    "agent.num_steps=16",
-    "agent.num_epochs=1",
-    "agent.num_minibatches=1",
-    "agent.hidden_sizes=[8]",
+    *TINY_PPO,
     "train.total_timesteps=512",
     "train.num_logs=4",
     "runs.seeds=4",
