@@ -1,7 +1,7 @@
 """The driving env (research/envs/driving.py): the bicycle step, IDM and the leader search at
 hand-computed values, collisions and near misses on hand-made scenes, rewards, pedestrians,
 reset determinism, a batch of different road layouts in one jit, config errors, every agent
-on it, and PPO learning to drive on the highway without collisions (slow)."""
+on it, and PPO learning to drive on the highway with at most 1.2% of episodes crashing (slow)."""
 
 import math
 
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from research.envs import Env, driving, stack_params
+from research.envs.registry import ObservedMetric
 from research.runner import make_evaluate
 from tests.conftest import train
 from tests.test_domain_envs import TINY
@@ -21,6 +22,36 @@ V, PED = driving.MAX_VEHICLES, driving.MAX_PEDESTRIANS
 # compiled once for every test here: eager steps dispatch hundreds of small ops
 STEP = jax.jit(driving.Driving().step_env)
 OBSERVE = jax.jit(driving.observe)
+BICYCLE, IDM, LEADERS = map(jax.jit, (driving.bicycle_step, driving.idm_accel, driving.leaders))
+METRICS = jax.jit(
+    lambda obs, valid: {k: m.fn(obs, valid, P) for k, m in driving.EPISODE_METRICS.items()}
+)
+# what the env reads off an observation, in one program
+EVENTS = jax.jit(
+    lambda obs, params: {
+        "collided": driving.collided(obs, params),
+        "near_miss": driving.near_miss(obs, params),
+        "pedestrian_clearance": driving.observed_pedestrian_clearance(obs, params),
+        "clearance": driving.clearance(obs, params),
+        "observed_gap": driving.observed_gap(obs[7:21]),
+    }
+)
+
+
+def observe(state, params=P):
+    """The observation of a state as numpy, with EVENTS of it ({name: python scalar})."""
+    obs = OBSERVE(state, params)
+    return np.asarray(obs), {k: v.item() if v.ndim == 0 else np.asarray(v)
+                             for k, v in EVENTS(obs, params).items()}  # fmt: skip
+
+
+def batch_reset(env_id):
+    """reset(keys [B], params [B]) of env_id, jitted and vmapped: the one program of the
+    batch tests (Driving-v0's and DrivingContinuous-v0's lower to the same executable)."""
+    return jax.jit(jax.vmap(Env(env_id).reset))
+
+
+RESET = batch_reset(DRIVING)
 
 
 def scene(ego=(100.0, 6.0, 0.0, 20.0), cars=(), peds=(), params=P, **fields):
@@ -30,21 +61,23 @@ def scene(ego=(100.0, 6.0, 0.0, 20.0), cars=(), peds=(), params=P, **fields):
     car[: len(cars)] = np.reshape(cars, (-1, 3))
     ped = np.zeros((PED, 3), np.float32)
     ped[: len(peds)] = np.reshape(peds, (-1, 3))
+    # numpy leaves: building a scene compiles nothing (driving.ego_lane, in numpy)
+    lane = np.clip(np.floor(ego[1] / params.lane_width), 0, params.num_lanes - 1)
     state = driving.DrivingState(
-        time=0,
-        ego=jnp.asarray(ego, jnp.float32),
-        target_lane=driving.ego_lane(jnp.float32(ego[1]), params),
-        target_speed=jnp.float32(ego[3]),
-        odometer=jnp.zeros(()),
-        car_x=jnp.asarray(car[:, 0]),
-        car_lane=jnp.asarray(car[:, 1], jnp.int32),
-        car_speed=jnp.asarray(car[:, 2]),
-        car_desired=jnp.asarray(car[:, 2]),
-        car_active=jnp.arange(V) < len(cars),
-        ped_x=jnp.asarray(ped[:, 0]),
-        ped_y=jnp.asarray(ped[:, 1]),
-        ped_vy=jnp.asarray(ped[:, 2]),
-        ped_active=jnp.arange(PED) < len(peds),
+        time=np.int32(0),
+        ego=np.asarray(ego, np.float32),
+        target_lane=np.int32(lane),
+        target_speed=np.float32(ego[3]),
+        odometer=np.float32(0.0),
+        car_x=car[:, 0],
+        car_lane=car[:, 1].astype(np.int32),
+        car_speed=car[:, 2],
+        car_desired=car[:, 2].copy(),
+        car_active=np.arange(V) < len(cars),
+        ped_x=ped[:, 0],
+        ped_y=ped[:, 1],
+        ped_vy=ped[:, 2],
+        ped_active=np.arange(PED) < len(peds),
     )
     return state.replace(**fields)
 
@@ -57,7 +90,7 @@ def test_bicycle_step_at_known_states():
     angle of pi / 6: x += v cos(pi / 6) dt, y += v / 2 dt, heading += v sin(pi / 6) / 1.25 dt
     (= 1 rad at v = 10, dt = 0.25). Speeds stay within [0, max_speed]."""
     quarter = P.replace(dt=0.25)
-    step = lambda ego, a, s: np.asarray(driving.bicycle_step(jnp.asarray(ego), a, s, quarter))
+    step = lambda ego, a, s: np.asarray(BICYCLE(jnp.asarray(ego), a, s, quarter))
     np.testing.assert_allclose(step([0.0, 2.0, 0.0, 10.0], 2.0, 0.0), [2.5, 2.0, 0.0, 10.5])
     steer = math.atan(2 * math.tan(math.pi / 6))
     np.testing.assert_allclose(
@@ -71,14 +104,14 @@ def test_idm_and_the_leader_search_at_hand_computed_values():
     """IDM: 1.5 from rest on a free road, 0 at the desired speed, and behind a leader at the
     same speed 20 m ahead, s* = 2 + 10 x 1.5 = 17: 1.5 (1 - 0.5^4 - (17 / 20)^2) = 0.3225.
     Leaders: the nearest obstacle ahead that overlaps sideways, across the ring's seam."""
-    idm = lambda v, want, gap, lead: float(driving.idm_accel(v, want, gap, lead, P))
+    idm = lambda v, want, gap, lead: float(IDM(v, want, jnp.float32(gap), lead, P))
     assert idm(0.0, 20.0, jnp.inf, 0.0) == pytest.approx(1.5)
     assert idm(20.0, 20.0, jnp.inf, 0.0) == pytest.approx(0.0, abs=1e-6)
     assert idm(10.0, 20.0, 20.0, 10.0) == pytest.approx(0.3225, rel=1e-5)
     assert idm(20.0, 20.0, 1.0, 0.0) == -driving.IDM_MAX_BRAKE
     # cars at x = 0 (lane y 2) and x = 395 (y 2); obstacles at x = 25 (y 2), x = 10 (y 6,
     # the next lane: ignored), x = 5 (y 2, speed 7)
-    gap, lead_v = driving.leaders(
+    gap, lead_v = LEADERS(
         jnp.array([0.0, 395.0]),
         jnp.array([2.0, 2.0]),
         jnp.array([25.0, 10.0, 5.0]),
@@ -91,7 +124,7 @@ def test_idm_and_the_leader_search_at_hand_computed_values():
     )
     np.testing.assert_allclose(gap, [0.0, 5.0])  # bumper gaps: 5 - 5 and 10 - 5
     np.testing.assert_allclose(lead_v, [7.0, 7.0])
-    gap, _ = driving.leaders(
+    gap, _ = LEADERS(
         jnp.array([0.0]), jnp.array([2.0]), jnp.array([25.0]), jnp.array([2.0]),
         jnp.array([9.0]), jnp.full(1, 5.0), jnp.full(1, 2.0), jnp.ones((1, 1), bool), P,
     )  # fmt: skip
@@ -107,8 +140,9 @@ def test_meta_actions_change_lane_and_speed_and_the_controller_tracks_them():
     actions = [driving.LANE_LEFT, driving.FASTER] + [driving.IDLE] * 14  # 8 s
     changes = 0
     for t, action in enumerate(actions):
-        y = float(state.ego[1])
+        y = float(np.asarray(state.ego)[1])
         _, state, reward, done, _ = STEP(jax.random.key(t), state, action, params)
+        state = host(state)  # the scene's argument types: STEP compiles once
         crossed = (y < 8.0) != (float(state.ego[1]) < 8.0)
         speed_term = 1.0 - abs(float(state.ego[3]) / 30.0 - 1.0)
         assert float(reward) == pytest.approx(speed_term - 0.05 * crossed, abs=1e-5)
@@ -147,23 +181,21 @@ def test_collisions_and_near_misses_on_hand_made_scenes():
     long), 6 m ahead do not, one beside it in the next lane (dy 4 > 2) does not. Pedestrians
     (radius 0.5) in front of its bumper (x + 2.5): 0.3 m away -> touch, 1.5 m of clearance ->
     near miss (< 2 m), 3 m -> neither."""
-    obs = lambda s: OBSERVE(s, P)
+    events = lambda s: observe(s)[1]
     car = lambda dx, lane=1: (100.0 + dx, lane, 20.0)
-    assert bool(driving.collided(obs(scene(cars=[car(4.0)])), P))
-    assert bool(driving.collided(obs(scene(cars=[car(-4.9)])), P))
-    assert not bool(driving.collided(obs(scene(cars=[car(6.0)])), P))
-    assert not bool(driving.collided(obs(scene(cars=[car(0.0, 2), car(0.0, 0)])), P))
+    assert events(scene(cars=[car(4.0)]))["collided"]
+    assert events(scene(cars=[car(-4.9)]))["collided"]
+    assert not events(scene(cars=[car(6.0)]))["collided"]
+    assert not events(scene(cars=[car(0.0, 2), car(0.0, 0)]))["collided"]
     ped = lambda clearance: (100.0 + 2.5 + 0.5 + clearance, 6.0, 1.4)
     for clearance, hit, near in [(-0.2, True, False), (1.5, False, True), (3.0, False, False)]:
-        o = obs(scene(peds=[ped(clearance)]))
-        assert bool(driving.collided(o, P)) == hit
-        assert bool(driving.near_miss(o, P)) == near
-        assert float(driving.observed_pedestrian_clearance(o, P)) == pytest.approx(
-            max(clearance, 0.0), abs=1e-4
-        )
+        e = events(scene(peds=[ped(clearance)]))
+        assert e["collided"] == hit
+        assert e["near_miss"] == near
+        assert e["pedestrian_clearance"] == pytest.approx(max(clearance, 0.0), abs=1e-4)
     # the car touching the ego is observed even with five cars nearer its centre line
     crowd = [car(dx, lane) for dx in (-1.0, 1.0) for lane in (0, 2)] + [car(4.5), car(0.5, 3)]
-    assert bool(driving.collided(obs(scene(cars=crowd)), P))
+    assert events(scene(cars=crowd))["collided"]
 
 
 def test_a_collision_or_leaving_the_road_ends_the_episode_and_costs():
@@ -188,9 +220,10 @@ def test_episode_metrics_count_per_1000_steps_from_the_observations():
     ped = lambda clearance: [(100.0 + 3.0 + clearance, 6.0, 1.4)]
     scenes = [scene(peds=ped(c)) for c in (1.0, 1.0, 5.0, 1.5)]
     scenes += [scene(cars=[(103.0, 1, 20.0)]), scene(peds=ped(1.0))]
-    obs = jnp.stack([OBSERVE(s, P) for s in scenes])
-    valid = jnp.array([True] * 5 + [False])
-    metric = lambda name: float(driving.EPISODE_METRICS[name].fn(obs, valid, P))
+    obs = np.stack([observe(s)[0] for s in scenes])
+    valid = np.array([True] * 5 + [False])
+    values = METRICS(obs, valid)
+    metric = lambda name: float(values[name])
     assert metric("collisions_per_1000_steps") == pytest.approx(200.0)
     assert metric("near_misses_per_1000_steps") == pytest.approx(400.0)
     assert metric("mean_speed") == pytest.approx(20.0, rel=1e-6)
@@ -205,7 +238,7 @@ def test_pedestrians_cross_and_leave_and_none_at_rate_zero():
     busy = P.replace(pedestrian_rate=1.0 / P.dt)
     spawn, walk = jax.jit(driving.spawn_pedestrian), jax.jit(driving.step_traffic)
     for t in range(PED + 1):
-        state = spawn(jax.random.key(t), state, busy)
+        state = host(spawn(jax.random.key(t), state, busy))
     assert bool(state.ped_active.all())
     assert np.all((state.ped_x >= 30.0) & (state.ped_x <= 100.0))
     road = 3 * 4.0
@@ -213,24 +246,22 @@ def test_pedestrians_cross_and_leave_and_none_at_rate_zero():
     assert np.all(np.isin(side, [-1.0, road + 1.0]))
     np.testing.assert_array_equal(np.sign(state.ped_vy), np.where(side < 0, 1.0, -1.0))
     for _ in range(int((road + 2.5) / 1.4 / P.dt) + 1):  # long enough to cross
-        state = walk(state, busy)
+        state = host(walk(state, busy))
     assert not bool(state.ped_active.any())
     quiet = scene(ego=(0.0, 6.0, 0.0, 0.0))
     for t in range(50):
-        quiet = spawn(jax.random.key(t), quiet, P)
+        quiet = host(spawn(jax.random.key(t), quiet, P))
     assert not bool(quiet.ped_active.any())
 
 
 def test_the_lead_car_and_the_clearance_potential():
-    obs = lambda s: OBSERVE(s, P)
-    free = float(driving.clearance(obs(scene()), P))
-    close = obs(scene(cars=[(112.0, 1, 15.0), (108.0, 2, 10.0)]))  # gap 7 m, and one beside
-    assert free == 0.0 and float(driving.clearance(close, P)) == pytest.approx(
-        -(1 - 7.0 / 60.0), rel=1e-5
-    )
+    empty, free = observe(scene())
+    close, near = observe(scene(cars=[(112.0, 1, 15.0), (108.0, 2, 10.0)]))  # gap 7 m, one beside
+    assert free["clearance"] == 0.0
+    assert near["clearance"] == pytest.approx(-(1 - 7.0 / 60.0), rel=1e-5)
     # lead_car: the gap as g / (g + 10 m), the closing speed / 30
     np.testing.assert_allclose(close[7:9], [7.0 / 17.0, 5.0 / 30.0], rtol=1e-5)
-    np.testing.assert_allclose(obs(scene())[7:9], [1.0, 0.0])
+    np.testing.assert_allclose(empty[7:9], [1.0, 0.0])
     # lane_gaps: lane 0 free, lane 1 the lead car, lane 2 a car 8 m ahead at 10 m/s (its
     # bumper 3 m ahead, closing 10 m/s); on the left lane (2) of three, the left is a wall
     np.testing.assert_allclose(
@@ -239,28 +270,40 @@ def test_the_lead_car_and_the_clearance_potential():
         rtol=1e-5,
         atol=1e-6,
     )
-    left = obs(scene(ego=(100.0, 10.0, 0.0, 20.0), cars=[(90.0, 1, 25.0)]))
+    left, walled = observe(scene(ego=(100.0, 10.0, 0.0, 20.0), cars=[(90.0, 1, 25.0)]))
     wall = [0, 0, 0, 0]
     np.testing.assert_allclose(left[9:21], [1, 0, 5 / 15, 5 / 30, 1, 0, 1, 0, *wall], atol=1e-6)
     # a car alongside in the next lane, its centre 1 m behind: a bumper gap of -4 m, so
-    # that how far it overlaps is seen; the gaps' inverse gives the metres back
-    beside = obs(scene(cars=[(99.0, 2, 20.0)]))
+    # that how far it overlaps is seen
+    beside, seen = observe(scene(cars=[(99.0, 2, 20.0)]))
     np.testing.assert_allclose(beside[17:21], [1.0, 0.0, -4 / 14, 0.0], atol=1e-6)
-    np.testing.assert_allclose(
-        driving.observed_gap(jnp.array([-4 / 14, 0.0, 7 / 17, 1.0])), [-4.0, 0.0, 7.0, np.inf]
-    )
+    # the gaps' inverse (observed_gap of obs[7:21]) gives the metres back: -4 m alongside,
+    # 7 m to the lead car and in its lane, 0 at a wall, inf where the road is free
+    np.testing.assert_allclose(seen["observed_gap"][[12, 0]], [-4.0, np.inf], rtol=1e-5)
+    np.testing.assert_allclose(near["observed_gap"][[0, 6]], [7.0, 7.0], rtol=1e-5)
+    assert walled["observed_gap"][10] == 0.0
 
 
 # ------------------------------------------------------------------------------ batches
 
 
+def take3(tree, i):
+    """Three copies of element i of each leaf [B, ...], as numpy arrays: no eager compiles,
+    and the same argument types as `host`'s (a weak-typed leaf would compile again)."""
+    return jax.tree.map(lambda x: np.stack([np.asarray(x)[i]] * 3), tree)
+
+
+def host(tree):
+    return jax.tree.map(np.asarray, tree)
+
+
 @pytest.mark.parametrize("env_id", [DRIVING, CONTINUOUS])
 def test_reset_is_deterministic_in_the_key(env_id):
-    env = Env(env_id)
-    reset = jax.jit(env.reset)
-    a = reset(jax.random.key(7), env.default_params)
-    b = reset(jax.random.key(7), env.default_params)
-    c = reset(jax.random.key(8), env.default_params)
+    reset = RESET if env_id == DRIVING else batch_reset(env_id)
+    keys = jnp.stack([jax.random.key(7), jax.random.key(7), jax.random.key(8)])
+    params = take3(stack_params(env_id, P, [{}]), 0)
+    obs, state = reset(keys, params)
+    a, b, c = (take3((obs, state), i) for i in range(3))
     jax.tree.map(np.testing.assert_array_equal, a, b)
     assert not np.allclose(a[1].inner.car_x, c[1].inner.car_x)
 
@@ -276,8 +319,8 @@ def test_road_layouts_of_different_lane_counts_and_densities_step_in_one_jit():
         {"num_lanes": 4, "traffic_density": 10.0},
     ]
     params = stack_params(DRIVING, env.default_params, fields)
-    obs, state = jax.jit(jax.vmap(env.reset, in_axes=(None, 0)))(jax.random.key(0), params)
-    inner = state.inner
+    obs, state = RESET(jnp.stack([jax.random.key(0)] * 3), host(params))
+    inner = host(state.inner)
     np.testing.assert_array_equal(inner.car_active.sum(1), [4, 16, 16])
     for i, f in enumerate(fields):
         lanes = np.asarray(inner.car_lane[i])[np.asarray(inner.car_active[i])]
@@ -288,14 +331,14 @@ def test_road_layouts_of_different_lane_counts_and_densities_step_in_one_jit():
         for lane in set(lanes):
             spots = np.sort(x[lanes == lane])
             assert np.all(np.diff(spots) > driving.CAR_LENGTH)
-    step = jax.jit(jax.vmap(env.step, in_axes=(None, 0, None, 0)))
-    faster = jnp.asarray(driving.FASTER)
-    _, ts = step(jax.random.key(1), state, faster, params)
+    # the env's own step (the wrapper's adds the auto-reset: twice the compile)
+    step = jax.jit(jax.vmap(driving.Driving().step_env, in_axes=(None, 0, None, 0)))
+    faster = np.int32(driving.FASTER)
+    after = np.asarray(step(jax.random.key(1), host(inner), faster, host(params))[0])
     for i in range(3):  # the same program on three copies of layout i alone
-        same = lambda tree, i=i: jax.tree.map(lambda x: jnp.stack([x[i]] * 3), tree)
-        _, alone = step(jax.random.key(1), same(state), faster, same(params))
-        np.testing.assert_allclose(ts.obs[i], alone.obs[0], rtol=1e-5, atol=1e-5)
-    assert float(ts.obs[0, 1]) == pytest.approx(1 - float(ts.obs[0, 0]), abs=1e-5)
+        alone = step(jax.random.key(1), take3(inner, i), faster, take3(params, i))[0]
+        np.testing.assert_allclose(after[i], np.asarray(alone)[0], rtol=1e-5, atol=1e-5)
+    assert float(after[0, 1]) == pytest.approx(1 - float(after[0, 0]), abs=1e-5)
 
 
 # ------------------------------------------------------------------------------ agents
@@ -335,30 +378,51 @@ def test_every_agent_runs_on_driving(overrides):
     assert np.isfinite(result.metrics["episode_return"][:, -1]).all()
 
 
+def crashed(obs, valid, params):
+    """1 for an episode (obs [T, OBS_SIZE] of its steps: valid [T]) that ends in a
+    collision, else 0: the evaluation's mean is the fraction of episodes that crash."""
+    return jnp.any(driving.collided(obs, params) & valid).astype(jnp.float32)
+
+
+def evaluate_highway(prepared, result, episodes, key=jax.random.key(100)):
+    """{"crashed": fraction of episodes that crash, "mean_speed": m/s} [R] of each run's
+    greedy policy over `episodes` 80-step episodes on its own env params (one program per
+    metric for all runs)."""
+    runs = len(prepared.runs)
+    keys = jax.random.split(key, runs)
+    metrics = {"crashed": ObservedMetric(crashed), **driving.EPISODE_METRICS}
+    out = {}
+    for name in ("crashed", "mean_speed"):
+        evaluate = make_evaluate(prepared.agent, prepared.env, episodes, 80, metrics[name])
+        values = jax.jit(jax.vmap(evaluate, in_axes=(0, 0, 0, 0, None)))(
+            result.agent_states, prepared.runs.hparams, prepared.runs.env_params, keys, 0.0
+        )
+        out[name] = np.asarray(values)
+    return out
+
+
 @pytest.mark.slow
-def test_ppo_learns_to_drive_on_the_highway_with_few_collisions():
-    """PPO, 300k steps (about 60 s of training on 2 cores): the greedy policy of each run
-    drives 64 highway episodes with fewer than 4 collisions per 1,000 steps and a mean
-    speed above 22 m/s. On the same 80-step episodes a uniformly random policy collides 37
-    times per 1,000 steps, always idling 12.7 (both about 24-25 m/s). Measured here (3
-    seeds): 2.54-2.61 at 26.2-26.7 m/s; not collision-free: about one episode in ten still
-    ends in a crash (and 4.2 for one seed of three at 500k steps)."""
+def test_ppo_learns_to_drive_on_the_highway_crashing_in_at_most_3_of_256_episodes():
+    """PPO, 300k steps (28 s in all on 2 cores), on the highway's own reward (the speed
+    term, less the two-second rule's headway cost, lane changes and the collision cost):
+    the greedy policy of each of 2 seeds drives 256 highway episodes with at most 3 ending
+    in a collision (1.2%), at a mean speed above 22 m/s. On the same 80-step episodes a
+    uniformly random policy collides 37 times per 1,000 steps, always idling 12.7 (both
+    about 24-25 m/s).
+
+    Measured: these 2 seeds, 0 of 256 each with this key and with key 200; 8 seeds x 256
+    episodes in one program, 0 of 2,048 with key 100 and 7 of 2,048 with key 200 (0-3 per
+    seed), at 23.5-23.8 m/s. Not collision-free, then: about 1 episode in 600. Before the headway
+    cost and the signed lane gaps (research/envs/driving.py), 6-10% of episodes crashed
+    (2.5 collisions per 1,000 steps): into a slower lead car while alternating faster /
+    slower, and changing lanes into a car alongside, whose overlap the clipped gaps hid.
+    600k steps with 64 envs: 4 of 4,096 (not clearly fewer); on intermediate versions of
+    the reward, a collision_cost of 30 or 100, gamma 0.99 or ent_coef 0.002 left 0-6
+    crashes per 512 episodes."""
     prepared, result = train(*HIGHWAY_PPO)
-    first = lambda tree, i: jax.tree.map(lambda x: x[i], tree)
-    for i in range(len(prepared.runs)):
-        state, hparams = first(result.agent_states, i), first(prepared.runs.hparams, i)
-        params = first(prepared.runs.env_params, i)
-        values = {
-            name: float(
-                jax.jit(make_evaluate(prepared.agent, prepared.env, 64, 80, metric))(
-                    state, hparams, params, jax.random.key(100 + i), 0.0
-                )
-            )
-            for name, metric in driving.EPISODE_METRICS.items()
-            if name in ("collisions_per_1000_steps", "mean_speed")
-        }
-        assert values["collisions_per_1000_steps"] < 4.0, values
-        assert values["mean_speed"] > 22.0, values
+    values = evaluate_highway(prepared, result, 256)
+    assert np.all(values["crashed"] * 256 <= 3), values
+    assert np.all(values["mean_speed"] > 22.0), values
 
 
 HIGHWAY_PPO = [
