@@ -38,8 +38,9 @@ def use_cpu_cores_as_devices(count: int | None = None) -> int:
 
 def recorded_cpu_devices(run_dir: str | Path) -> int | None:
     """The number of CPU devices a run directory's programs ran on: the largest of its
-    run.json files' (its own and its sub-runs', e.g. finetune/) and, for an interrupted
-    run, of its chunk manifests'; None when none was on CPU or none reads. Resume and
+    run.json files' (its own and its sub-runs', e.g. finetune/) that ran on CPU and, for an
+    interrupted run, of its chunk manifests' (which do not name the platform); None when
+    none reads. Resume and
     reproduce start as many (`use_cpu_cores_as_devices`), so that every device runs the
     program it ran (research.runner.execute.per_device), whatever the cores here."""
     run_dir, counts = Path(run_dir), []

@@ -97,14 +97,46 @@ def test_ewc_penalty_and_the_weight_schedules_against_hand_computed_values():
 def test_the_gated_weight_holds_only_below_the_checkpoints_return():
     """(R0 - R) / (margin |R0|) clipped to [0, 1]: R0 = 100, margin 0.1: full weight from
     R = 90 down, half at 95, none at or above 100; a negative R0 (-100) scales by |R0|:
-    R = -105 is half. Jitted and vmapped over runs."""
-    gate = Gate(jnp.array([100.0, 100.0, 100.0, 100.0, 100.0, -100.0]),
-                jnp.array([80.0, 90.0, 95.0, 100.0, 120.0, -105.0]))  # fmt: skip
+    R = -105 is half; an unmeasured R (NaN: no episode ended) holds fully. Jitted and
+    vmapped over runs."""
+    gate = Gate(jnp.array([100.0, 100.0, 100.0, 100.0, 100.0, -100.0, 100.0]),
+                jnp.array([80.0, 90.0, 95.0, 100.0, 120.0, -105.0, jnp.nan]))  # fmt: skip
     h = WeightHParams(weight=2.0, schedule=float(WEIGHT_SCHEDULES.index("gated")), margin=0.1)
     weights = jax.jit(jax.vmap(lambda g: weight_at(h, 0.5, g)))(gate)
-    np.testing.assert_allclose(weights, [2.0, 2.0, 1.0, 0.0, 0.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(weights, [2.0, 2.0, 1.0, 0.0, 0.0, 1.0, 2.0], rtol=1e-6)
     # Another schedule ignores the gate: constant stays 2.
-    np.testing.assert_allclose(weight_at(WeightHParams(weight=2.0), 0.5, Gate(1.0, 0.0)), 2.0)
+    constant = weight_at(WeightHParams(weight=2.0), 0.5, Gate(1.0, 0.0))
+    np.testing.assert_allclose(constant, 2.0)
+
+
+def test_gated_methods_start_released_and_log_the_weight_in_force(keep_run, tmp_path):
+    """From keep_run's checkpoint (the learner loads all of it): R equals R0 at the start
+    (one evaluation key), so every gated weight of the first segment is exactly 0; later
+    ones lie in [0, weight]; a constant run beside them logs its weight, 1."""
+    raw = compose_raw(
+        *SMALL,
+        "plot=false",
+        f"+transfer.checkpoint={keep_run['all'] / 'checkpoint'}",
+        "search.kind=zip",
+        "+transfer.distill.weight=[1.0,1.0]",
+        "+transfer.distill.schedule=[constant,gated]",
+        "+transfer.bc.weight=[0.0,2.0]",
+        "+transfer.bc.schedule=gated",
+        "+transfer.bc.batch_size=16",
+        "+transfer.ewc.weight=[0.0,10.0]",
+        "+transfer.ewc.schedule=gated",
+        "+transfer.ewc.batch_size=16",
+    )
+    out = run_transfer(parse_experiment(raw), raw, tmp_path / "gated")
+    metrics = np.load(out / "finetune" / "metrics.npz")
+    runs = pd.read_csv(out / "finetune" / "runs.csv")
+    gated = (runs["distill.schedule"] == "gated").to_numpy()
+    distill, bc, ewc = (metrics[f"{m}_weight"] for m in ("distill", "bc", "ewc"))
+    np.testing.assert_array_equal(distill[~gated], 1.0)
+    for weight, top in ((distill, 1.0), (bc, 2.0), (ewc, 10.0)):
+        np.testing.assert_array_equal(weight[gated, 0], 0.0)
+        assert ((weight[gated] >= 0) & (weight[gated] <= top)).all(), weight
+    assert not (runs.diverged_at >= 0).any()
 
 
 Finished = namedtuple("Finished", "terminated truncated episode_return")
@@ -375,8 +407,8 @@ def test_gated_distillation_keeps_a_checkpoint_vanilla_forgets_and_learns_where_
     and gated weight 3) and falls without it. On reversed actions the same gated
     distillation learns far above the checkpoint, as does EWC (10), while L2-to-init (10)
     stays at it: the gate lets go where the learner beats the checkpoint. (Measured: long
-    pole, checkpoint 252 -> distill 1 425, gated 327, vanilla 127; reversed, checkpoint 9.2
-    -> gated 136, EWC 320, L2 9.2.)"""
+    pole, checkpoint 252 -> distill 1 425, gated 296, vanilla 127; reversed, checkpoint 9.2
+    -> gated 60 (46-84), EWC 320, L2 9.2.)"""
     from research.analysis.stats import bootstrap_mean_ci
 
     common = (
@@ -414,6 +446,6 @@ def test_gated_distillation_keeps_a_checkpoint_vanilla_forgets_and_learns_where_
     )
     out = run_transfer(parse_experiment(reversed_force), reversed_force, tmp_path / "reversed")
     finals, initial = _final_by_method(out)
-    assert finals.get_group("distill=3 gated").mean() > initial + 50, (finals.mean(), initial)
+    assert finals.get_group("distill=3 gated").min() > initial + 30, (finals.min(), initial)
     assert finals.get_group("ewc=10").mean() > initial + 100, (finals.mean(), initial)
     assert finals.get_group("l2_init=10").mean() < initial + 10, (finals.mean(), initial)

@@ -16,20 +16,22 @@ run (`RunParams.ext[name]`), so methods x weights x targets x seeds train in one
 
 pi_0 is the checkpoint's own policy (the loaded parameters, even where fine-tuning
 re-initialised the heads), held frozen in the extension's per-run state. Weights follow
-the shared schedules (research.rl.shaping.schedule_factor).
+the shared schedules (research.rl.shaping.schedule_factor) or the "gated" one: on only
+while the learner's greedy return on its task is below the checkpoint's (`Weighted`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from research.agents import Agent
+from research.config import WEIGHT_SCHEDULES
 from research.rl.distributions import Categorical, DiagGaussian, kl
 from research.rl.shaping import schedule_factor
 from research.runner.extension import Extension, Start, Step
@@ -112,22 +114,24 @@ def ewc_penalty(params: Any, anchor: Any, fisher: Any, weight: jax.Array) -> jax
     return 0.5 * weight * sum(jax.tree.leaves(terms))
 
 
-GATED = 3  # index of "gated" in research.config.WEIGHT_SCHEDULES
+GATED = WEIGHT_SCHEDULES.index("gated")
 
 
 def gate_factor(reference: jax.Array, current: jax.Array, margin: jax.Array) -> jax.Array:
     """(reference - current) / (margin * |reference|) clipped to [0, 1], []: 0 while the
     learner's greedy return `current` is at or above the checkpoint's `reference`, 1 from
-    `margin` (a fraction of |reference|) below it."""
+    `margin` (a fraction of |reference|) below it (a step at R0 = 0). 1 where either is
+    NaN (an evaluation in which no episode ended): unmeasured, the learner is held."""
     scale = jnp.maximum(margin * jnp.abs(reference), 1e-6)
-    return jnp.clip((reference - current) / scale, 0.0, 1.0)
+    gated = jnp.clip((reference - current) / scale, 0.0, 1.0)
+    return jnp.where(jnp.isnan(reference) | jnp.isnan(current), 1.0, gated)
 
 
 def weight_at(h: Any, progress: jax.Array, gate: Gate | None = None) -> jax.Array:
     """A WeightHParams' weight at the fraction of training done, []. `gate`: the run's
     greedy returns, for the "gated" schedule (None: no run of the batch has it)."""
     factor = schedule_factor(h.schedule, progress, h.anneal_fraction, h.decay, 0.0, 0.0, 1.0)
-    if gate is not None:
+    if gate is not None:  # (without one, no run's schedule is "gated": see Weighted)
         gated = gate_factor(gate.reference, gate.current, h.margin)
         factor = jnp.where(jnp.round(h.schedule) == GATED, gated, factor)
     return jnp.asarray(h.weight, jnp.float32) * factor
@@ -162,11 +166,16 @@ class Weighted(Extension):
 
     evaluate: None when no run uses the "gated" schedule (then nothing below is traced);
     else research.runner.evaluate.make_evaluate(...) on the run's own task, which measures
-    the checkpoint when the run starts and the learner then and after every segment (its
-    cost: one greedy evaluation a segment)."""
+    the checkpoint when the run starts and the learner then, with one key (so a learner
+    that is the checkpoint measures exactly R0 and starts released), and the learner
+    after every segment with a fresh key (other start states each time). Its cost: one
+    greedy evaluation per run and segment, for each gated method.
+
+    `metrics` row: `<name>_weight`, the weight in force during the segment (at its end for
+    time schedules)."""
 
     agent: Agent
-    evaluate: Callable | None = None
+    evaluate: Callable | None = field(default=None, kw_only=True)
 
     def hparams(self, traced: Any) -> Any:
         return traced[0] if isinstance(traced, tuple) else traced
@@ -175,22 +184,26 @@ class Weighted(Extension):
         if self.evaluate is None:
             return None
         state0 = s.agent_state if s.loaded is None else s.loaded
-        k0, k1 = jax.random.split(jax.random.fold_in(s.key, 1))
-        on = lambda state, k: self.evaluate(state, s.hparams, s.env_params, k, 0.0)
-        return Gate(on(state0.replace(params=teacher(s)), k0), on(s.agent_state, k1))
+        key = jax.random.fold_in(s.key, GATE_KEY)
+        on = lambda state: self.evaluate(state, s.hparams, s.env_params, key, 0.0)
+        return Gate(on(state0.replace(params=teacher(s))), on(s.agent_state))
 
     def on_segment(self, agent_state: Any, state: Any, metrics: Any, step: Step):
         if self.evaluate is None:
             return agent_state, state, {}
         *rest, gate = state
+        weight = weight_at(self.hparams(step.traced), step.progress, gate)  # in force
         current = self.evaluate(agent_state, step.hparams, step.env_params, step.key, 0.0)
         gate = Gate(gate.reference, current)
-        weight = weight_at(self.hparams(step.traced), step.progress, gate)
         return agent_state, (*rest, gate), {f"{self.name}_weight": weight}
 
     def weight(self, state: Any, step: Step) -> jax.Array:
         gate = state[-1] if self.evaluate is not None else None
         return weight_at(self.hparams(step.traced), step.progress, gate)
+
+
+# A stream of the start key apart from the Fisher's per-state keys (split(key, B)).
+GATE_KEY = 1 << 30
 
 
 def with_gate(state: tuple, gate: Gate | None) -> tuple:
@@ -222,7 +235,7 @@ class BehaviourCloning(Weighted):
 
     Traced: (WeightHParams, {"obs": [S, *obs_shape], "action": [S, ...]})."""
 
-    batch_size: int = 256
+    batch_size: int = field(default=256, kw_only=True)
     name: str = "bc"
     traced = True
 
@@ -244,7 +257,7 @@ class EWC(Weighted):
 
     Traced: (WeightHParams, {"obs": [S, *obs_shape], ...})."""
 
-    batch_size: int = 256
+    batch_size: int = field(default=256, kw_only=True)
     name: str = "ewc"
     traced = True
 

@@ -63,10 +63,12 @@ def shard_over(
     fn: Callable, in_axes: Sequence[int | None], devices: Sequence[jax.Device]
 ) -> Callable:
     """jit(vmap(fn, in_axes)) whose mapped axis is split over `devices` when their number
-    divides it: independent meta-training runs use the cores as independent XLA devices,
-    as the runner's runs axis does. Otherwise it runs whole on the first device or, over
-    several processes (jax.distributed, `devices` then spanning them), whole on every
-    device. The outputs are numpy arrays, the same in every process."""
+    divides it (else it runs whole on the first device): independent meta-training runs
+    use the cores as independent XLA devices, as the runner's runs axis does. Over several
+    processes (jax.distributed, `devices` spanning them) the axis must split
+    (research.pipelines.run.check_processes refuses other meta seed counts). The outputs
+    are numpy arrays, the same in every process. Typed keys are taken as top-level
+    arguments only."""
     vmapped = jax.vmap(fn, in_axes=tuple(in_axes))
 
     @functools.partial(jax.jit, static_argnums=0)
@@ -83,10 +85,11 @@ def shard_over(
             if axis == 0 and jax.tree.leaves(a)
         )
         split = size % len(devices) == 0
-        used = list(devices) if split or jax.process_count() > 1 else list(devices)[:1]
-        mesh = Mesh(np.array(used), ("runs",))
+        if not split and jax.process_count() > 1:
+            raise ValueError(f"{size} meta runs do not split over {len(devices)} devices")
+        mesh = Mesh(np.array(list(devices) if split else list(devices)[:1]), ("runs",))
         spec = lambda axis: NamedSharding(
-            mesh, PartitionSpec("runs") if axis == 0 and split else PartitionSpec()
+            mesh, PartitionSpec("runs") if axis == 0 else PartitionSpec()
         )
         with straight_line_threefry():  # the first call for each shape lowers the program
             out = program(is_key, *(to_devices(a, spec(ax)) for a, ax in zip(args, in_axes)))

@@ -46,7 +46,8 @@ def run(config: ExperimentConfig, raw: dict, run_dir: str | Path) -> Path:
 
 def check_processes(config: ExperimentConfig) -> int:
     """The number of processes of this program (research.platform.start_processes); an
-    InputError where runs.processes says another."""
+    InputError where runs.processes says another, or meta seeds do not split over the
+    devices of several processes."""
     count = jax.process_count()
     wanted = config.runs.processes
     if wanted is not None and wanted != count:
@@ -54,6 +55,12 @@ def check_processes(config: ExperimentConfig) -> int:
             f"runs.processes: got {wanted}; this program has {count} process(es): start "
             f"{wanted} (RESEARCH_COORDINATOR, RESEARCH_NUM_PROCESSES, RESEARCH_PROCESS_ID, "
             "or srun --ntasks), or set runs.processes=null"
+        )
+    if count > 1 and config.meta is not None and config.meta.seeds % jax.device_count():
+        raise InputError(
+            f"meta.seeds: got {config.meta.seeds}; over {count} processes the meta seeds "
+            f"must split evenly over the {jax.device_count()} devices: a multiple of "
+            f"{jax.device_count()}"
         )
     return count
 

@@ -357,18 +357,20 @@ def keep_extensions(
     )
     used = lambda block, name: block is not None and any(values(block, name))
     num_steps = t.evaluation.num_steps or longest_episode(source)
-    # The "gated" schedule measures the checkpoint and the learner on each run's task.
-    measure = make_evaluate(agent, env, t.evaluation.num_envs, num_steps)
+    # The "gated" schedule measures the checkpoint and the learner on each run's target,
+    # long enough for the longest of the targets' episodes to end.
+    target_steps = t.evaluation.num_steps or max(num_steps, target_episode_limit(config, env))
+    measure = make_evaluate(agent, env, t.evaluation.num_envs, target_steps)
     gated = lambda block: measure if GATED in values(block, "schedule") else None
     if used(t.distill, "weight"):
-        extensions.append(Distill(agent, gated(t.distill)))
+        extensions.append(Distill(agent, evaluate=gated(t.distill)))
         axes["distill"] = ExtAxis(t.distill.hparams, grid(t.distill), labels)
     if used(t.bc, "weight"):
-        extensions.append(BehaviourCloning(agent, gated(t.bc), t.bc.batch_size))
+        extensions.append(BehaviourCloning(agent, evaluate=gated(t.bc), batch_size=t.bc.batch_size))
         axes["bc"] = ExtAxis(t.bc.hparams, grid(t.bc), labels, data)
     if used(t.ewc, "weight"):
         batch = min(t.ewc.batch_size, config.checkpoint_states)
-        extensions.append(EWC(agent, gated(t.ewc), batch))
+        extensions.append(EWC(agent, evaluate=gated(t.ewc), batch_size=batch))
         axes["ewc"] = ExtAxis(t.ewc.hparams, grid(t.ewc), labels, {"obs": data["obs"]})
     if used(t.guide, "horizon"):
         extensions.append(GuideRollIn(agent))
@@ -388,6 +390,15 @@ def keep_extensions(
             )
         axes["forgetting"] = ExtAxis(None, per_checkpoint=measured)
     return extensions, axes
+
+
+def target_episode_limit(config: ExperimentConfig, env: Env) -> int:
+    """The longest max_steps_in_episode of the experiment's env variants (0 if the env has
+    no such field)."""
+    grid = {k: v.values for k, v in config.env.variants.items()}
+    points = variant_grid(config.env.id, env.default_params, config.env.params, grid)
+    params = stack_params(config.env.id, env.default_params, points)
+    return int(np.max(getattr(params, "max_steps_in_episode", 0)))
 
 
 def with_source(prepared: Prepared, data: dict[str, np.ndarray]) -> Prepared:
