@@ -40,22 +40,19 @@ def recorded_cpu_devices(run_dir: str | Path) -> int | None:
     """The number of CPU devices a run directory's programs ran on: the largest of its
     run.json files' (its own and its sub-runs', e.g. finetune/) that ran on CPU and, for an
     interrupted run, of its chunk manifests' (which do not name the platform); None when
-    none reads. Resume and
-    reproduce start as many (`use_cpu_cores_as_devices`), so that every device runs the
-    program it ran (research.runner.execute.per_device), whatever the cores here."""
-    run_dir, counts = Path(run_dir), []
-    for path in [*run_dir.glob("run.json"), *run_dir.glob("*/run.json")]:
-        try:
-            devices = json.loads(path.read_text())["devices"]
-            if devices["platform"] == "cpu":
-                counts.append(int(devices["count"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    for path in [*run_dir.glob("chunks/manifest.json"), *run_dir.glob("*/chunks/manifest.json")]:
-        try:
-            counts.append(int(json.loads(path.read_text())["num_devices"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+    none reads. Resume and reproduce start as many (`use_cpu_cores_as_devices`), so that
+    every device runs the program it ran (research.runner.execute.per_device), whatever
+    the cores here."""
+    run_dir = Path(run_dir)
+    cpu = lambda info: info["devices"]["count"] if info["devices"]["platform"] == "cpu" else 0
+    sources = (("run.json", cpu), ("chunks/manifest.json", lambda info: info["num_devices"]))
+    counts = []
+    for name, count in sources:
+        for path in [*run_dir.glob(name), *run_dir.glob(f"*/{name}")]:
+            try:
+                counts.append(int(count(json.loads(path.read_text()))))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
     counts = [c for c in counts if c >= 1]
     return max(counts) if counts else None
 

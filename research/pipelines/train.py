@@ -7,7 +7,7 @@ import hashlib
 import shutil
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -357,11 +357,14 @@ def keep_extensions(
     )
     used = lambda block, name: block is not None and any(values(block, name))
     num_steps = t.evaluation.num_steps or longest_episode(source)
-    # The "gated" schedule measures the checkpoint and the learner on each run's target,
-    # long enough for the longest of the targets' episodes to end.
-    target_steps = t.evaluation.num_steps or max(num_steps, target_episode_limit(config, env))
-    measure = make_evaluate(agent, env, t.evaluation.num_envs, target_steps)
-    gated = lambda block: measure if GATED in values(block, "schedule") else None
+    is_gated = lambda block: block is not None and GATED in values(block, "schedule")
+    measure = None
+    if any(is_gated(block) for block in (t.distill, t.bc, t.ewc)):
+        # The "gated" schedule measures the checkpoint and the learner on each run's
+        # target, long enough for the longest of the targets' episodes to end.
+        steps = t.evaluation.num_steps or max(num_steps, target_episode_limit(config, env))
+        measure = make_evaluate(agent, env, t.evaluation.num_envs, steps)
+    gated = lambda block: measure if is_gated(block) else None
     if used(t.distill, "weight"):
         extensions.append(Distill(agent, evaluate=gated(t.distill)))
         axes["distill"] = ExtAxis(t.distill.hparams, grid(t.distill), labels)
@@ -381,9 +384,7 @@ def keep_extensions(
         env_params = split_params(source.runs.env_params)[0]
         measured = {"env": env_params, "obs": data["obs"]}
         if t.evaluation.held_out:  # the same held-out variants [H] for every checkpoint
-            grid = {k: v.values for k, v in t.evaluation.held_out.items()}
-            points = variant_grid(config.env.id, env.default_params, config.env.params, grid)
-            held = stack_params(config.env.id, env.default_params, points)
+            held = variant_params(config, env, t.evaluation.held_out)
             k = len(source.runs)
             measured["held_out"] = jax.tree.map(
                 lambda x: np.broadcast_to(np.asarray(x), (k, *np.shape(x))), held
@@ -392,12 +393,18 @@ def keep_extensions(
     return extensions, axes
 
 
+def variant_params(config: ExperimentConfig, env: Env, variants: Mapping[str, Any]) -> Any:
+    """EnvParams, leaves [V]: the grid of `variants` ({field: ValueGrid}) over the
+    experiment's fixed env.params (derived fields recomputed)."""
+    grid = {k: v.values for k, v in variants.items()}
+    points = variant_grid(config.env.id, env.default_params, config.env.params, grid)
+    return stack_params(config.env.id, env.default_params, points)
+
+
 def target_episode_limit(config: ExperimentConfig, env: Env) -> int:
     """The longest max_steps_in_episode of the experiment's env variants (0 if the env has
     no such field)."""
-    grid = {k: v.values for k, v in config.env.variants.items()}
-    points = variant_grid(config.env.id, env.default_params, config.env.params, grid)
-    params = stack_params(config.env.id, env.default_params, points)
+    params = variant_params(config, env, config.env.variants)
     return int(np.max(getattr(params, "max_steps_in_episode", 0)))
 
 
