@@ -12,7 +12,7 @@ load each row ran. scripts/benchmark*.py are thin entry points into the modules 
     peers.py           scripts/benchmark_peers.py: ours against rejax and stable-baselines3
     peer_workers.py    the peers' side, run in the worker
     compile_levels.py  scripts/benchmark_compile_levels.py: LLVM levels timed in one process
-    op_counts.py       scripts/hlo_op_counts.py: thunks per loop body, ours against PureJaxRL
+    op_counts.py       thunks per loop body of a compiled program, ours against PureJaxRL
 
 It sits at the top beside research.pipelines, which it imports; nothing else in research
 imports it. Importing any module here does not import JAX (the functions that need it do):
