@@ -16,7 +16,7 @@ import pandas as pd
 
 from research.bench.cli import check_args
 from research.bench.measure import git_commit
-from research.bench.program import ROOT, agent_overrides, device_name, prepared
+from research.bench.program import ROOT, agent_overrides, device_name, prepared, segment_args
 from research.errors import ArgumentParser
 
 
@@ -29,13 +29,7 @@ def measure_levels(
     from research.runner import execute
 
     p = prepared(runs, total_timesteps, 1, None, agent_overrides(agent, None, []))
-    args = (
-        jax.numpy.asarray(p.runs.seeds),
-        jax.tree.map(jax.numpy.asarray, p.runs.hparams),
-        jax.tree.map(jax.numpy.asarray, p.runs.env_params),
-        None,
-        jax.numpy.int32(0),
-    )
+    args = segment_args(p)
     lowered = execute.lower(p.trainer, args, jax.default_backend())
     compiled, compile_s = {}, {}
     for level in levels:  # the init program keeps its own options; training gets `level`

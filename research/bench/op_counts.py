@@ -1,7 +1,9 @@
 """What one iteration of each loop executes: the thunks (fusions, library dots, copies, loops) of
 every computation of a compiled CPU program's HLO text that a while loop runs, ours against
-PureJaxRL's PPO. XLA's CPU runtime pays a fixed cost per thunk, which dominates at one run
-(issue 28), so a loop body with more thunks is slower however little each computes.
+PureJaxRL's PPO. XLA's CPU runtime pays a cost per thunk on top of its work, so the counts
+say where one run's time could go; they do not say where it goes (ours runs fewer thunks
+per update than PureJaxRL and is still slower at one run: results/benchmarks/
+peers_purejaxrl_cpu_analysis.md).
 
 Text-only parsing (`body_counts`) does not import JAX; `programs` compiles both sides."""
 
@@ -62,20 +64,13 @@ def programs(purejaxrl_dir: str, runs: int, total_timesteps: int, num_logs: int)
     """{"ours": HLO text of our PPO segment program, "purejaxrl": of PureJaxRL's whole
     program}, both compiled for `runs` runs of PPO CartPole at the default agent config."""
     import jax
-    import jax.numpy as jnp
 
     from research.bench.peer_workers import load_purejaxrl, purejaxrl_config, sharded_keys
-    from research.bench.program import prepared
+    from research.bench.program import prepared, segment_args
     from research.runner import execute
 
     p = prepared(runs, total_timesteps, num_logs, None, ["agent=ppo", "env=cartpole"])
-    args = (
-        jnp.asarray(p.runs.seeds),
-        jax.tree.map(jnp.asarray, p.runs.hparams),
-        jax.tree.map(jnp.asarray, p.runs.env_params),
-        None,
-        jnp.int32(0),
-    )
+    args = segment_args(p)
     _, train = execute.lower(p.trainer, args, jax.default_backend())
     steps = p.trainer.steps_per_segment * p.trainer.num_logs
     peer = load_purejaxrl(purejaxrl_dir).make_train(purejaxrl_config(p, steps))

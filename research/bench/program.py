@@ -108,3 +108,19 @@ def prepared(
     from research.pipelines.train import prepare
 
     return prepare(config_for(runs, total_timesteps, num_logs, num_devices, overrides))
+
+
+def segment_args(p):
+    """`research.runner.execute.lower`'s arguments for the program `p` (`prepared`): its
+    runs' seeds [R], hyperparameters and env parameters (leaves [R, ...]) as device arrays,
+    no initial state, segment index 0."""
+    import jax
+    import jax.numpy as jnp
+
+    return (
+        jnp.asarray(p.runs.seeds),
+        jax.tree.map(jnp.asarray, p.runs.hparams),
+        jax.tree.map(jnp.asarray, p.runs.env_params),
+        None,
+        jnp.int32(0),
+    )
