@@ -85,21 +85,47 @@ def forced_devices_env(num_devices: int) -> dict:
     return {**os.environ, "XLA_FLAGS": (flags + str(num_devices)).strip(), "JAX_PLATFORMS": "cpu"}
 
 
-def evaluate_policy(prepared, result, obs_values):
+def train_probes(*overrides: str, gammas: tuple[float, ...]):
+    """(prepared, result) of the five probes trained in one program: `AnyProbe-probe` with
+    one probe per run (env.variants.probe), crossed with sweep.gamma=`gammas` and the seeds.
+    One compile instead of one per probe env id."""
+    from research.envs.probes import PROBES
+
+    probes = ",".join(str(i) for i in range(len(PROBES)))
+    return train(*overrides, "env=gymnax", "env.id=AnyProbe-probe",
+                 f"+env.variants.probe=[{probes}]", f"sweep.gamma={list(gammas)}")  # fmt: skip
+
+
+def probe_runs(prepared, result, env_id: str, gamma: float) -> tuple:
+    """(hparams, agent_states) of `train_probes`' runs on probe `env_id` at `gamma`, each
+    leaf [runs of it, ...]; at least one run."""
+    from research.envs.probes import PROBES
+
+    table = prepared.runs.table
+    chosen = (table["env.probe"] == list(PROBES).index(env_id)) & np.isclose(table.gamma, gamma)
+    index = np.flatnonzero(chosen.to_numpy())
+    assert index.size, (env_id, gamma)
+    pick = lambda tree: jax.tree.map(lambda x: x[index], tree)
+    return pick(prepared.runs.hparams), pick(result.agent_states)
+
+
+def evaluate_policy(agent, hparams, agent_states, obs_values):
     """Greedy action, its probability and V(obs) of every run at each 1-d observation,
     for agents whose `act` returns log_prob and value (PPO, REINFORCE). Arrays [R, len(obs)]."""
-    agent = prepared.agent
     obs = np.asarray(obs_values, np.float32)[:, None]
     act = jax.vmap(lambda s, h: agent.act(s, obs, jax.random.key(0), h, False))
-    action, aux = act(result.agent_states, prepared.runs.hparams)
+    action, aux = act(agent_states, hparams)
     return np.asarray(action), np.exp(np.asarray(aux["log_prob"])), np.asarray(aux["value"])
 
 
-def check_probe(prepared, result, obs, best_action, value):
-    """Every run's V(obs) is within 0.1 of `value` (unless None), and its greedy action is
-    `best_action` (unless None) with probability > 0.9."""
-    action, prob, v = evaluate_policy(prepared, result, obs)
-    if value is not None:
+def check_probe(prepared, result, case: tuple, check_value: bool = True) -> None:
+    """For `train_probes`' runs on the PROBE_CASES entry `case`: every run's V(obs) is within
+    0.1 of the known V (if `check_value`), and its greedy action is the best one (where the
+    probe has one) with probability > 0.9."""
+    env_id, gamma, obs, best_action, value = case
+    hparams, states = probe_runs(prepared, result, env_id, gamma)
+    action, prob, v = evaluate_policy(prepared.agent, hparams, states, obs)
+    if check_value:
         np.testing.assert_allclose(v, np.broadcast_to(value, v.shape), atol=0.1)
     if best_action is not None:
         assert (action == np.asarray(best_action)).all(), action

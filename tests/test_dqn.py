@@ -16,7 +16,7 @@ from research.config import ConfigError, parse_experiment
 from research.pipelines.train import prepare
 from research.rl.exploration import epsilon_greedy
 from research.rl.replay import buffer_add, buffer_bytes, buffer_init, buffer_sample
-from tests.conftest import compose_raw, train
+from tests.conftest import compose_raw, probe_runs, train, train_probes
 
 
 def test_q_lambda_targets_by_hand():
@@ -99,39 +99,51 @@ def _train(*overrides):
     return train("progress=false", "agent=dqn", *overrides)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "env_id,gamma,obs,q_star",
-    [
-        ("ConstantReward-probe", 0.9, [0.0], [[1.0, 1.0]]),
-        ("ObsDependentReward-probe", 0.9, [-1.0, 1.0], [[-1.0, -1.0], [1.0, 1.0]]),
-        ("TwoStepDiscount-probe", 0.5, [0.0, 1.0], [[0.5, 0.5], [1.0, 1.0]]),
-        ("ActionDependentReward-probe", 0.9, [0.0], [[-1.0, 1.0]]),
-        ("ObsActionReward-probe", 0.9, [-1.0, 1.0], [[1.0, -1.0], [-1.0, 1.0]]),
-    ],
-)
-@pytest.mark.parametrize("mode", ["pqn", "dqn"])
-def test_probe_q_values(mode, env_id, gamma, obs, q_star):
+# (env_id, gamma, observations, Q* at each [len(obs), 2 actions])
+Q_PROBES = [
+    ("ConstantReward-probe", 0.9, [0.0], [[1.0, 1.0]]),
+    ("ObsDependentReward-probe", 0.9, [-1.0, 1.0], [[-1.0, -1.0], [1.0, 1.0]]),
+    ("TwoStepDiscount-probe", 0.5, [0.0, 1.0], [[0.5, 0.5], [1.0, 1.0]]),
+    ("ActionDependentReward-probe", 0.9, [0.0], [[-1.0, 1.0]]),
+    ("ObsActionReward-probe", 0.9, [-1.0, 1.0], [[1.0, -1.0], [-1.0, 1.0]]),
+]
+
+
+@pytest.fixture(scope="module")
+def probes():
+    """Every probe in each mode, one program per mode (the mode is static)."""
     # dqn mode: more gradient steps per update and a faster target, for the few updates here
-    extra = ("agent.num_epochs=16", "agent.tau=0.1") if mode == "dqn" else ()
-    prepared, result = _train(
-        *extra,
-        "env=gymnax",
-        f"env.id={env_id}",
-        f"agent.mode={mode}",
-        f"agent.gamma={gamma}",
-        "agent.epsilon_end=0.5",
-        "agent.lr=5e-3",
-        "agent.learning_starts=64",
-        "agent.buffer_size=1024",
-        "agent.batch_size=64",
-        "agent.hidden_sizes=[32,32]",
-        "runs.seeds=2",
-        "train.total_timesteps=40000",
-        "train.num_logs=1",
-    )
+    extra = {"pqn": (), "dqn": ("agent.num_epochs=16", "agent.tau=0.1")}
+    return {
+        mode: train_probes(
+            *extra[mode],
+            "progress=false",
+            "agent=dqn",
+            f"agent.mode={mode}",
+            "agent.epsilon_end=0.5",
+            "agent.lr=5e-3",
+            "agent.learning_starts=64",
+            "agent.buffer_size=1024",
+            "agent.batch_size=64",
+            "agent.hidden_sizes=[32,32]",
+            "runs.seeds=2",
+            "train.total_timesteps=40000",
+            "train.num_logs=1",
+            gammas=(0.9, 0.5),
+        )
+        for mode in ("pqn", "dqn")
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", Q_PROBES, ids=[c[0] for c in Q_PROBES])
+@pytest.mark.parametrize("mode", ["pqn", "dqn"])
+def test_probe_q_values(probes, mode, case):
+    env_id, gamma, obs, q_star = case
+    prepared, result = probes[mode]
+    _, states = probe_runs(prepared, result, env_id, gamma)
     net = q_network(prepared.config.agent.config, prepared.env.spec)
-    q = jax.vmap(lambda s: net.apply(s.params, jnp.asarray(obs)[:, None]))(result.agent_states)
+    q = jax.vmap(lambda s: net.apply(s.params, jnp.asarray(obs)[:, None]))(states)
     np.testing.assert_allclose(q, np.broadcast_to(q_star, q.shape), atol=0.15)
 
 

@@ -130,3 +130,38 @@ def test_probe_returns_are_as_documented(env_id, gamma, values):
             break
     g = sum(gamma**k * r for k, r in enumerate(rewards))
     assert g == pytest.approx(values[float(obs0[0])])
+
+
+def test_any_probe_is_each_probe_step_for_step_jitted_and_batched():
+    """AnyProbe-probe with params.probe = i gives probe i's observations, rewards and ends for
+    the same keys and actions (auto-resets included), five probes in one vmapped jit; a probe
+    index outside 0-4 is refused."""
+    from research.envs.probes import PROBES, AnyProbe
+
+    envs = [cls() for cls in PROBES.values()]
+    any_env = AnyProbe()
+    params = jax.tree.map(
+        lambda *x: jnp.stack(x),
+        *[any_env.default_params.replace(probe=i) for i in range(len(envs))],
+    )
+
+    def run(env, p, key):
+        def one(carry, k):
+            state, _ = carry
+            k_act, k_step = jax.random.split(k)
+            action = jax.random.randint(k_act, (), 0, 2)
+            obs, state, reward, done, *_ = env.step(k_step, state, action, p)
+            return (state, 0), (obs, reward, done)
+
+        _, state = env.reset(key, p)
+        return jax.lax.scan(one, (state, 0), jax.random.split(key, 12))[1]
+
+    keys = jax.random.split(jax.random.key(7), len(envs))
+    batched = jax.jit(jax.vmap(lambda p, k: run(any_env, p, k)))(params, keys)
+    for i, env in enumerate(envs):
+        alone = run(env, env.default_params, keys[i])
+        for got, want in zip(batched, alone, strict=True):
+            np.testing.assert_array_equal(got[i], want)
+    assert np.asarray(batched[2][4]).any() and not np.asarray(batched[2][4]).all()  # 2 steps
+    with pytest.raises(ConfigError, match=r"env.params.probe: got 5"):
+        variant_params("AnyProbe-probe", any_env.default_params, {"probe": 5})

@@ -2,11 +2,10 @@
 
 import pytest
 
-from tests.conftest import PROBE_CASES, check_probe, train
+from tests.conftest import PROBE_CASES, check_probe, train, train_probes
 
 PROBE = (
     "progress=false",
-    "env=gymnax",
     "runs.seeds=2",
     "agent.num_envs=8",
     "agent.num_steps=16",
@@ -17,13 +16,15 @@ PROBE = (
 )
 
 
+@pytest.fixture(scope="module")
+def probes():
+    return train_probes(*PROBE, "train.total_timesteps=40000", gammas=(0.99, 0.5))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("env_id,gamma,obs,best_action,value", PROBE_CASES)
-def test_probe(env_id, gamma, obs, best_action, value):
-    prepared, result = train(
-        *PROBE, f"env.id={env_id}", f"agent.gamma={gamma}", "train.total_timesteps=40000"
-    )
-    check_probe(prepared, result, obs, best_action, value)
+@pytest.mark.parametrize("case", PROBE_CASES, ids=[c[0] for c in PROBE_CASES])
+def test_probe(probes, case):
+    check_probe(*probes, case)
 
 
 @pytest.mark.slow

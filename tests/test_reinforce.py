@@ -10,7 +10,7 @@ from research.agents.reinforce import make, policy_gradient_loss, running_mean
 from research.config import ReinforceConfig, ReinforceHParams
 from research.envs import Env
 from research.rl.rollout import Transition
-from tests.conftest import PROBE_CASES, check_probe, train
+from tests.conftest import PROBE_CASES, check_probe, train, train_probes
 
 
 class LossTest(chex.TestCase):
@@ -112,7 +112,6 @@ def test_value_baseline_bootstraps_and_critic_sees_no_policy_gradient():
 PROBE = (
     "progress=false",
     "agent=reinforce",
-    "env=gymnax",
     "runs.seeds=2",
     "agent.num_envs=8",
     "agent.num_steps=16",
@@ -122,23 +121,28 @@ PROBE = (
 )
 
 
+@pytest.fixture(scope="module")
+def probes():
+    """Every probe under each baseline, one program per baseline (the baseline is static)."""
+    return {
+        baseline: train_probes(*PROBE, f"agent.baseline={baseline}", gammas=gammas)
+        for baseline, gammas in (("value", (0.99, 0.5)), ("mean", (0.99,)), ("none", (0.99,)))
+    }
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("env_id,gamma,obs,best_action,value", PROBE_CASES)
-def test_probe_value_baseline(env_id, gamma, obs, best_action, value):
+@pytest.mark.parametrize("case", PROBE_CASES, ids=[c[0] for c in PROBE_CASES])
+def test_probe_value_baseline(probes, case):
     """The critic learns the known values; the policy the best action where one exists."""
-    check_probe(*train(*PROBE, f"env.id={env_id}", f"agent.gamma={gamma}"), obs, best_action, value)
+    check_probe(*probes["value"], case)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("baseline", ["mean", "none"])
-@pytest.mark.parametrize(
-    "env_id,gamma,obs,best_action,value", [c for c in PROBE_CASES if c[3] is not None]
-)
-def test_probe_policy_without_critic(baseline, env_id, gamma, obs, best_action, value):
+@pytest.mark.parametrize("case", [c for c in PROBE_CASES if c[3] is not None], ids=lambda c: c[0])
+def test_probe_policy_without_critic(probes, baseline, case):
     """The policy learns the best action (the untrained critic's values are not checked)."""
-    check_probe(
-        *train(*PROBE, f"env.id={env_id}", f"agent.baseline={baseline}"), obs, best_action, None
-    )
+    check_probe(*probes[baseline], case, check_value=False)
 
 
 @pytest.mark.slow

@@ -10,6 +10,10 @@ the broken piece (value loss, discounting, policy gradient, ...).
 | ActionDependentReward-probe | 0          | 1 if action == 1 else -1 | pi(1) -> 1, V -> 1         |
 | ObsActionReward-probe       | +1 or -1   | 1 if action == (obs > 0) | pi(obs>0 given obs) -> 1   |
 | TwoStepDiscount-probe       | 0 then 1   | 0 then 1, 2 steps        | V(0) = gamma, V(1) = 1     |
+
+`AnyProbe-probe` is each of them, chosen by the traced `EnvParams.probe` (an index into
+`PROBES`): one compiled program trains an agent on all five at once, one probe per run
+(`env.variants.probe=[0,1,2,3,4]`), where five env ids need five compiles.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from research.envs.registry import EnvEntry, register
+from research.envs.registry import EnvEntry, Range, register
 
 
 @struct.dataclass
@@ -114,6 +118,41 @@ class TwoStepDiscount(_Probe):
         return jnp.where(state.time == 1, 1.0, 0.0)
 
 
+@struct.dataclass
+class AnyProbeParams(ProbeParams):
+    probe: int = 0  # index into PROBES
+
+
+class AnyProbe(_Probe):
+    """The probe `list(PROBES.values())[params.probe]`, step for step and key for key."""
+
+    @property
+    def default_params(self) -> AnyProbeParams:
+        return AnyProbeParams()
+
+    def _pick(self, params: AnyProbeParams, values: list) -> jax.Array:
+        return jnp.stack([jnp.asarray(v, jnp.float32) for v in values])[params.probe]
+
+    def _episode_steps(self, params: AnyProbeParams) -> jax.Array:
+        return self._pick(params, [p.episode_steps for p in _EACH])
+
+    def reset_env(self, key, params):
+        obs = self._pick(params, [p._first_obs(key) for p in _EACH])
+        state = ProbeState(time=0, obs=obs)
+        return state.obs[None], state
+
+    def step_env(self, key, state, action, params):
+        reward = self._pick(params, [p.reward(state, action) for p in _EACH])
+        time = state.time + 1
+        steps = self._episode_steps(params)
+        next_obs = jnp.where(steps > 1, jnp.asarray(time, jnp.float32), state.obs)
+        next_state = ProbeState(time=time, obs=next_obs)
+        return next_state.obs[None], next_state, reward, time >= steps, {}
+
+    def is_terminated(self, state, params):
+        return state.time >= self._episode_steps(params)
+
+
 PROBES = {
     "ConstantReward-probe": ConstantReward,
     "ObsDependentReward-probe": ObsDependentReward,
@@ -122,5 +161,9 @@ PROBES = {
     "TwoStepDiscount-probe": TwoStepDiscount,
 }
 
+_EACH = [probe() for probe in PROBES.values()]
+
 for _env_id, _probe in PROBES.items():
     register(EnvEntry(_env_id, _probe))
+_WHICH = Range(low=0, high=len(PROBES) - 1, why="an index into the five probes")
+register(EnvEntry("AnyProbe-probe", AnyProbe, ranges={"probe": _WHICH}))
