@@ -37,7 +37,7 @@ else
 fi
 
 if [ -n "${DRY:-}" ]; then
-  ppo_runs=(1 2); pqn_runs=(1); steps=2048; cap=1000000; each=120
+  ppo_runs=(1); pqn_runs=(1); steps=2048; cap=1000000; each=120
 else
   ppo_runs=(1 64 1024 4096 16384); pqn_runs=(64 4096 16384); steps=100000; cap=200000000; each=90
 fi

@@ -158,7 +158,10 @@ def test_pqn_solves_cartpole():
 def test_pqn_learns_minatar_breakout_clearly_above_random():
     """Random play (epsilon fixed at 1) runs beside the learner in the same program."""
     prepared, result = _train(
-        "experiment=pqn_minatar_breakout", "runs.seeds=2", "sweep.epsilon_end=[1.0,0.01]"
+        "experiment=pqn_minatar_breakout",
+        "runs.seeds=2",
+        "sweep.epsilon_end=[1.0,0.01]",
+        "train.total_timesteps=250000",
     )
     final = result.metrics["episode_return"][:, -1]
     is_random = prepared.runs.table["epsilon_end"].to_numpy() == 1.0

@@ -39,9 +39,10 @@ def test_solves_cartpole():
 
 @pytest.mark.slow
 def test_learns_pendulum():
-    """Random policy scores about -1200; the learned one must reach well above -400."""
+    """Random policy scores about -1200; the learned one must reach well above -400
+    (measured at 400k steps: -220 by 140k, -163 at the end)."""
     _, result = train(
-        "progress=false", "experiment=ppo_pendulum", "runs.seeds=4", "train.total_timesteps=400000"
+        "progress=false", "experiment=ppo_pendulum", "runs.seeds=4", "train.total_timesteps=200000"
     )
     returns = result.metrics["episode_return"]
     assert returns[:, 0].mean() < -900  # it started at random-policy level
