@@ -179,9 +179,11 @@ def test_dqn_with_replay_learns_cartpole():
     [500, 360, 500, 299] (one run never passed 360, one fell from 500), and an 8-run
     program 441-500 (mean 486): the program's shape changes float rounding, and DQN's
     instability amplifies it. So this asserts learning with margin (random play: ~22), and
-    that some run solves it, not that every run does.
+    that some run solves it, not that every run does. Two runs, since the program costs
+    about its runs (measured 2026-12-03: 59 s for 2 runs, both at 500 from 260k steps,
+    against 145 s for 4).
     """
-    _, result = _train("experiment=dqn_cartpole", "runs.seeds=4")
+    _, result = _train("experiment=dqn_cartpole", "runs.seeds=2")
     final = result.metrics["episode_return"][:, -1]
     assert result.metrics["episode_return"][:, 0].mean() < 50  # it started near random play
     assert final.mean() >= 300, final
