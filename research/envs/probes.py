@@ -13,7 +13,7 @@ the broken piece (value loss, discounting, policy gradient, ...).
 
 `AnyProbe-probe` is each of them, chosen by the traced `EnvParams.probe` (an index into
 `PROBES`): one compiled program trains an agent on all five at once, one probe per run
-(`env.variants.probe=[0,1,2,3,4]`), where five env ids need five compiles.
+(`+env.variants.probe=[0,1,2,3,4]`), where five env ids need five compiles.
 """
 
 from __future__ import annotations
