@@ -112,7 +112,7 @@ def test_the_gated_weight_holds_only_below_the_checkpoints_return():
     np.testing.assert_allclose(constant, 2.0)
 
 
-def test_gated_methods_start_released_and_log_the_weight_in_force(keep_run, tmp_path):
+def test_gated_methods_start_released_and_log_the_weight_in_force(keep_run):
     """From keep_run's checkpoint (the learner loads all of it): R equals R0 at the start
     (one evaluation key), so every gated weight of the first segment is exactly 0; later
     ones lie in [0, weight]; a constant run beside them logs its weight, 1."""
@@ -233,9 +233,9 @@ SMALL = (
 
 @pytest.fixture(scope="module")
 def keep_run(tmp_path_factory):
-    """Run directories of tiny transfers: every method on (the distillation weight swept
-    with 0) with the forgetting measures; from its checkpoint, no method; and every method
-    at strength 0."""
+    """Tiny transfers: "all", the run directory of every method on (the distillation weight
+    swept with 0) with the forgetting measures; from its checkpoint, the fine-tuning
+    metrics of no method ("plain") and of every method at strength 0 ("zero")."""
     tmp = tmp_path_factory.mktemp("keep")
     raw = compose_raw(
         *SMALL,
