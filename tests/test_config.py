@@ -71,8 +71,17 @@ BAD = [
     (dict(sweep__lr={"start": 1e-4, "stop": 1e-3}), r"sweep.lr.num: missing"),
     (
         dict(sweep__lr={"start": 0, "stop": 1e-3, "num": 3, "log": True}),
-        r"sweep.lr: a log range needs start > 0",
+        r"sweep.lr.start: got 0.0; a log range needs start > 0",
     ),
+    (
+        dict(sweep__lr={"low": 1e-3, "high": 1e-4, "num": 3}),
+        r"sweep.lr.high: got 0.0001; must be > low = 0.001",
+    ),
+    (
+        dict(sweep__lr={"start": 1e-4, "low": 1e-4, "high": 1e-3, "num": 3}),
+        r"sweep.lr.start: an old name of low, which is set too; drop start",
+    ),
+    (dict(sweep__lr={"low": 1e-4, "high": 1e-3, "nun": 3}), r"sweep.lr.nun: unknown field"),
     (dict(experiment_name=""), r"experiment_name: got ''"),
     (dict(extra_key=1), r"config.extra_key: unknown field"),
     (dict(runs__max_runs_per_chunk=0), r"runs.max_runs_per_chunk: got 0"),

@@ -29,6 +29,23 @@ def test_random_search_draws_joint_points_in_their_ranges():
     assert again.sweep == config.sweep and other.sweep != config.sweep
 
 
+def test_the_old_start_stop_spelling_is_the_same_range_as_low_high():
+    # Run directories written before the one range syntax spell grids and random ranges
+    # with start/stop; they must parse to exactly the values low/high gives.
+    for kind, extra in (("grid", ", num: 4"), ("random", "")):
+        old, new = (
+            parse_experiment(
+                compose_raw(
+                    f"search.kind={kind}", f"sweep.lr={{{lo}: 1e-4, {hi}: 1e-2{extra}, log: true}}"
+                )
+            ).sweep["lr"]
+            for lo, hi in (("start", "stop"), ("low", "high"))
+        )
+        assert old == new and len(set(new.values)) == (4 if kind == "grid" else 16)
+    grid = parse_experiment(compose_raw("sweep.lr={low: 1e-4, high: 1e-2, num: 3, log: true}"))
+    np.testing.assert_allclose(grid.sweep["lr"].values, [1e-4, 1e-3, 1e-2], rtol=1e-12)
+
+
 def test_random_points_are_runs_of_one_program_not_a_grid():
     prepared = prepare(parse_experiment(compose_raw(*RANDOM, "runs.seeds=2")))
     table = prepared.runs.table
@@ -39,7 +56,7 @@ def test_random_points_are_runs_of_one_program_not_a_grid():
 def test_random_search_config_errors():
     with pytest.raises(ConfigError, match="search.kind: got 'bayes'"):
         parse_experiment(compose_raw("search.kind=bayes"))
-    with pytest.raises(ConfigError, match="sweep.lr: a log range needs start > 0"):
+    with pytest.raises(ConfigError, match="sweep.lr.start: got 0.0; a log range needs start > 0"):
         parse_experiment(
             compose_raw("search.kind=random", "sweep.lr={start: 0, stop: 1, log: true}")
         )

@@ -106,34 +106,69 @@ def _build_dataclass(cls: type, path: str, raw: Mapping[str, Any]) -> Any:
     return cls(**values)
 
 
+# The spelling of grids and random search before the one range syntax: still read, so that
+# configs and run directories written then parse (and reproduce) unchanged.
+_OLD_RANGE_KEYS = {"start": "low", "stop": "high"}
+
+
+def parse_range(
+    path: str, raw: Mapping[str, Any], rule: Rule, num: str = "forbidden"
+) -> FieldRange:
+    """The one range syntax, `{low: a, high: b, log: false}`, plus `num: n` (the points of a
+    grid) where `num` is "required"; "ignored" accepts it unused (a random search may reuse a
+    grid's sweep block). Needs low < high, and low > 0 when `log`. The bounds are checked by
+    `rule`. `start`/`stop` are read as `low`/`high`, and messages use the names written.
+    Returns FieldRange(low, high, log); a grid's num is in raw."""
+    names = {"low": "low", "high": "high"}
+    for old, new in _OLD_RANGE_KEYS.items():
+        if old in raw:
+            if new in raw:
+                raise ConfigError(
+                    f"{path}.{old}: an old name of {new}, which is set too; drop {old}"
+                )
+            names[new] = old
+    lo, hi = names["low"], names["high"]
+    allowed = (lo, hi, "log") + (() if num == "forbidden" else ("num",))
+    _reject_unknown(path, raw, allowed)
+    needed = (lo, hi) + (("num",) if num == "required" else ())
+    for key in needed:
+        if raw.get(key) is None:
+            raise ConfigError(
+                f"{path}.{key}: missing; a range needs "
+                + (f"{lo}, {hi} and num" if num == "required" else f"{lo} and {hi}")
+            )
+    low, high = rule.check(f"{path}.{lo}", raw[lo]), rule.check(f"{path}.{hi}", raw[hi])
+    log = BOOL.check(f"{path}.log", raw.get("log", False))
+    if not low < high:
+        raise ConfigError(f"{path}.{hi}: got {high!r}; must be > {lo} = {low!r}")
+    if log and low <= 0:
+        raise ConfigError(f"{path}.{lo}: got {low!r}; a log range needs {lo} > 0")
+    return FieldRange(low=float(low), high=float(high), log=log)
+
+
+def _is_list(raw: Any) -> bool:
+    return isinstance(raw, Sequence) and not isinstance(raw, (str, bytes)) and len(raw) > 0
+
+
 def parse_grid(path: str, raw: Any, rule: Rule | None = None) -> ValueGrid:
-    """A list `[a, b, ...]` or a range `{start, stop, num, log: false}` -> ValueGrid."""
+    """A list `[a, b, ...]` or a range `{low, high, num, log: false}` (num points, evenly or
+    log-evenly spaced, both ends included) -> ValueGrid."""
     if isinstance(raw, Mapping):
-        _reject_unknown(path, raw, ("start", "stop", "num", "log"))
-        for key in ("start", "stop", "num"):
-            if key not in raw:
-                raise ConfigError(f"{path}.{key}: missing; a range needs start, stop and num")
-        start = Rule("float").check(f"{path}.start", raw["start"])
-        stop = Rule("float").check(f"{path}.stop", raw["stop"])
+        r = parse_range(path, raw, Rule("float"), num="required")
         num = POS_INT.check(f"{path}.num", raw["num"])
-        log = BOOL.check(f"{path}.log", raw.get("log", False))
-        if log and (start <= 0 or stop <= 0):
-            raise ConfigError(f"{path}: a log range needs start > 0 and stop > 0")
         if num == 1:
-            values = [start]
-        elif log:
-            values = [
-                math.exp(math.log(start) + i * (math.log(stop / start)) / (num - 1))
-                for i in range(num)
-            ]
+            values = [r.low]
+        elif r.log:
+            step = math.log(r.high / r.low) / (num - 1)
+            values = [math.exp(math.log(r.low) + i * step) for i in range(num)]
         else:
-            values = [start + i * (stop - start) / (num - 1) for i in range(num)]
-    elif isinstance(raw, Sequence) and not isinstance(raw, (str, bytes)) and len(raw) > 0:
+            values = [r.low + i * (r.high - r.low) / (num - 1) for i in range(num)]
+    elif _is_list(raw):
         values = list(raw)
     else:
         raise ConfigError(
             f"{path}: got {raw!r}; must be a non-empty list of values or "
-            "a range {start: a, stop: b, num: n, log: false}"
+            "a range {low: a, high: b, num: n, log: false}"
         )
     rule = rule or Rule("float")
     return ValueGrid(tuple(rule.check(f"{path}[{i}]", v) for i, v in enumerate(values)))
@@ -197,19 +232,16 @@ def _parse_search(raw: Any) -> SearchConfig:
 
 def sample_field(path: str, raw: Any, rule: Rule, rng: Any, num: int) -> ValueGrid:
     """`num` random values of one swept field: from a range (uniform, or log-uniform with
-    log: true; `num` is ignored there) or among the values of a list."""
+    log: true; a grid's `num` is ignored there) or among the values of a list."""
     import numpy as np
 
     if isinstance(raw, Mapping):
-        _reject_unknown(path, raw, ("start", "stop", "num", "log"))
-        start = Rule("float").check(f"{path}.start", raw.get("start"))
-        stop = Rule("float").check(f"{path}.stop", raw.get("stop"))
-        log = BOOL.check(f"{path}.log", raw.get("log", False))
-        if log and (start <= 0 or stop <= 0):
-            raise ConfigError(f"{path}: a log range needs start > 0 and stop > 0")
+        r = parse_range(path, raw, Rule("float"), num="ignored")
         u = rng.uniform(size=num)
         values = (
-            np.exp(np.log(start) + u * np.log(stop / start)) if log else start + u * (stop - start)
+            np.exp(np.log(r.low) + u * np.log(r.high / r.low))
+            if r.log
+            else r.low + u * (r.high - r.low)
         )
     else:
         choices = parse_grid(path, raw, rule).values
@@ -789,21 +821,11 @@ def _check_continual(config: ExperimentConfig) -> ExperimentConfig:
     return config
 
 
-def _parse_range(path: str, raw: Any, rule: Rule, allow_list: bool = True) -> FieldRange:
-    """{low, high, log} (uniform, or log-uniform) or, if allowed, a list to draw from."""
+def _parse_distribution(path: str, raw: Any, rule: Rule, allow_list: bool = True) -> FieldRange:
+    """A range (parse_range; uniform, or log-uniform) or, if allowed, a list to draw from."""
     if isinstance(raw, Mapping):
-        _reject_unknown(path, raw, ("low", "high", "log"))
-        for key in ("low", "high"):
-            if raw.get(key) is None:
-                raise ConfigError(f"{path}.{key}: missing; a range needs low and high")
-        low, high = rule.check(f"{path}.low", raw["low"]), rule.check(f"{path}.high", raw["high"])
-        log = BOOL.check(f"{path}.log", raw.get("log", False))
-        if not low < high:
-            raise ConfigError(f"{path}.high: got {high!r}; must be > low = {low!r}")
-        if log and low <= 0:
-            raise ConfigError(f"{path}.low: got {low!r}; a log range needs low > 0")
-        return FieldRange(low=float(low), high=float(high), log=log)
-    if allow_list and isinstance(raw, Sequence) and not isinstance(raw, (str, bytes)) and raw:
+        return parse_range(path, raw, rule)
+    if allow_list and _is_list(raw):
         return FieldRange(
             values=tuple(float(rule.check(f"{path}[{i}]", v)) for i, v in enumerate(raw))
         )
@@ -857,7 +879,7 @@ def _parse_meta(raw: Any, agent: AgentSpec) -> MetaConfig | None:
             "allowed: " + ", ".join(n for n, e in entries.items() if e.gradient_based)
         )
     variants = {
-        key: _parse_range(f"meta.variants.{key}", value, Rule("float"))
+        key: _parse_distribution(f"meta.variants.{key}", value, Rule("float"))
         for key, value in _mapping("meta.variants", raw.get("variants")).items()
         if value is not None
     }
@@ -898,7 +920,9 @@ def _parse_meta(raw: Any, agent: AgentSpec) -> MetaConfig | None:
     es = dataclasses.replace(
         _build_dataclass(ESConfig, "meta.es", es_raw),
         search={
-            name: _parse_range(f"meta.es.search.{name}", value, _search_rule(name, agent), False)
+            name: _parse_distribution(
+                f"meta.es.search.{name}", value, _search_rule(name, agent), False
+            )
             for name, value in search_raw.items()
             if value is not None
         },

@@ -383,7 +383,7 @@ class ShapingConfig:
 @dataclass(frozen=True)
 class SearchConfig:
     """How `sweep` values combine: "grid" crosses them; "random" draws `num_samples` joint
-    points (a range {start, stop, log} is sampled uniformly, or log-uniformly; a list is
+    points (a range {low, high, log} is sampled uniformly, or log-uniformly; a list is
     sampled among its values); "zip" pairs the i-th values of every list (the sweep's and
     the swept shaping and transfer-method fields alike, all of one length): a paired design
     such as one fine-tuning method per point. All of them traced in one program."""
