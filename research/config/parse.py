@@ -22,9 +22,7 @@ from research.config.rules import (
 from research.config.schema import (
     GUIDE_SCHEDULES,
     MAX_STATES,
-    ON_DIVERGE,
     PBT_FIXED,
-    PBT_INITIAL,
     SHAPING_SCHEDULES,
     SINK_PACKAGES,
     WEIGHT_SCHEDULES,
@@ -86,24 +84,35 @@ def _field_rule(cls: type, name: str) -> Rule:
     return {f.name: f.metadata["rule"] for f in dataclasses.fields(cls)}[name]
 
 
-def _build_dataclass(cls: type, path: str, raw: Mapping[str, Any]) -> Any:
-    """Instantiates `cls` from the keys of `raw` it declares, checking each rule."""
-    values = {}
+def _build_dataclass(cls: type, path: str, raw: Mapping[str, Any], **given: Any) -> Any:
+    """Instantiates `cls`: the fields in `given` as parsed by the caller, every other one
+    from `raw` checked by its rule, or its default when absent (a required field absent is
+    checked as null, so its message says what it must be). Unknown keys are the caller's."""
+    values = dict(given)
     for f in dataclasses.fields(cls):
-        if f.name not in raw:
+        if f.name in given:
             continue
-        rule, value = f.metadata["rule"], raw[f.name]
-        if f.metadata.get("sequence"):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if f.name not in raw and not required:
+            continue
+        rule, value = f.metadata["rule"], raw.get(f.name)
+        where = f"{path}.{f.name}" if path else f.name
+        if value is None and f.metadata.get("optional"):
+            pass
+        elif f.metadata.get("sequence"):
             if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
                 raise ConfigError(
-                    f"{path}.{f.name}: got {value!r}; "
-                    f"must be a non-empty list of {rule.describe()}s"
+                    f"{where}: got {value!r}; must be a non-empty list of {rule.describe()}s"
                 )
-            value = tuple(rule.check(f"{path}.{f.name}[{i}]", v) for i, v in enumerate(value))
+            value = tuple(rule.check(f"{where}[{i}]", v) for i, v in enumerate(value))
         else:
-            value = rule.check(f"{path}.{f.name}", value)
+            value = rule.check(where, value)
         values[f.name] = value
     return cls(**values)
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
 
 
 # The spelling of grids and random search before the one range syntax: still read, so that
@@ -372,8 +381,7 @@ def _parse_schedule(raw: Any) -> EnvSchedule | None:
         every = Rule("float", low=0.0, high=1.0, low_open=True, high_open=True).check(
             "env.schedule.every", every
         )
-    cycle = BOOL.check("env.schedule.cycle", raw.get("cycle", False))
-    return EnvSchedule(params=params, every=every, cycle=cycle)
+    return _build_dataclass(EnvSchedule, "env.schedule", raw, params=params, every=every)
 
 
 def _parse_env(raw: Any) -> EnvConfig:
@@ -418,13 +426,12 @@ def _parse_transfer(raw: Any, agent: AgentSpec) -> TransferConfig | None:
             )
         src = _mapping("transfer.source", src)
         _reject_unknown("transfer.source", src, ("params", "variants", "total_timesteps", "seeds"))
-        source = SourceConfig(
+        source = _build_dataclass(
+            SourceConfig,
+            "transfer.source",
+            src,
             params=_parse_params("transfer.source.params", src.get("params")),
             variants=_parse_grids("transfer.source.variants", src.get("variants")),
-            total_timesteps=POS_INT.check(
-                "transfer.source.total_timesteps", src.get("total_timesteps")
-            ),
-            seeds=POS_INT.check("transfer.source.seeds", src.get("seeds", 1)),
         )
     ft_raw = _mapping("transfer.finetune", raw.get("finetune"))
     _reject_unknown(
@@ -455,23 +462,21 @@ def _parse_transfer(raw: Any, agent: AgentSpec) -> TransferConfig | None:
             f"transfer.evaluation.obs_noise: agent {agent.name!r} sees state "
             "indices, which noise cannot perturb; allowed: []"
         )
-    steps = ev.get("num_steps")
-    evaluation = EvaluationConfig(
-        num_envs=POS_INT.check("transfer.evaluation.num_envs", ev.get("num_envs", 16)),
-        num_steps=None if steps is None else POS_INT.check("transfer.evaluation.num_steps", steps),
+    evaluation = _build_dataclass(
+        EvaluationConfig,
+        "transfer.evaluation",
+        ev,
         held_out=_parse_grids("transfer.evaluation.held_out", ev.get("held_out")),
         obs_noise=noise,
     )
-    threshold = raw.get("threshold")
-    return TransferConfig(
+    return _build_dataclass(
+        TransferConfig,
+        "transfer",
+        raw,
         checkpoint=checkpoint,
         source=source,
         finetune=finetune,
-        scratch=BOOL.check("transfer.scratch", raw.get("scratch", True)),
         evaluation=evaluation,
-        threshold=None
-        if threshold is None
-        else Rule("float").check("transfer.threshold", threshold),
         **_parse_keep(raw, agent),
     )
 
@@ -560,13 +565,12 @@ def _parse_shaping(raw: Any) -> ShapingConfig | None:
         raw,
         ("kind", "potential", "name", "checkpoint", "schedule", "threshold", *numeric),
     )
-    kind = Rule("str", choices=("potential", "bonus")).check(
-        "shaping.kind", raw.get("kind", "potential")
-    )
-    potential = Rule("str", choices=("progress", "value")).check(
-        "shaping.potential", raw.get("potential", "progress")
-    )
     name, checkpoint = raw.get("name"), raw.get("checkpoint")
+    # kind, potential and threshold by their rules; the other fields are set below
+    config = _build_dataclass(
+        ShapingConfig, "shaping", raw, name=name, checkpoint=checkpoint, hparams=None, grid={}
+    )
+    kind, potential = config.kind, config.potential
     if name is not None and not isinstance(name, str):
         raise ConfigError(f"shaping.name: got {name!r}; must be a potential's name")
     if potential == "value" and kind == "potential" and not isinstance(checkpoint, str):
@@ -584,18 +588,7 @@ def _parse_shaping(raw: Any) -> ShapingConfig | None:
             f"shaping.return_high: got {hparams.return_high!r}; must be > "
             f"shaping.return_low = {hparams.return_low!r}"
         )
-    threshold = raw.get("threshold")
-    return ShapingConfig(
-        kind=kind,
-        potential=potential,
-        name=name,
-        checkpoint=checkpoint,
-        hparams=hparams,
-        grid=grid,
-        threshold=None
-        if threshold is None
-        else Rule("float").check("shaping.threshold", threshold),
-    )
+    return dataclasses.replace(config, hparams=hparams, grid=grid)
 
 
 INTERVENTIONS = {  # plasticity.<name>: its traced settings and the default `every` (updates)
@@ -683,11 +676,6 @@ def plasticity_grids(config: ExperimentConfig) -> dict[str, ValueGrid]:
     }
 
 
-# The training return, or (fine-tuning with transfer.forgetting) the in-training source
-# evaluation's greedy return.
-PBT_FITNESS = ("episode_return", "source_return")
-
-
 def _parse_pbt(raw: Any, agent: AgentSpec) -> PBTConfig | None:
     """The pbt block (research/extensions/pbt.py): every value checked, one line each."""
     if raw is None:
@@ -695,10 +683,9 @@ def _parse_pbt(raw: Any, agent: AgentSpec) -> PBTConfig | None:
     raw = _mapping("pbt", raw)
     fields = [f.name for f in dataclasses.fields(PBTConfig)]
     _reject_unknown("pbt", raw, fields)
-    size = Rule("int", low=2).check("pbt.population_size", raw.get("population_size"))
-    fraction = Rule("float", low=0.0, high=0.5, low_open=True).check(
-        "pbt.fraction", raw.get("fraction", 0.25)
-    )
+    # the scalar fields first, so their messages come before those of perturb and bounds
+    scalars = _build_dataclass(PBTConfig, "pbt", raw, perturb=(), bounds=())
+    size, fraction = scalars.population_size, scalars.fraction
     if int(fraction * size) < 1:
         raise ConfigError(
             f"pbt.fraction: got {fraction!r}; with population_size {size} it replaces "
@@ -747,20 +734,8 @@ def _parse_pbt(raw: Any, agent: AgentSpec) -> PBTConfig | None:
         if not low < high:
             raise ConfigError(f"{path}[1]: got {high!r}; must be > low = {low!r}")
         bounds[name] = (float(low), float(high))
-    return PBTConfig(
-        population_size=size,
-        interval=POS_INT.check("pbt.interval", raw.get("interval", 4)),
-        fraction=fraction,
-        window=POS_INT.check("pbt.window", raw.get("window", 1)),
-        fitness=Rule("str", choices=PBT_FITNESS).check(
-            "pbt.fitness", raw.get("fitness", "episode_return")
-        ),
-        perturb=tuple(sorted(factors.items())),
-        bounds=tuple(sorted(bounds.items())),
-        resample_probability=Rule("float", low=0.0, high=1.0).check(
-            "pbt.resample_probability", raw.get("resample_probability", 0.0)
-        ),
-        initial=Rule("str", choices=PBT_INITIAL).check("pbt.initial", raw.get("initial", "keep")),
+    return dataclasses.replace(
+        scalars, perturb=tuple(sorted(factors.items())), bounds=tuple(sorted(bounds.items()))
     )
 
 
@@ -950,18 +925,12 @@ def _parse_meta(raw: Any, agent: AgentSpec) -> MetaConfig | None:
             )
     ev_raw = _mapping("meta.evaluation", raw.get("evaluation"))
     _reject_unknown("meta.evaluation", ev_raw, ("num_envs", "num_steps", "threshold"))
-    steps, threshold = ev_raw.get("num_steps"), ev_raw.get("threshold")
-    evaluation = MetaEvaluationConfig(
-        num_envs=POS_INT.check("meta.evaluation.num_envs", ev_raw.get("num_envs", 8)),
-        num_steps=None if steps is None else POS_INT.check("meta.evaluation.num_steps", steps),
-        threshold=None
-        if threshold is None
-        else Rule("float").check("meta.evaluation.threshold", threshold),
-    )
-    return MetaConfig(
+    evaluation = _build_dataclass(MetaEvaluationConfig, "meta.evaluation", ev_raw)
+    return _build_dataclass(
+        MetaConfig,
+        "meta",
+        raw,
         method=method,
-        seeds=POS_INT.check("meta.seeds", raw.get("seeds", 2)),
-        seed=Rule("int", low=0).check("meta.seed", raw.get("seed", 0)),
         variants=variants,
         held_out=held_out,
         source=_parse_params("meta.source", raw.get("source")),
@@ -1120,42 +1089,12 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     agent = _parse_agent(raw.get("agent"))
 
     train_raw = _mapping("train", raw.get("train"))
-    _reject_unknown("train", train_raw, ("total_timesteps", "num_logs"))
-    train = TrainConfig(
-        total_timesteps=POS_INT.check("train.total_timesteps", train_raw.get("total_timesteps")),
-        num_logs=POS_INT.check("train.num_logs", train_raw.get("num_logs", 25)),
-    )
+    _reject_unknown("train", train_raw, _field_names(TrainConfig))
+    train = _build_dataclass(TrainConfig, "train", train_raw)
     runs_raw = _mapping("runs", raw.get("runs"))
-    _reject_unknown(
-        "runs",
-        runs_raw,
-        (
-            "seeds",
-            "base_seed",
-            "max_runs_per_chunk",
-            "memory_budget_gb",
-            "num_devices",
-            "on_diverge",
-            "processes",
-        ),
-    )
-
-    def optional(key: str, rule: Rule) -> Any:
-        value = runs_raw.get(key)
-        return None if value is None else rule.check(f"runs.{key}", value)
-
-    seeds = POS_INT.check("runs.seeds", runs_raw.get("seeds", 8))
-    runs = RunsConfig(
-        seeds=seeds,
-        base_seed=_base_seed(runs_raw.get("base_seed", 0), seeds),
-        max_runs_per_chunk=optional("max_runs_per_chunk", POS_INT),
-        memory_budget_gb=optional("memory_budget_gb", POS_FLOAT),
-        num_devices=optional("num_devices", POS_INT),
-        on_diverge=Rule("str", choices=ON_DIVERGE).check(
-            "runs.on_diverge", runs_raw.get("on_diverge", "continue")
-        ),
-        processes=optional("processes", POS_INT),
-    )
+    _reject_unknown("runs", runs_raw, _field_names(RunsConfig))
+    runs = _build_dataclass(RunsConfig, "runs", runs_raw, base_seed=0)
+    runs = dataclasses.replace(runs, base_seed=_base_seed(runs_raw.get("base_seed", 0), runs.seeds))
     name = raw.get("experiment_name", "default")
     if not isinstance(name, str) or not name or "/" in name:
         raise ConfigError(f"experiment_name: got {name!r}; must be a non-empty name without '/'")
@@ -1163,32 +1102,26 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     if not isinstance(output_root, str) or not output_root:
         raise ConfigError(f"output_root: got {output_root!r}; must be a directory path")
     search = _parse_search(raw.get("search"))
-    config = _check_zip(
-        _check_meta(
-            ExperimentConfig(
-                name=name,
-                agent=agent,
-                env=_parse_env(raw.get("env")),
-                train=train,
-                runs=runs,
-                sweep=_parse_sweep(raw.get("sweep"), agent, search),
-                output_root=output_root,
-                progress=BOOL.check("progress", raw.get("progress", True)),
-                plot=BOOL.check("plot", raw.get("plot", True)),
-                transfer=_parse_transfer(raw.get("transfer"), agent),
-                save_checkpoint=BOOL.check("save_checkpoint", raw.get("save_checkpoint", False)),
-                checkpoint_states=Rule("int", low=0).check(
-                    "checkpoint_states", raw.get("checkpoint_states", 1024)
-                ),
-                shaping=_parse_shaping(raw.get("shaping")),
-                search=search,
-                sinks=_parse_sinks(raw.get("sinks")),
-                analysis=_parse_analysis(raw.get("analysis")),
-                meta=_parse_meta(raw.get("meta"), agent),
-                plasticity=_parse_plasticity(raw.get("plasticity"), agent),
-                pbt=_parse_pbt(raw.get("pbt"), agent),
-                compile_cache=_parse_compile_cache(raw.get("compile_cache", "default")),
-            )
-        )
+    experiment = _build_dataclass(
+        ExperimentConfig,
+        "",
+        raw,
+        name=name,
+        agent=agent,
+        env=_parse_env(raw.get("env")),
+        train=train,
+        runs=runs,
+        sweep=_parse_sweep(raw.get("sweep"), agent, search),
+        output_root=output_root,
+        transfer=_parse_transfer(raw.get("transfer"), agent),
+        shaping=_parse_shaping(raw.get("shaping")),
+        search=search,
+        sinks=_parse_sinks(raw.get("sinks")),
+        analysis=_parse_analysis(raw.get("analysis")),
+        meta=_parse_meta(raw.get("meta"), agent),
+        plasticity=_parse_plasticity(raw.get("plasticity"), agent),
+        pbt=_parse_pbt(raw.get("pbt"), agent),
+        compile_cache=_parse_compile_cache(raw.get("compile_cache", "default")),
     )
+    config = _check_zip(_check_meta(experiment))
     return _check_pbt(_check_continual(config))

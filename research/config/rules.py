@@ -89,8 +89,9 @@ BOOL = Rule("bool")
 
 
 def setting(default: Any, rule: Rule, **kw: Any) -> Any:
-    """A dataclass field with its default and the rule parsing checks it by (kw: more
-    metadata, e.g. sequence=True for a non-empty list of values of `rule`)."""
+    """A dataclass field with its default (MISSING: required) and the rule parsing checks it
+    by (kw: more metadata: sequence=True for a non-empty list of values of `rule`,
+    optional=True for a field that may be null)."""
     return field(default=default, metadata={"rule": rule, **kw})
 
 

@@ -5,7 +5,7 @@ settings."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from typing import Any
 
 from flax import struct
@@ -73,7 +73,7 @@ class EnvSchedule:
 
     params: tuple[Mapping[str, float], ...]
     every: int | float
-    cycle: bool = False
+    cycle: bool = _f(False, BOOL)
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,8 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    total_timesteps: int
-    num_logs: int
+    total_timesteps: int = _f(MISSING, POS_INT)
+    num_logs: int = _f(25, POS_INT)
 
 
 # What a run whose losses or parameters stop being finite does (RunsConfig.on_diverge).
@@ -98,17 +98,17 @@ ON_DIVERGE = ("continue", "stop")
 
 @dataclass(frozen=True)
 class RunsConfig:
-    seeds: int
-    base_seed: int
-    max_runs_per_chunk: int | None
-    memory_budget_gb: float | None
-    num_devices: int | None
+    seeds: int = _f(8, POS_INT)
+    base_seed: int = 0  # checked against seeds (parse._base_seed)
+    max_runs_per_chunk: int | None = _f(None, POS_INT, optional=True)
+    memory_budget_gb: float | None = _f(None, POS_FLOAT, optional=True)
+    num_devices: int | None = _f(None, POS_INT, optional=True)
     # A run whose losses or parameters stop being finite: "continue" trains it on, "stop"
     # keeps its last finite state (research.runner.train.make_train, on_diverge).
-    on_diverge: str = "continue"
+    on_diverge: str = _f("continue", Rule("str", choices=ON_DIVERGE))
     # Processes of one program (jax.distributed, research.platform.start_processes): None
     # takes what the launcher started; a number must equal it (a clear error otherwise).
-    processes: int | None = None
+    processes: int | None = _f(None, POS_INT, optional=True)
 
 
 @dataclass(frozen=True)
@@ -131,8 +131,8 @@ class SourceConfig:
 
     params: Mapping[str, float]
     variants: Mapping[str, ValueGrid]
-    total_timesteps: int
-    seeds: int
+    total_timesteps: int = _f(MISSING, POS_INT)
+    seeds: int = _f(1, POS_INT)
 
 
 @dataclass(frozen=True)
@@ -140,10 +140,10 @@ class EvaluationConfig:
     """Greedy evaluation: num_envs episodes of at most num_steps steps per run;
     held_out: variants never trained on (a grid); obs_noise: observation-noise stds."""
 
-    num_envs: int
-    num_steps: int | None
     held_out: Mapping[str, ValueGrid]
     obs_noise: tuple[float, ...]
+    num_envs: int = _f(16, POS_INT)
+    num_steps: int | None = _f(None, POS_INT, optional=True)
 
 
 @dataclass(frozen=True)
@@ -154,9 +154,9 @@ class TransferConfig:
     checkpoint: str | None
     source: SourceConfig | None
     finetune: FinetuneConfig
-    scratch: bool
     evaluation: EvaluationConfig
-    threshold: float | None
+    scratch: bool = _f(True, BOOL)
+    threshold: float | None = _f(None, Rule("float"), optional=True)
     # Methods against forgetting (research/extensions/keep.py), None = off:
     distill: Regulariser | None = None  # weight * KL(pi_0 || pi) on the batch's states
     bc: Regulariser | None = None  # weight * -log pi(a_0 | s_0) on stored source data
@@ -297,6 +297,9 @@ class PlasticityConfig:
 # research/extensions/pbt.py; docs/pbt.md.
 
 PBT_INITIAL = ("keep", "sample")
+# The training return, or (fine-tuning with transfer.forgetting) the in-training source
+# evaluation's greedy return.
+PBT_FITNESS = ("episode_return", "source_return")
 # Traced agent hyperparameters PBT refuses to change mid-run: read only when a run starts,
 # or deciding from the config which parts a program has (research/pipelines/train.py).
 PBT_FIXED = {
@@ -316,17 +319,17 @@ class PBTConfig:
     with `resample_probability`, redrawn from its `bounds` (log-uniform when low > 0), and
     clipped to them. initial "sample": members start from values drawn from the bounds."""
 
-    population_size: int
-    interval: int
-    fraction: float
-    window: int
-    fitness: str
     # (field, factors) and (field, (low, high)) pairs, sorted by field: hashable, as the
     # extension holding this config is part of the compiled programs' cache key
     perturb: tuple[tuple[str, tuple[float, ...]], ...]
     bounds: tuple[tuple[str, tuple[float, float]], ...]
-    resample_probability: float = 0.0
-    initial: str = "keep"
+    population_size: int = _f(MISSING, Rule("int", low=2))
+    interval: int = _f(4, POS_INT)
+    fraction: float = _f(0.25, Rule("float", low=0.0, high=0.5, low_open=True))
+    window: int = _f(1, POS_INT)
+    fitness: str = _f("episode_return", Rule("str", choices=PBT_FITNESS))
+    resample_probability: float = _f(0.0, Rule("float", low=0.0, high=1.0))
+    initial: str = _f("keep", Rule("str", choices=PBT_INITIAL))
 
     @property
     def num_replaced(self) -> int:
@@ -371,13 +374,13 @@ class ShapingConfig:
     weight / (distance(s') + 1), NOT policy-preserving (an ablation).
     hparams: base values; grid: the shaping fields swept (schedule as indices)."""
 
-    kind: str
-    potential: str
     name: str | None
     checkpoint: str | None
     hparams: ShapingHParams
     grid: Mapping[str, ValueGrid]
-    threshold: float | None
+    kind: str = _f("potential", Rule("str", choices=("potential", "bonus")))
+    potential: str = _f("progress", Rule("str", choices=("progress", "value")))
+    threshold: float | None = _f(None, Rule("float"), optional=True)
 
 
 @dataclass(frozen=True)
@@ -468,8 +471,8 @@ class MetaEvaluationConfig:
     """Greedy evaluation before and after fine-tuning on the held-out variants."""
 
     num_envs: int = _f(8, POS_INT)
-    num_steps: int | None = None  # None: the env's max_steps_in_episode
-    threshold: float | None = None  # steps to this training return, if given
+    num_steps: int | None = _f(None, POS_INT, optional=True)  # None: the env's max_steps_in_episode
+    threshold: float | None = _f(None, Rule("float"), optional=True)  # steps to this return
 
 
 @dataclass(frozen=True)
@@ -482,8 +485,6 @@ class MetaConfig:
     fine-tunes (Reptile only, None: the same as Reptile's inner env steps in all)."""
 
     method: str
-    seeds: int
-    seed: int
     variants: Mapping[str, FieldRange]
     held_out: Mapping[str, ValueGrid]
     source: Mapping[str, float]
@@ -491,6 +492,8 @@ class MetaConfig:
     reptile: ReptileConfig
     es: ESConfig
     evaluation: MetaEvaluationConfig
+    seeds: int = _f(2, POS_INT)
+    seed: int = _f(0, Rule("int", low=0))
 
 
 @dataclass(frozen=True)
@@ -502,13 +505,13 @@ class ExperimentConfig:
     runs: RunsConfig
     sweep: Mapping[str, ValueGrid]  # hparam name -> values, crossed (grid) or aligned (random)
     output_root: str
-    progress: bool
-    plot: bool
+    progress: bool = _f(True, BOOL)
+    plot: bool = _f(True, BOOL)
     transfer: TransferConfig | None = None
-    save_checkpoint: bool = False
+    save_checkpoint: bool = _f(False, BOOL)
     # states of the source task stored with each checkpoint run (behaviour cloning, EWC,
     # forgetting): a greedy rollout of the checkpoint's policy
-    checkpoint_states: int = 1024
+    checkpoint_states: int = _f(1024, Rule("int", low=0))
     shaping: ShapingConfig | None = None
     search: SearchConfig = SearchConfig()
     sinks: SinksConfig = SinksConfig()
