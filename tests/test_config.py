@@ -4,9 +4,9 @@ import copy
 
 import pytest
 
-from research.config import ConfigError, parse_experiment
+from research.config import ConfigError, derive_phase, parse_experiment
 from research.pipelines.train import prepare
-from tests.conftest import compose_raw
+from tests.conftest import CONFIGS, compose_raw
 
 BASE = compose_raw("progress=false")
 
@@ -111,3 +111,66 @@ BAD_PREPARE = [
 def test_bad_value_is_named_before_compiling(changes, message):
     with pytest.raises(ConfigError, match=message):
         prepare(parse_experiment(_with(**changes)))
+
+
+# ------------------------------------------------------------ a transfer's phases, derived
+
+TRANSFERS = [
+    name
+    for name in sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+    if (compose_raw(f"experiment={name}").get("transfer") or {}).get("source")
+]
+
+
+def _edited_before(raw: dict, phase: str) -> dict:
+    """How source/ and scratch/ configs were made before 2026-12-03: by editing the raw
+    transfer config. Run directories written then hold these; they must parse to the
+    configs derive_phase gives, so that they reproduce."""
+    name = f"{raw.get('experiment_name', 'transfer')}_{phase}"
+    if phase == "scratch":
+        return {**raw, "experiment_name": name, "sweep": {}, "transfer": None, "pbt": None}
+    source = raw["transfer"]["source"]
+    env = {**raw["env"], "params": source.get("params") or {}}
+    env = {**env, "variants": source.get("variants") or {}, "shift": None}
+    return {
+        **{k: v for k, v in raw.items() if k != "transfer"},
+        "pbt": None,
+        "experiment_name": name,
+        "env": env,
+        "sweep": {},
+        "train": {**raw["train"], "total_timesteps": source["total_timesteps"]},
+        "runs": {**raw["runs"], "seeds": source.get("seeds", 1)},
+    }
+
+
+@pytest.mark.parametrize("name", TRANSFERS)
+def test_a_transfers_phases_are_the_configs_its_run_directories_kept_before(name):
+    raw = compose_raw(f"experiment={name}")
+    config = parse_experiment(raw)
+    for phase in ("source", "scratch"):
+        derived = derive_phase(config, phase)
+        assert derived == parse_experiment(_edited_before(raw, phase)), (name, phase)
+        assert derived == parse_experiment({**raw, "phase": phase})
+        assert derived.transfer is None and derived.pbt is None and not derived.sweep
+    assert derive_phase(config, "source").runs.seeds == config.transfer.source.seeds
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (("phase=source",), "phase: got 'source'; a phase is a part of a transfer experiment"),
+        (
+            ("experiment=transfer_cartpole_ppo", "phase=sauce"),
+            "phase: got 'sauce'; must be one of 'source', 'scratch'",
+        ),
+        (
+            ("experiment=transfer_cartpole_ppo", "+transfer.checkpoint=/some/where"),
+            "phase: got 'source'; this transfer loads transfer.checkpoint, it pretrains nothing",
+        ),
+    ],
+)
+def test_a_bad_phase_is_named(changes, message):
+    raw = compose_raw(*(c for c in changes if not c.startswith("phase=")))
+    phase = next((c.split("=")[1] for c in changes if c.startswith("phase=")), "source")
+    with pytest.raises(ConfigError, match=message):
+        parse_experiment({**raw, "phase": phase})

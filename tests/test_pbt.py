@@ -307,7 +307,8 @@ TRANSFER = (
 
 def test_pbt_tunes_the_fine_tuning_runs_of_a_transfer_experiment(tmp_path):
     raw = {**compose_raw(*TRANSFER), "pbt": pbt_block(population_size=4, fraction=0.5)}
-    assert source_raw_config(raw)["pbt"] is None and scratch_raw_config(raw)["pbt"] is None
+    for part in (source_raw_config(raw), scratch_raw_config(raw)):
+        assert parse_experiment(part).pbt is None
     out = run_transfer(parse_experiment(raw), raw, tmp_path / "transfer")
     with np.load(out / "source" / "metrics.npz") as source:
         assert not [k for k in source.files if k.startswith("pbt.")]

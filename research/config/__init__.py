@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from research.config.parse import (
+    derive_phase,
     import_modules,
     parse_experiment,
     parse_grid,
@@ -136,6 +137,7 @@ __all__ = [
     "parse_traced",
     "check_minibatches",
     "import_modules",
+    "derive_phase",
     "parse_experiment",
     "parse_grid",
     "sample_field",

@@ -90,7 +90,7 @@ def _build_dataclass(cls: type, path: str, raw: Mapping[str, Any], **given: Any)
     checked as null, so its message says what it must be). Unknown keys are the caller's."""
     values = dict(given)
     for f in dataclasses.fields(cls):
-        if f.name in given:
+        if f.name in given or "rule" not in f.metadata:  # the latter: its default
             continue
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if f.name not in raw and not required:
@@ -1057,12 +1057,56 @@ def _parse_compile_cache(raw: Any) -> str | None:
     return raw
 
 
+# The parts of a transfer experiment that run alone as plain experiments: `phase: source`
+# (or scratch) in a transfer config. Their run directories' config.yaml is the transfer's own
+# with the phase set, so the one derivation below is all that makes them.
+PHASES = ("source", "scratch")
+
+
+def derive_phase(config: ExperimentConfig, phase: str) -> ExperimentConfig:
+    """The plain experiment of one part of transfer experiment `config`. "source": its
+    pretraining runs (what the checkpoint keeps), on transfer.source's env params and
+    variants, total_timesteps and seeds; "scratch": its targets trained from scratch. Neither
+    has the sweep (the fine-tuning runs' points) nor PBT (which tunes the fine-tuning runs)."""
+    t = config.transfer
+    if t is None:
+        raise ConfigError(f"phase: got {phase!r}; a phase is a part of a transfer experiment")
+    plain = {"sweep": {}, "transfer": None, "pbt": None, "name": f"{config.name}_{phase}"}
+    if phase == "scratch":
+        return _checked(dataclasses.replace(config, **plain))
+    if t.source is None:
+        raise ConfigError(
+            "phase: got 'source'; this transfer loads transfer.checkpoint, it pretrains nothing"
+        )
+    s = t.source
+    return _checked(
+        dataclasses.replace(
+            config,
+            **plain,
+            env=dataclasses.replace(config.env, params=s.params, variants=s.variants, shift=None),
+            train=dataclasses.replace(config.train, total_timesteps=s.total_timesteps),
+            runs=dataclasses.replace(
+                config.runs, seeds=s.seeds, base_seed=_base_seed(config.runs.base_seed, s.seeds)
+            ),
+        )
+    )
+
+
+def _checked(config: ExperimentConfig) -> ExperimentConfig:
+    """The checks across blocks, run on every parsed or derived experiment."""
+    return _check_pbt(_check_continual(_check_zip(_check_meta(config))))
+
+
 def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Validates a composed config mapping (e.g. Hydra's) into an ExperimentConfig."""
     raw = _mapping("config", raw)
     # First: the modules may register the env.id and the potential checked below.
     import_modules(raw.get("import_modules"))
+    if raw.get("phase") is not None:
+        phase = Rule("str", choices=PHASES).check("phase", raw["phase"])
+        return derive_phase(parse_experiment({k: v for k, v in raw.items() if k != "phase"}), phase)
     top = (
+        "phase",
         "import_modules",
         "experiment_name",
         "agent",
@@ -1123,5 +1167,4 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
         pbt=_parse_pbt(raw.get("pbt"), agent),
         compile_cache=_parse_compile_cache(raw.get("compile_cache", "default")),
     )
-    config = _check_zip(_check_meta(experiment))
-    return _check_pbt(_check_continual(config))
+    return _checked(experiment)

@@ -34,7 +34,7 @@ from research.analysis.curves import (
     plot_heatmap,
     without_diverged,
 )
-from research.config import ConfigError, ExperimentConfig, parse_experiment
+from research.config import ConfigError, ExperimentConfig, derive_phase, parse_experiment
 from research.envs import entry, make_gymnax, stack_params, variant_grid
 from research.pipelines.train import (
     Prepared,
@@ -78,30 +78,15 @@ class TransferPlan:
 
 
 def source_raw_config(raw: dict) -> dict:
-    """The plain train-pipeline config of the pretraining runs (what the checkpoint keeps)."""
-    source = raw["transfer"]["source"]
-    env = {
-        **raw["env"],
-        "params": source.get("params") or {},
-        "variants": source.get("variants") or {},
-        "shift": None,
-    }
-    return {
-        **{k: v for k, v in raw.items() if k != "transfer"},
-        "pbt": None,  # PBT tunes the fine-tuning runs only
-        "experiment_name": f"{raw.get('experiment_name', 'transfer')}_source",
-        "env": env,
-        "sweep": {},
-        "train": {**raw["train"], "total_timesteps": source["total_timesteps"]},
-        "runs": {**raw["runs"], "seeds": source.get("seeds", 1)},
-    }
+    """The config source/ and the checkpoint keep: the transfer's own, as its source phase
+    (research.config.derive_phase: the plain pretraining experiment)."""
+    return {**raw, "phase": "source"}
 
 
 def scratch_raw_config(raw: dict) -> dict:
-    """The plain train-pipeline config of the scratch runs: the targets, no sweep (and no
-    PBT, which tunes the fine-tuning runs only)."""
-    name = f"{raw.get('experiment_name', 'transfer')}_scratch"
-    return {**raw, "experiment_name": name, "sweep": {}, "transfer": None, "pbt": None}
+    """The config scratch/ keeps: the transfer's own, as its scratch phase (the targets
+    trained from scratch, no sweep, no PBT)."""
+    return {**raw, "phase": "scratch"}
 
 
 def finetune_raw_config(raw: dict, checkpoint_dir: Path) -> dict:
@@ -130,11 +115,13 @@ def plan(config: ExperimentConfig, raw: dict) -> TransferPlan:
             fixed_path="transfer.source.params",
             variants_path="transfer.source.variants",
         )
+        source_config = derive_phase(config, "source")
     else:
         path = Path(t.checkpoint)
         checkpoint.read_info(path)
         source_raw = yaml.safe_load((path / "config.yaml").read_text())
-    source = prepare(parse_experiment(source_raw))
+        source_config = parse_experiment(source_raw)
+    source = prepare(source_config)
     if source.config.env.id != config.env.id:
         raise ConfigError(
             f"transfer.checkpoint: trained on {source.config.env.id!r}; "
@@ -144,9 +131,8 @@ def plan(config: ExperimentConfig, raw: dict) -> TransferPlan:
     loaded = None if path is None else load_checkpoint(finetune, path)
     if path is not None and needs_source_data(config):
         finetune = with_source(finetune, load_source_data(path, config.checkpoint_states))
-    # Parsed from the config scratch/ keeps, so that config.yaml reproduces scratch/ alone.
     scratch_raw = scratch_raw_config(raw)
-    scratch = prepare(parse_experiment(scratch_raw)) if t.scratch else None
+    scratch = prepare(derive_phase(config, "scratch")) if t.scratch else None
     env = finetune.env
     num_steps = t.evaluation.num_steps or longest_episode(finetune)
     evaluate = make_evaluate(finetune.agent, env, t.evaluation.num_envs, num_steps)
