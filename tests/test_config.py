@@ -79,7 +79,7 @@ BAD = [
     ),
     (
         dict(sweep__lr={"start": 1e-4, "low": 1e-4, "high": 1e-3, "num": 3}),
-        r"sweep.lr.start: an old name of low, which is set too; drop start",
+        r"sweep.lr.low: set beside start/stop \(their old names\); write \{low, high\} only",
     ),
     (dict(sweep__lr={"low": 1e-4, "high": 1e-3, "nun": 3}), r"sweep.lr.nun: unknown field"),
     (dict(experiment_name=""), r"experiment_name: got ''"),

@@ -1,5 +1,7 @@
 """Random search: joint draws of the swept hyperparameters, traced in one program."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -44,6 +46,19 @@ def test_the_old_start_stop_spelling_is_the_same_range_as_low_high():
         assert old == new and len(set(new.values)) == (4 if kind == "grid" else 16)
     grid = parse_experiment(compose_raw("sweep.lr={low: 1e-4, high: 1e-2, num: 3, log: true}"))
     np.testing.assert_allclose(grid.sweep["lr"].values, [1e-4, 1e-3, 1e-2], rtol=1e-12)
+    # the old spelling keeps what it allowed: a descending grid, its values bit for bit
+    down = parse_experiment(compose_raw("sweep.lr={start: 3e-3, stop: 3e-4, num: 7, log: true}"))
+    old = [math.exp(math.log(3e-3) + i * (math.log(3e-4 / 3e-3)) / 6) for i in range(7)]
+    assert down.sweep["lr"].values == tuple(old)
+    # ... where it was; meta's ranges never had it
+    with pytest.raises(ConfigError, match="meta.variants.length.start: unknown field"):
+        parse_experiment(
+            compose_raw(
+                "+meta.method=reptile",
+                "+meta.variants.length={start: 0.5, stop: 1.0}",
+                "+meta.held_out.length=[1.5]",
+            )
+        )
 
 
 def test_random_points_are_runs_of_one_program_not_a_grid():

@@ -115,28 +115,29 @@ def _field_names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
-# The spelling of grids and random search before the one range syntax: still read, so that
-# configs and run directories written then parse (and reproduce) unchanged.
+# The spelling of grids and random search before the one range syntax: still read there, as
+# it was (no order between the two; both > 0 for log), so that configs and run directories
+# written then parse, and reproduce, unchanged.
 _OLD_RANGE_KEYS = {"start": "low", "stop": "high"}
 
 
 def parse_range(
-    path: str, raw: Mapping[str, Any], rule: Rule, num: str = "forbidden"
+    path: str, raw: Mapping[str, Any], rule: Rule, num: str = "forbidden", old_names: bool = False
 ) -> FieldRange:
     """The one range syntax, `{low: a, high: b, log: false}`, plus `num: n` (the points of a
     grid) where `num` is "required"; "ignored" accepts it unused (a random search may reuse a
     grid's sweep block). Needs low < high, and low > 0 when `log`. The bounds are checked by
-    `rule`. `start`/`stop` are read as `low`/`high`, and messages use the names written.
-    Returns FieldRange(low, high, log); a grid's num is in raw."""
-    names = {"low": "low", "high": "high"}
-    for old, new in _OLD_RANGE_KEYS.items():
-        if old in raw:
-            if new in raw:
-                raise ConfigError(
-                    f"{path}.{old}: an old name of {new}, which is set too; drop {old}"
-                )
-            names[new] = old
-    lo, hi = names["low"], names["high"]
+    `rule`. With `old_names`, `{start, stop}` (both, instead of low and high) is read as
+    before. Returns FieldRange(low, high, log); a grid's num is in raw."""
+    old = old_names and any(k in raw for k in _OLD_RANGE_KEYS)
+    lo, hi = ("start", "stop") if old else ("low", "high")
+    if old:
+        mixed = [k for k in ("low", "high") if k in raw]
+        if mixed:
+            raise ConfigError(
+                f"{path}.{mixed[0]}: set beside start/stop (their old names); "
+                "write {low, high} only"
+            )
     allowed = (lo, hi, "log") + (() if num == "forbidden" else ("num",))
     _reject_unknown(path, raw, allowed)
     needed = (lo, hi) + (("num",) if num == "required" else ())
@@ -148,10 +149,11 @@ def parse_range(
             )
     low, high = rule.check(f"{path}.{lo}", raw[lo]), rule.check(f"{path}.{hi}", raw[hi])
     log = BOOL.check(f"{path}.log", raw.get("log", False))
-    if not low < high:
+    if not old and not low < high:
         raise ConfigError(f"{path}.{hi}: got {high!r}; must be > {lo} = {low!r}")
-    if log and low <= 0:
-        raise ConfigError(f"{path}.{lo}: got {low!r}; a log range needs {lo} > 0")
+    for key, value in ((lo, low), (hi, high)):
+        if log and value <= 0:
+            raise ConfigError(f"{path}.{key}: got {value!r}; a log range needs {key} > 0")
     return FieldRange(low=float(low), high=float(high), log=log)
 
 
@@ -163,13 +165,15 @@ def parse_grid(path: str, raw: Any, rule: Rule | None = None) -> ValueGrid:
     """A list `[a, b, ...]` or a range `{low, high, num, log: false}` (num points, evenly or
     log-evenly spaced, both ends included) -> ValueGrid."""
     if isinstance(raw, Mapping):
-        r = parse_range(path, raw, Rule("float"), num="required")
+        r = parse_range(path, raw, Rule("float"), num="required", old_names=True)
         num = POS_INT.check(f"{path}.num", raw["num"])
         if num == 1:
             values = [r.low]
-        elif r.log:
-            step = math.log(r.high / r.low) / (num - 1)
-            values = [math.exp(math.log(r.low) + i * step) for i in range(num)]
+        elif r.log:  # this order of operations: the values grids had before, bit for bit
+            values = [
+                math.exp(math.log(r.low) + i * (math.log(r.high / r.low)) / (num - 1))
+                for i in range(num)
+            ]
         else:
             values = [r.low + i * (r.high - r.low) / (num - 1) for i in range(num)]
     elif _is_list(raw):
@@ -245,7 +249,7 @@ def sample_field(path: str, raw: Any, rule: Rule, rng: Any, num: int) -> ValueGr
     import numpy as np
 
     if isinstance(raw, Mapping):
-        r = parse_range(path, raw, Rule("float"), num="ignored")
+        r = parse_range(path, raw, Rule("float"), num="ignored", old_names=True)
         u = rng.uniform(size=num)
         values = (
             np.exp(np.log(r.low) + u * np.log(r.high / r.low))
