@@ -7,7 +7,8 @@ A checkpoint is one directory, written atomically (`results.atomic_dir`):
                      provenance (versions, commit, devices), and under "sha256" the
                      checksum of each of the three other files
     runs.csv         the K runs it holds: seed, hyperparameters, env variant
-    config.yaml      the resolved config that trained them
+    config.yaml      the resolved config that trained them (a transfer's pretraining:
+                     the transfer config with phase: source, which parses to it)
 
 Reading verifies the checksums (`read_info`: runs.csv and config.yaml; `load`: arrays.npz):
 a file truncated or changed since it was saved is an InputError naming it, since a

@@ -77,9 +77,12 @@ def write_tensorboard(log_dir: str | Path, series: list[Series]) -> Path:
     return Path(log_dir)
 
 
-def write_wandb(run_dir: str | Path, series: list[Series], raw_config: dict) -> None:
-    """An offline wandb run under <run_dir>/wandb/ (`wandb sync` uploads it later) with the
-    config and the series, each plotted against its own env steps."""
+def write_wandb(
+    run_dir: str | Path, series: list[Series], raw_config: dict, project: str | None = None
+) -> None:
+    """An offline wandb run under <run_dir>/wandb/ (`wandb sync` uploads it later) in
+    `project` (None: the config's experiment_name) with the config and the series, each
+    plotted against its own env steps."""
     import wandb
 
     run_dir = Path(run_dir)
@@ -87,7 +90,7 @@ def write_wandb(run_dir: str | Path, series: list[Series], raw_config: dict) -> 
         mode="offline",
         dir=str(run_dir),
         config=raw_config,
-        project=str(raw_config.get("experiment_name", "research")),
+        project=project or str(raw_config.get("experiment_name", "research")),
         name=run_dir.name,
     )
     for prefix, steps, tags in series:
@@ -109,12 +112,15 @@ def write_wandb(run_dir: str | Path, series: list[Series], raw_config: dict) -> 
     run.finish()
 
 
-def write_sinks(run_dir: str | Path, sinks: SinksConfig, raw_config: dict) -> None:
-    """Every enabled sink, from the files of the finished run directory."""
+def write_sinks(
+    run_dir: str | Path, sinks: SinksConfig, raw_config: dict, project: str | None = None
+) -> None:
+    """Every enabled sink, from the files of the finished run directory; `project`: wandb's
+    (None: the config's experiment_name; a transfer phase passes its own name)."""
     if not (sinks.tensorboard or sinks.wandb):
         return
     series = run_series(run_dir)
     if sinks.tensorboard:
         write_tensorboard(Path(run_dir) / "tensorboard", series)
     if sinks.wandb:
-        write_wandb(run_dir, series, raw_config)
+        write_wandb(run_dir, series, raw_config, project)

@@ -1021,7 +1021,7 @@ def run_experiment(config: ExperimentConfig, raw_config: dict, run_dir: str | Pa
     )
     out = write_run_dir(run_dir, prepared, result, raw_config)
     shutil.rmtree(run_dir / "chunks", ignore_errors=True)  # all of it is in metrics.npz now
-    write_sinks(out, config.sinks, raw_config)
+    write_sinks(out, config.sinks, raw_config, config.name)
     print(
         f"{len(prepared.runs)} runs in {time.perf_counter() - started:.1f}s "
         f"(compile {result.info.compile_s:.1f}s, {result.info.num_chunks} chunk(s) of "
