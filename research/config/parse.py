@@ -84,6 +84,10 @@ def _field_rule(cls: type, name: str) -> Rule:
     return {f.name: f.metadata["rule"] for f in dataclasses.fields(cls)}[name]
 
 
+def _is_list(raw: Any) -> bool:
+    return isinstance(raw, Sequence) and not isinstance(raw, (str, bytes)) and len(raw) > 0
+
+
 def _build_dataclass(cls: type, path: str, raw: Mapping[str, Any], **given: Any) -> Any:
     """Instantiates `cls`: the fields in `given` as parsed by the caller, every other one
     from `raw` checked by its rule, or its default when absent (a required field absent is
@@ -100,7 +104,7 @@ def _build_dataclass(cls: type, path: str, raw: Mapping[str, Any], **given: Any)
         if value is None and f.metadata.get("optional"):
             pass
         elif f.metadata.get("sequence"):
-            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+            if not _is_list(value):
                 raise ConfigError(
                     f"{where}: got {value!r}; must be a non-empty list of {rule.describe()}s"
                 )
@@ -157,10 +161,6 @@ def parse_range(
     return FieldRange(low=float(low), high=float(high), log=log)
 
 
-def _is_list(raw: Any) -> bool:
-    return isinstance(raw, Sequence) and not isinstance(raw, (str, bytes)) and len(raw) > 0
-
-
 def parse_grid(path: str, raw: Any, rule: Rule | None = None) -> ValueGrid:
     """A list `[a, b, ...]` or a range `{low, high, num, log: false}` (num points, evenly or
     log-evenly spaced, both ends included) -> ValueGrid."""
@@ -194,8 +194,8 @@ def _parse_agent(raw: Mapping[str, Any]) -> AgentSpec:
     if name not in entries:
         raise ConfigError(f"agent.name: got {name!r}; allowed: {', '.join(entries)}")
     entry = entries[name]
-    allowed = ["name"] + [f.name for f in dataclasses.fields(entry.config)]
-    allowed += [f.name for f in dataclasses.fields(entry.hparams)]
+    allowed = ["name"] + _field_names(entry.config)
+    allowed += _field_names(entry.hparams)
     _reject_unknown("agent", raw, allowed)
     config = _build_dataclass(entry.config, "agent", raw)
     hparams = _build_dataclass(entry.hparams, "agent", raw)
@@ -239,7 +239,7 @@ def _parse_analysis(raw: Any) -> AnalysisConfig:
 
 def _parse_search(raw: Any) -> SearchConfig:
     raw = _mapping("search", raw)
-    _reject_unknown("search", raw, [f.name for f in dataclasses.fields(SearchConfig)])
+    _reject_unknown("search", raw, _field_names(SearchConfig))
     return _build_dataclass(SearchConfig, "search", raw)
 
 
@@ -268,8 +268,8 @@ def _parse_sweep(raw: Any, agent: AgentSpec, search: SearchConfig) -> dict[str, 
 
     rng = np.random.default_rng(search.seed)
     hparams_cls = type(agent.hparams)
-    names = [f.name for f in dataclasses.fields(hparams_cls)]
-    static = [f.name for f in dataclasses.fields(type(agent.config))]
+    names = _field_names(hparams_cls)
+    static = _field_names(type(agent.config))
     out = {}
     for key, values in _mapping("sweep", raw).items():
         if values is None:
@@ -298,7 +298,7 @@ def _parse_discretize(raw: Any) -> Discretize | None:
     if raw is None:
         return None
     raw = _mapping("env.discretize", raw)
-    names = [f.name for f in dataclasses.fields(Discretize)]
+    names = _field_names(Discretize)
     _reject_unknown("env.discretize", raw, names)
     for name in names:
         if raw.get(name) is None:
@@ -438,9 +438,7 @@ def _parse_transfer(raw: Any, agent: AgentSpec) -> TransferConfig | None:
             variants=_parse_grids("transfer.source.variants", src.get("variants")),
         )
     ft_raw = _mapping("transfer.finetune", raw.get("finetune"))
-    _reject_unknown(
-        "transfer.finetune", ft_raw, [f.name for f in dataclasses.fields(FinetuneConfig)]
-    )
+    _reject_unknown("transfer.finetune", ft_raw, _field_names(FinetuneConfig))
     finetune = _build_dataclass(FinetuneConfig, "transfer.finetune", ft_raw)
     entry = agent_entries()[agent.name]
     for name in ("load", "freeze"):
@@ -498,7 +496,7 @@ def _parse_keep(raw: Mapping[str, Any], agent: AgentSpec) -> dict[str, Any]:
         if raw.get(name) is None:
             continue
         block = dict(_mapping(f"transfer.{name}", raw[name]))
-        allowed = [f.name for f in dataclasses.fields(WeightHParams)]
+        allowed = _field_names(WeightHParams)
         if name != "distill":
             allowed.append("batch_size")
         _reject_unknown(f"transfer.{name}", block, allowed)
@@ -509,15 +507,13 @@ def _parse_keep(raw: Mapping[str, Any], agent: AgentSpec) -> dict[str, Any]:
         out[name] = Regulariser(hparams, grid, batch)
     if raw.get("guide") is not None:
         block = _mapping("transfer.guide", raw["guide"])
-        _reject_unknown("transfer.guide", block, [f.name for f in dataclasses.fields(GuideHParams)])
+        _reject_unknown("transfer.guide", block, _field_names(GuideHParams))
         out["guide"] = Guide(
             *parse_traced("transfer.guide", block, GuideHParams, {"schedule": GUIDE_SCHEDULES})
         )
     if raw.get("forgetting") is not None:
         block = _mapping("transfer.forgetting", raw["forgetting"])
-        _reject_unknown(
-            "transfer.forgetting", block, [f.name for f in dataclasses.fields(ForgettingConfig)]
-        )
+        _reject_unknown("transfer.forgetting", block, _field_names(ForgettingConfig))
         out["forgetting"] = _build_dataclass(ForgettingConfig, "transfer.forgetting", block)
     return out
 
@@ -613,7 +609,7 @@ def _parse_diagnostics(raw: Any, agent: AgentSpec) -> DiagnosticsConfig | None:
             f"plasticity.diagnostics: got {raw!r}; must be true, false or a mapping "
             "{every, probe_size, taus, srank_delta}"
         )
-    names = [f.name for f in dataclasses.fields(DiagnosticsConfig)]
+    names = _field_names(DiagnosticsConfig)
     _reject_unknown("plasticity.diagnostics", raw, names)
     config = _build_dataclass(DiagnosticsConfig, "plasticity.diagnostics", raw)
     batch = agent.config.num_envs * agent.config.num_steps
@@ -685,7 +681,7 @@ def _parse_pbt(raw: Any, agent: AgentSpec) -> PBTConfig | None:
     if raw is None:
         return None
     raw = _mapping("pbt", raw)
-    fields = [f.name for f in dataclasses.fields(PBTConfig)]
+    fields = _field_names(PBTConfig)
     _reject_unknown("pbt", raw, fields)
     # the scalar fields first, so their messages come before those of perturb and bounds
     scalars = _build_dataclass(PBTConfig, "pbt", raw, perturb=(), bounds=())
@@ -695,7 +691,7 @@ def _parse_pbt(raw: Any, agent: AgentSpec) -> PBTConfig | None:
             f"pbt.fraction: got {fraction!r}; with population_size {size} it replaces "
             f"int({fraction!r} * {size}) = 0 members: must be >= 1 / {size}"
         )
-    hparams = [f.name for f in dataclasses.fields(type(agent.hparams))]
+    hparams = _field_names(type(agent.hparams))
     perturbable = [n for n in hparams if n not in PBT_FIXED]
     perturb = _mapping("pbt.perturb", raw.get("perturb"))
     if not perturb:
@@ -716,7 +712,7 @@ def _parse_pbt(raw: Any, agent: AgentSpec) -> PBTConfig | None:
                 f"{path}: not a traced hyperparameter of agent '{agent.name}'; "
                 f"perturbable: {', '.join(perturbable)}"
             )
-        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        if not _is_list(values):
             raise ConfigError(f"{path}: got {values!r}; must be a non-empty list of factors > 0")
         factors[name] = tuple(POS_FLOAT.check(f"{path}[{i}]", v) for i, v in enumerate(values))
     raw_bounds = _mapping("pbt.bounds", raw.get("bounds"))
@@ -816,7 +812,7 @@ def _parse_distribution(path: str, raw: Any, rule: Rule, allow_list: bool = True
 
 def _search_rule(name: str, agent: AgentSpec) -> Rule:
     """The rule of an ES search field: an agent hyperparameter, or shaping.<field>."""
-    hparams = [f.name for f in dataclasses.fields(type(agent.hparams))]
+    hparams = _field_names(type(agent.hparams))
     shaping = [
         f"shaping.{f.name}" for f in dataclasses.fields(ShapingHParams) if f.name != "schedule"
     ]
@@ -884,12 +880,10 @@ def _parse_meta(raw: Any, agent: AgentSpec) -> MetaConfig | None:
         return steps
 
     reptile_raw = _mapping("meta.reptile", raw.get("reptile"))
-    _reject_unknown(
-        "meta.reptile", reptile_raw, [f.name for f in dataclasses.fields(ReptileConfig)]
-    )
+    _reject_unknown("meta.reptile", reptile_raw, _field_names(ReptileConfig))
     reptile = _build_dataclass(ReptileConfig, "meta.reptile", reptile_raw)
     es_raw = dict(_mapping("meta.es", raw.get("es")))
-    _reject_unknown("meta.es", es_raw, [f.name for f in dataclasses.fields(ESConfig)])
+    _reject_unknown("meta.es", es_raw, _field_names(ESConfig))
     search_raw = dict(_mapping("meta.es.search", es_raw.pop("search", None)))
     # shaping.<field> written as a dotted override arrives nested: {shaping: {field: ...}}
     nested = search_raw.pop("shaping", None)
@@ -1104,11 +1098,11 @@ def _checked(config: ExperimentConfig) -> ExperimentConfig:
 def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Validates a composed config mapping (e.g. Hydra's) into an ExperimentConfig."""
     raw = _mapping("config", raw)
-    # First: the modules may register the env.id and the potential checked below.
-    import_modules(raw.get("import_modules"))
-    if raw.get("phase") is not None:
+    if raw.get("phase") is not None:  # the transfer parsed whole, then its part derived
         phase = Rule("str", choices=PHASES).check("phase", raw["phase"])
         return derive_phase(parse_experiment({k: v for k, v in raw.items() if k != "phase"}), phase)
+    # First: the modules may register the env.id and the potential checked below.
+    import_modules(raw.get("import_modules"))
     top = (
         "phase",
         "import_modules",
@@ -1141,7 +1135,7 @@ def parse_experiment(raw: Mapping[str, Any]) -> ExperimentConfig:
     train = _build_dataclass(TrainConfig, "train", train_raw)
     runs_raw = _mapping("runs", raw.get("runs"))
     _reject_unknown("runs", runs_raw, _field_names(RunsConfig))
-    runs = _build_dataclass(RunsConfig, "runs", runs_raw, base_seed=0)
+    runs = _build_dataclass(RunsConfig, "runs", runs_raw)
     runs = dataclasses.replace(runs, base_seed=_base_seed(runs_raw.get("base_seed", 0), runs.seeds))
     name = raw.get("experiment_name", "default")
     if not isinstance(name, str) or not name or "/" in name:
