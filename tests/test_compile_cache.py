@@ -34,8 +34,26 @@ def test_a_rerun_loads_both_programs_from_the_users_cache(tmp_path):
     assert warm.count("cache hit for 'jit_wrapped'") == 2, warm[-2000:]
     assert "CACHE MISS for 'jit_wrapped'" not in warm
     assert list((tmp_path / "cache" / "research" / "jax").glob("jit_wrapped-*"))
-    off = _train(tmp_path, "compile_cache=off")
-    assert "for 'jit_wrapped'" not in off
+
+
+def test_compile_cache_off_turns_jax_persistent_cache_off_and_back_on(tmp_path):
+    """compile_cache=off (None, tests below) is what scripts/train.py hands use_compile_cache
+    (research/pipelines/run.py): jax then neither reads nor writes a cache; a directory turns
+    it back on there. Checked in this process, which then gets the suite's cache back."""
+    import jax
+
+    from research.platform import use_compile_cache
+
+    own = jax.config.jax_compilation_cache_dir
+    try:
+        assert use_compile_cache(None) is None
+        assert not jax.config.jax_enable_compilation_cache
+        assert jax.config.jax_compilation_cache_dir is None
+        assert use_compile_cache(str(tmp_path / "c")) == tmp_path / "c"
+        assert jax.config.jax_enable_compilation_cache and (tmp_path / "c").is_dir()
+    finally:
+        use_compile_cache(own)
+    assert jax.config.jax_compilation_cache_dir == own
 
 
 def test_compile_cache_settings(tmp_path, monkeypatch):

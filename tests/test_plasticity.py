@@ -252,6 +252,27 @@ def test_diagnostics_in_the_loop_equal_the_library_functions_on_the_saved_state(
     prepared, steps = trajectory
     agent = prepared.agent
     net = ActorCritic(prepared.env.spec, HIDDEN, "relu")
+
+    @jax.jit  # one program for every run and segment (eagerly, each call compiled anew)
+    def library_row(state, probe, old, new):
+        seen = agent.observe(state, probe)
+        row = {}
+        for torso, prefix in (("actor_torso", ""), ("critic_torso", "critic_")):
+            hs = dg.hidden_activations(net, state.params, seen, torso)
+            for tau in (0.0, 0.025):
+                for layer, h in enumerate(hs):
+                    row[f"{prefix}dormant_{tau:g}[{layer}]"] = dg.dormant_fraction(h, tau)
+            row[f"{prefix}feature_erank"] = dg.effective_rank(hs[-1])
+            row[f"{prefix}feature_srank"] = dg.srank(hs[-1], 0.01)
+        row["param_norm"] = dg.param_norm(state.params)
+        row["param_distance"] = dg.param_distance(state.params, state.opt_state.anchor)
+        # churn: the segment's update alone (before any intervention), on its states
+        old_seen = agent.observe(old, probe)
+        row["churn"] = dg.policy_kl(
+            agent.heads(old.params, old_seen)[0], agent.heads(new.params, old_seen)[0]
+        )
+        return row
+
     for i, (before, after, metrics, want) in enumerate(steps):
         measured = i in (1, 3)  # every 2 segments; the last is the 4th
         assert np.isnan(np.asarray(metrics["feature_erank"])).all() != measured
@@ -260,24 +281,11 @@ def test_diagnostics_in_the_loop_equal_the_library_functions_on_the_saved_state(
                 assert np.isnan(np.asarray(metrics[name])).all()
             continue
         for r in range(4):
-            state = run_of(after.agent_state, r)
-            probe = run_of(ext_state(prepared, after, "diagnostics").probe, r)
-            seen = agent.observe(state, probe)
-            want_row = {}
-            for torso, prefix in (("actor_torso", ""), ("critic_torso", "critic_")):
-                hs = dg.hidden_activations(net, state.params, seen, torso)
-                for tau in (0.0, 0.025):
-                    for layer, h in enumerate(hs):
-                        want_row[f"{prefix}dormant_{tau:g}[{layer}]"] = dg.dormant_fraction(h, tau)
-                want_row[f"{prefix}feature_erank"] = dg.effective_rank(hs[-1])
-                want_row[f"{prefix}feature_srank"] = dg.srank(hs[-1], 0.01)
-            want_row["param_norm"] = dg.param_norm(state.params)
-            want_row["param_distance"] = dg.param_distance(state.params, state.opt_state.anchor)
-            # churn: the segment's update alone (before any intervention), on its states
-            old, new = run_of(before.agent_state, r), run_of(want.agent_state, r)
-            old_seen = agent.observe(old, probe)
-            want_row["churn"] = dg.policy_kl(
-                agent.heads(old.params, old_seen)[0], agent.heads(new.params, old_seen)[0]
+            want_row = library_row(
+                run_of(after.agent_state, r),
+                run_of(ext_state(prepared, after, "diagnostics").probe, r),
+                run_of(before.agent_state, r),
+                run_of(want.agent_state, r),
             )
             for name, value in want_row.items():
                 # The effective rank counts singular values near float32's resolution of the
