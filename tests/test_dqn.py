@@ -149,7 +149,9 @@ def test_probe_q_values(probes, mode, case):
 
 @pytest.mark.slow
 def test_pqn_solves_cartpole():
-    _, result = _train("experiment=pqn_cartpole", "runs.seeds=8")
+    """Mean final return >= 475 over 4 seeds (measured 2026-12-04: 500 in each of 4; 8 runs
+    in one program gave 487-500 in 64 s, against 40 s for 4)."""
+    _, result = _train("experiment=pqn_cartpole", "runs.seeds=4")
     final = result.metrics["episode_return"][:, -1]
     assert final.mean() >= 475, final
 

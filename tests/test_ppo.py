@@ -29,9 +29,11 @@ def test_probe(probes, case):
 
 @pytest.mark.slow
 def test_solves_cartpole():
-    """Mean return of the episodes in the last log >= 475 over 8 seeds."""
+    """Mean return of the episodes in the last log >= 475 over 4 seeds (measured
+    2026-12-04: 500 in each of 4, and of 8 in a program of 8 runs, which took 66 s against
+    41 s for 4)."""
     _, result = train(
-        "progress=false", "runs.seeds=8", "train.total_timesteps=500000", "train.num_logs=20"
+        "progress=false", "runs.seeds=4", "train.total_timesteps=500000", "train.num_logs=20"
     )
     final = result.metrics["episode_return"][:, -1]
     assert final.mean() >= 475, final
