@@ -37,14 +37,16 @@ def test_a_rerun_loads_both_programs_from_the_users_cache(tmp_path):
 
 
 def test_compile_cache_off_turns_jax_persistent_cache_off_and_back_on(tmp_path):
-    """compile_cache=off (None, tests below) is what scripts/train.py hands use_compile_cache
-    (research/pipelines/run.py): jax then neither reads nor writes a cache; a directory turns
-    it back on there. Checked in this process, which then gets the suite's cache back."""
+    """compile_cache=off parses to None (test_compile_cache_settings), which
+    research/pipelines/run.py hands use_compile_cache: jax then neither reads nor writes a
+    cache; a directory turns it back on there. Checked in this process, whose own cache
+    settings are restored afterwards."""
     import jax
 
     from research.platform import use_compile_cache
 
     own = jax.config.jax_compilation_cache_dir
+    min_time = jax.config.jax_persistent_cache_min_compile_time_secs
     try:
         assert use_compile_cache(None) is None
         assert not jax.config.jax_enable_compilation_cache
@@ -53,6 +55,7 @@ def test_compile_cache_off_turns_jax_persistent_cache_off_and_back_on(tmp_path):
         assert jax.config.jax_enable_compilation_cache and (tmp_path / "c").is_dir()
     finally:
         use_compile_cache(own)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_time)
     assert jax.config.jax_compilation_cache_dir == own
 
 
