@@ -12,6 +12,7 @@ from typing import Any
 
 from research.config.rules import (
     BOOL,
+    FRACTION,
     NONNEG_FLOAT,
     POS_FLOAT,
     POS_INT,
@@ -346,17 +347,16 @@ def _parse_shift(raw: Any) -> EnvShift | None:
     if raw is None:
         return None
     raw = _mapping("env.shift", raw)
-    _reject_unknown("env.shift", raw, ("params", "at", "drift"))
+    _reject_unknown("env.shift", raw, _field_names(EnvShift))
     params = _parse_params("env.shift.params", raw.get("params"))
     if not params:
         raise ConfigError(
             "env.shift.params: missing; name the EnvParams fields that change, e.g. {length: 2.0}"
         )
-    at = Rule("float", low=0.0, high=1.0, low_open=True, high_open=True).check(
-        "env.shift.at", raw.get("at")
-    )
-    drift = Rule("float", low=0.0, high=1.0 - at).check("env.shift.drift", raw.get("drift", 0.0))
-    return EnvShift(params=params, at=at, drift=drift)
+    shift = _build_dataclass(EnvShift, "env.shift", raw, params=params)
+    # The ramp ends by the end of training.
+    Rule("float", low=0.0, high=1.0 - shift.at).check("env.shift.drift", shift.drift)
+    return shift
 
 
 def _parse_schedule(raw: Any) -> EnvSchedule | None:
@@ -382,9 +382,7 @@ def _parse_schedule(raw: Any) -> EnvSchedule | None:
     if isinstance(every, int) and not isinstance(every, bool):
         every = POS_INT.check("env.schedule.every", every)
     else:
-        every = Rule("float", low=0.0, high=1.0, low_open=True, high_open=True).check(
-            "env.schedule.every", every
-        )
+        every = FRACTION.check("env.schedule.every", every)
     return _build_dataclass(EnvSchedule, "env.schedule", raw, params=params, every=every)
 
 

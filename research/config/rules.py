@@ -85,6 +85,7 @@ POS_FLOAT = Rule("float", low=0.0, low_open=True)
 NONNEG_FLOAT = Rule("float", low=0.0)
 UNIT_OPEN = Rule("float", low=0.0, high=1.0, low_open=True)  # (0, 1]
 UNIT = Rule("float", low=0.0, high=1.0)  # [0, 1]
+FRACTION = Rule("float", low=0.0, high=1.0, low_open=True, high_open=True)  # (0, 1)
 BOOL = Rule("bool")
 
 

@@ -12,9 +12,11 @@ from flax import struct
 
 from research.config.rules import (
     BOOL,
+    FRACTION,
     NONNEG_FLOAT,
     POS_FLOAT,
     POS_INT,
+    UNIT,
     UNIT_OPEN,
     Rule,
     _f,
@@ -60,8 +62,8 @@ class EnvShift:
     (0 = a step change)."""
 
     params: Mapping[str, float]
-    at: float
-    drift: float = 0.0
+    at: float = _f(MISSING, FRACTION)
+    drift: float = _f(0.0, UNIT)  # and at most 1 - at (checked by the parser)
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,7 @@ class DiagnosticsConfig:
     every: int = _f(5, POS_INT)
     probe_size: int | None = _f(None, POS_INT)  # None: 256, or the whole rollout if smaller
     taus: tuple[float, ...] = _f((0.0, 0.025), NONNEG_FLOAT, sequence=True)
-    srank_delta: float = _f(0.01, Rule("float", low=0.0, high=1.0, low_open=True, high_open=True))
+    srank_delta: float = _f(0.01, FRACTION)
 
 
 @struct.dataclass
