@@ -498,11 +498,13 @@ def _parse_keep(raw: Mapping[str, Any], agent: AgentSpec) -> dict[str, Any]:
         if name != "distill":
             allowed.append("batch_size")
         _reject_unknown(f"transfer.{name}", block, allowed)
-        batch = POS_INT.check(f"transfer.{name}.batch_size", block.pop("batch_size", 256))
+        sizes = {"batch_size": block.pop("batch_size")} if "batch_size" in block else {}
         hparams, grid = parse_traced(
             f"transfer.{name}", block, WeightHParams, {"schedule": WEIGHT_SCHEDULES}
         )
-        out[name] = Regulariser(hparams, grid, batch)
+        out[name] = _build_dataclass(
+            Regulariser, f"transfer.{name}", sizes, hparams=hparams, grid=grid
+        )
     if raw.get("guide") is not None:
         block = _mapping("transfer.guide", raw["guide"])
         _reject_unknown("transfer.guide", block, _field_names(GuideHParams))

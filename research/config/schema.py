@@ -194,7 +194,7 @@ class Regulariser:
 
     hparams: WeightHParams
     grid: Mapping[str, ValueGrid]
-    batch_size: int = 256
+    batch_size: int = _f(256, POS_INT)  # distill has none: it reads each minibatch
 
 
 GUIDE_SCHEDULES = ("constant", "linear", "exponential", "threshold")
